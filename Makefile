@@ -1,0 +1,44 @@
+# Driven by build.sh (which checks the dependencies first); `make` alone works once they exist.
+CUDA_HOME ?= /usr/local/cuda
+CC ?= cc
+
+# Message buffers are bounded on purpose; a long path in an error line may be cut short.
+WARN    := -Wall -Wextra -Werror -Wno-unused-function -Wno-missing-field-initializers \
+           -Wno-format-truncation
+CFLAGS  := -std=gnu11 -O2 -g $(WARN) -D_GNU_SOURCE -I. -Ibuild -isystem $(CUDA_HOME)/include
+# libyaml, jansson and sqlite3 are linked statically; the C library family stays dynamic
+# (dlopen of the CUDA libraries needs it).
+LDLIBS  := -Wl,-Bstatic -lyaml -ljansson -lsqlite3 -Wl,-Bdynamic -lm -ldl -lpthread
+TESTLIB := -lcmocka
+
+ifeq ($(V),)
+Q := @
+endif
+
+EMBED_SRC := $(sort $(wildcard kernels/*.cu.in)) $(sort $(wildcard configs/models/*.json)) \
+             $(sort $(wildcard src/assets/*))
+TESTS     := $(patsubst test/%.c,build/%,$(sort $(wildcard test/test_*.c)))
+
+.PHONY: all tests
+all: lwb
+tests: $(TESTS)
+
+build/embed: gen/embed.c | build
+	$(Q)$(CC) -O2 -Wall -Wextra -Werror -o $@ $<
+
+build/embedded.h: build/embed $(EMBED_SRC)
+	$(Q)build/embed $@ $(EMBED_SRC)
+
+lwb: lwb.c build/embedded.h
+	@echo "cc      lwb"
+	$(Q)$(CC) $(CFLAGS) -MMD -MP -MF build/lwb.d -o $@ lwb.c $(LDLIBS)
+
+# Each test includes lwb.c with LWB_NO_MAIN, so it sees every module as one unit.
+build/test_%: test/test_%.c lwb.c build/embedded.h
+	@echo "cc      $@"
+	$(Q)$(CC) $(CFLAGS) -O1 -MMD -MP -MF $@.d -o $@ $< $(LDLIBS) $(TESTLIB)
+
+build:
+	$(Q)mkdir -p build
+
+-include build/lwb.d $(wildcard build/test_*.d)

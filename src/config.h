@@ -1,0 +1,192 @@
+// config.h: the options of `lwb run`, and a YAML config file merged under the command line.
+//
+// Defines: run_opts (the option table: every key a config file may hold, and its flag), run_help,
+// config_load (read CONFIG.yaml into an lwb_args that already holds the command line; the command
+// line wins; unknown keys and bad values are one-line errors naming the file, line and key).
+//
+// Merge rules (as TensorRT-LLM's run.py, minus its quirks): a key given on the command line is
+// never taken from the file; list keys accept a scalar or a list in YAML and a comma list on the
+// command line; `null` leaves a key unset (for balance_ratio it is one "none" entry);
+// warmup_times and run_times are honoured from YAML (upstream silently ignores them there).
+//
+// Does not: check relations between options (the run plan in cmd_run.h does), or read model
+// configs (model.h).
+// Tested by test/test_config.c.
+#pragma once
+#include <yaml.h>
+
+static const struct lwb_opt run_opts[] = {
+    {"model", LWB_OPT_STR, "NAME|DIR", NULL,
+     "built-in model preset (lwb run --list-models) or a directory with a Hugging Face config.json"},
+    {"layer_indices", LWB_OPT_INT_LIST, "LIST", NULL, "decoder layers to build, e.g. 5 or 3,4,5",
+     NULL, LWB_OPT_NONNEG},
+    {"run_type", LWB_OPT_ENUM, NULL, NULL, "context (prefill) or generation (decode) phase",
+     "CTX|GEN"},
+    {"scaled_from", LWB_OPT_INT, "N", NULL,
+     "simulate an N-GPU deployment's per-GPU expert count on this many ranks", NULL, LWB_OPT_POSITIVE},
+    {"max_batch_size", LWB_OPT_INT, "N", NULL, "KV-cache slots (default: the largest batch size)",
+     NULL, LWB_OPT_POSITIVE},
+    {"tokens_per_block", LWB_OPT_INT, "N", "32", "tokens per KV-cache page", NULL, LWB_OPT_POSITIVE},
+    {"max_seq_len", LWB_OPT_INT, "N", NULL,
+     "longest sequence a slot holds (default: largest seq-len-q + largest seq-len-kv-cache)", NULL,
+     LWB_OPT_POSITIVE},
+    {"max_num_tokens", LWB_OPT_INT, "N", NULL,
+     "most tokens in one forward (default: max-batch-size x largest seq-len-q)", NULL,
+     LWB_OPT_POSITIVE},
+    {"enable_attention_dp", LWB_OPT_BOOL, NULL, "false",
+     "attention data-parallel across ranks (meaningful with more than one rank)"},
+    {"kv_cache_dtype", LWB_OPT_ENUM, NULL, "auto", "KV-cache data type (auto: the model's, bf16)",
+     "auto|bf16"},
+    {"load_format", LWB_OPT_ENUM, NULL, "DUMMY", "weights: DUMMY (random) or AUTO (from the checkpoint)",
+     "AUTO|DUMMY"},
+    {"moe_backend", LWB_OPT_STR, "NAME", NULL,
+     "accepted for TensorRT-LLM configs and recorded; lwb always runs its own MoE kernels"},
+    {"use_cuda_graph", LWB_OPT_BOOL, NULL, "false", "capture one forward and replay it"},
+    {"batch_size", LWB_OPT_INT_LIST, "LIST", NULL, "requests per forward (comma list)", NULL,
+     LWB_OPT_POSITIVE},
+    {"seq_len_q", LWB_OPT_INT_LIST, "LIST", NULL,
+     "new tokens per request (GEN: 1, or 1+MTP draft tokens)", NULL, LWB_OPT_POSITIVE},
+    {"seq_len_kv_cache", LWB_OPT_INT_LIST, "LIST", NULL, "tokens already in each request's KV cache",
+     NULL, LWB_OPT_NONNEG},
+    {"balance_method", LWB_OPT_ENUM, NULL, "NotModified", "how MoE routing is overridden",
+     "NotModified|Balanced|ImbalancedRanks|ImbalancedExperts"},
+    {"balance_ratio", LWB_OPT_FLOAT_LIST, "LIST", NULL,
+     "share of tokens routed balanced, 0..1 (comma list; none: unset)", NULL, LWB_OPT_NONNEG},
+    {"warmup_times", LWB_OPT_INT, "N", "20", "untimed iterations per problem", NULL, LWB_OPT_NONNEG},
+    {"run_times", LWB_OPT_INT, "N", "100", "timed iterations per problem", NULL, LWB_OPT_POSITIVE},
+    {"seed", LWB_OPT_INT, "N", "0", "seed of the random weights, inputs and KV cache", NULL,
+     LWB_OPT_NONNEG},
+    {"device", LWB_OPT_INT, "N", "0", "CUDA device of rank 0 (more ranks take the next ones)", NULL,
+     LWB_OPT_NONNEG},
+    {"gpu", LWB_OPT_ENUM, NULL, NULL, "GPU whose floors --dry-run prints (default: H100)", "H100|H200"},
+    {"dry_run", LWB_OPT_BOOL, NULL, NULL,
+     "print the plan (layers, kernels, memory, floors) and exit; needs no GPU", NULL, LWB_OPT_CLI_ONLY},
+    {"profile", LWB_OPT_BOOL, NULL, "true",
+     "write profiles/report_npN_rankR.sqlite with the built-in profiler (off under nsys)"},
+    {"profile_dir", LWB_OPT_STR, "DIR", "profiles", "where profiles and logs go"},
+    {"output_json", LWB_OPT_STR, "FILE", NULL, "also write the timing and roofline records as JSON",
+     NULL, LWB_OPT_CLI_ONLY},
+    {"dump", LWB_OPT_STR, "DIR", NULL,
+     "write weights, inputs and outputs of the first problem as safetensors (for checks)", NULL,
+     LWB_OPT_CLI_ONLY},
+    {"list_models", LWB_OPT_BOOL, NULL, NULL, "print the built-in model presets and exit", NULL,
+     LWB_OPT_CLI_ONLY},
+};
+
+static const struct lwb_cmd_help run_help = {
+    "run", "CONFIG.yaml [options]",
+    "Build the selected decoder layers of a model, run them on the GPU and time them.",
+    "Every option can also be a key of CONFIG.yaml (snake_case: --batch-size is batch_size);\n"
+    "the command line wins. Lists are comma-separated here and YAML lists in the file. For each\n"
+    "combination of batch size, seq-len-q, seq-len-kv-cache and balance ratio (a problem), lwb\n"
+    "runs warmup-times + run-times iterations and prints their statistics in microseconds,\n"
+    "then each module's time against its floor on this GPU."};
+
+// YAML scalar text, or NULL for null (~, null, empty plain scalar).
+static const char *yaml_scalar_text(const yaml_node_t *n) {
+    const char *t = (const char *)n->data.scalar.value;
+    if (n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
+        (!*t || !strcmp(t, "~") || !strcmp(t, "null") || !strcmp(t, "Null") || !strcmp(t, "NULL")))
+        return NULL;
+    return t;
+}
+
+// Read `path` into `a`, which already holds the command line. Exits with one line on any error.
+static void config_load(struct lwb_args *a, const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        lwb_user_error("%s: cannot open the config file (%s); give the path of a YAML file such as "
+                       "configs/config_gen.yaml",
+                       path, strerror(errno));
+    yaml_parser_t parser;
+    yaml_document_t doc;
+    if (!yaml_parser_initialize(&parser)) lwb_fatal("cannot start the YAML parser");
+    yaml_parser_set_input_file(&parser, f);
+    if (!yaml_parser_load(&parser, &doc)) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s:%zu:%zu: not valid YAML: %s", path, parser.problem_mark.line + 1,
+                 parser.problem_mark.column + 1, parser.problem ? parser.problem : "parse error");
+        yaml_parser_delete(&parser);
+        fclose(f);
+        lwb_user_error("%s", msg);
+    }
+    fclose(f);
+    yaml_node_t *root = yaml_document_get_root_node(&doc);
+    if (!root) { // an empty file: nothing to merge
+        yaml_document_delete(&doc);
+        yaml_parser_delete(&parser);
+        return;
+    }
+    if (root->type != YAML_MAPPING_NODE)
+        lwb_user_error("%s:%zu: the config must be a mapping of keys to values (key: value lines)", path,
+                       root->start_mark.line + 1);
+    for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top; p++) {
+        yaml_node_t *k = yaml_document_get_node(&doc, p->key);
+        yaml_node_t *v = yaml_document_get_node(&doc, p->value);
+        if (k->type != YAML_SCALAR_NODE)
+            lwb_user_error("%s:%zu: keys must be plain names", path, k->start_mark.line + 1);
+        const char *key = (const char *)k->data.scalar.value;
+        int idx = args_find(a, key);
+        if (idx < 0 || (a->opts[idx].flags & LWB_OPT_CLI_ONLY)) {
+            const char *names[LWB_ARRAY_LEN(run_opts)] = {0};
+            size_t n = 0;
+            for (int i = 0; i < a->nopts; i++)
+                if (!(a->opts[i].flags & LWB_OPT_CLI_ONLY)) names[n++] = a->opts[i].key;
+            const char *near = lwb_nearest(key, names, n);
+            if (idx >= 0)
+                lwb_user_error("%s:%zu: '%s' is a command-line option only; pass --%s instead", path,
+                               k->start_mark.line + 1, key, key);
+            if (near)
+                lwb_user_error("%s:%zu: unknown key '%s'; did you mean '%s'? (lwb run --help lists the "
+                               "keys)",
+                               path, k->start_mark.line + 1, key, near);
+            lwb_user_error("%s:%zu: unknown key '%s' (lwb run --help lists the keys)", path,
+                           k->start_mark.line + 1, key);
+        }
+        if (a->vals[idx].set) continue; // the command line wins
+        // Messages name the file and line: "configs/x.yaml:7: 'batch_size' must be ..."
+        struct lwb_str src = {0};
+        str_printf(&src, "%s:%zu", path, k->start_mark.line + 1);
+        const char *source = str_take(&src); // lives as long as the args (freed at exit)
+        const struct lwb_opt *o = &a->opts[idx];
+        bool is_list = o->type == LWB_OPT_INT_LIST || o->type == LWB_OPT_FLOAT_LIST;
+        if (v->type == YAML_MAPPING_NODE)
+            lwb_user_error("%s: '%s' must be %s, not a mapping", source, key, opt_type_text(o));
+        if (v->type == YAML_SEQUENCE_NODE) {
+            if (!is_list) lwb_user_error("%s: '%s' must be %s, not a list", source, key, opt_type_text(o));
+            int n = (int)(v->data.sequence.items.top - v->data.sequence.items.start);
+            const char **items = xcalloc((size_t)n, sizeof *items);
+            struct lwb_str whole = {0};
+            str_puts(&whole, "[");
+            for (int i = 0; i < n; i++) {
+                yaml_node_t *it = yaml_document_get_node(&doc, v->data.sequence.items.start[i]);
+                if (it->type != YAML_SCALAR_NODE)
+                    lwb_user_error("%s: '%s' entries must be plain values", source, key);
+                const char *t = yaml_scalar_text(it);
+                items[i] = t ? t : "null";
+                str_printf(&whole, "%s%s", i ? ", " : "", items[i]);
+            }
+            str_puts(&whole, "]");
+            if (n == 0) lwb_user_error("%s: '%s' is an empty list; give at least one value", source, key);
+            args_set_list(a, idx, items, n, source, whole.s);
+            str_free(&whole);
+            free(items);
+            continue;
+        }
+        const char *t = yaml_scalar_text(v);
+        if (!t) {
+            if (o->type == LWB_OPT_FLOAT_LIST) {
+                const char *none = "null";
+                args_set_list(a, idx, &none, 1, source, "null");
+            }
+            continue; // null: unset
+        }
+        if (is_list) {
+            args_set_list(a, idx, &t, 1, source, t);
+        } else {
+            args_set_text(a, idx, xstrdup(t), source);
+        }
+    }
+    yaml_document_delete(&doc);
+    yaml_parser_delete(&parser);
+}

@@ -1,0 +1,2 @@
+// model.h: (being written)
+#pragma once

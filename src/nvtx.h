@@ -1,0 +1,2 @@
+// nvtx.h: (being written)
+#pragma once

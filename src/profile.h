@@ -1,0 +1,2 @@
+// profile.h: (being written)
+#pragma once

@@ -1,0 +1,2 @@
+// report.h: (being written)
+#pragma once

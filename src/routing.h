@@ -1,0 +1,2 @@
+// routing.h: (being written)
+#pragma once

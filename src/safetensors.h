@@ -1,0 +1,2 @@
+// safetensors.h: (being written)
+#pragma once

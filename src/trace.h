@@ -1,0 +1,2 @@
+// trace.h: (being written)
+#pragma once

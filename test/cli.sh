@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# cli.sh: the command line as a user meets it: help, version, errors (one line, right exit
+# code, a suggestion), and `lwb run` on a machine without a GPU. Ends with "N passed, N failed".
+set -u
+cd "$(dirname "$0")/.."
+pass=0
+fail=0
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+# expect RC DESCRIPTION -- CMD...: run CMD, check its exit code; output in $tmp/out, $tmp/err.
+expect() {
+    local rc=$1 what=$2
+    shift 3
+    "$@" >"$tmp/out" 2>"$tmp/err"
+    local got=$?
+    if [ "$got" = "$rc" ]; then
+        last_ok=1
+    else
+        last_ok=0
+        echo "FAIL $what: exit $got, wanted $rc"
+        sed 's/^/    /' "$tmp/err" | head -5
+    fi
+}
+# has FILE TEXT: the output contains TEXT.
+has() {
+    if [ "$last_ok" = 1 ] && ! grep -qF -- "$2" "$tmp/$1"; then
+        last_ok=0
+        echo "FAIL: $1 lacks \"$2\""
+        sed 's/^/    /' "$tmp/$1" | head -5
+    fi
+}
+one_line_err() {
+    if [ "$last_ok" = 1 ] && [ "$(wc -l <"$tmp/err")" != 1 ]; then
+        last_ok=0
+        echo "FAIL: stderr is not one line:"
+        sed 's/^/    /' "$tmp/err" | head -5
+    fi
+}
+done_case() {
+    if [ "$last_ok" = 1 ]; then
+        pass=$((pass + 1))
+        echo "ok   $1"
+    else
+        fail=$((fail + 1))
+    fi
+}
+
+expect 0 "help" -- ./lwb --help
+has out "usage: lwb COMMAND"; has out "correlate"; has out "lwb run configs/config_gen.yaml"
+done_case "lwb --help lists the commands"
+
+expect 2 "no command" -- ./lwb
+has err "usage: lwb COMMAND"
+done_case "lwb alone prints the usage and exits 2"
+
+expect 2 "typo" -- ./lwb rn
+has err "did you mean 'run'"; one_line_err
+done_case "unknown command suggests the nearest"
+
+expect 2 "bad flag" -- ./lwb run configs/config_gen.yaml --bach-size 3
+has err "did you mean '--batch-size'"; one_line_err
+done_case "unknown flag suggests the nearest"
+
+for cmd in run parse correlate kernels version help; do
+    expect 0 "help $cmd" -- ./lwb help $cmd
+    has out "usage: lwb $cmd"
+    done_case "lwb help $cmd"
+    expect 0 "$cmd --help" -- ./lwb $cmd --help
+    has out "usage: lwb $cmd"
+    done_case "lwb $cmd --help"
+done
+
+expect 0 "version" -- ./lwb version
+has out "lwb 0.1.0"; has out "nvrtc"; has out "driver"
+done_case "lwb version prints the libraries (and says which are missing)"
+
+# Commands that need no GPU never load the CUDA libraries.
+expect 0 "no libraries" -- env LWB_CUDA_PATH=/nonexistent/libcuda.so.1 \
+    LWB_NVRTC_PATH=/nonexistent/libnvrtc.so ./lwb kernels --list
+has out "rmsnorm"
+done_case "kernels --list loads no CUDA library"
+
+# Config errors: one line naming the file, the line and the key.
+printf 'model: deepseek-ai/DeepSeek-R1\nbatch_sizes: 4\n' >"$tmp/bad1.yaml"
+expect 2 "unknown key" -- ./lwb run "$tmp/bad1.yaml"
+has err "bad1.yaml:2: unknown key 'batch_sizes'; did you mean 'batch_size'?"; one_line_err
+done_case "unknown YAML key is named with file and line"
+
+printf 'batch_size: [1, abc]\n' >"$tmp/bad2.yaml"
+expect 2 "bad value" -- ./lwb run "$tmp/bad2.yaml"
+has err "bad2.yaml:1: 'batch_size' must be a positive integer or a list of them (got \"[1, abc]\")"
+one_line_err
+done_case "bad YAML value is named with file, line and what is expected"
+
+printf 'batch_size: [1\n' >"$tmp/bad3.yaml"
+expect 2 "bad yaml" -- ./lwb run "$tmp/bad3.yaml"
+has err "not valid YAML"; one_line_err
+done_case "malformed YAML is one line"
+
+expect 2 "missing config" -- ./lwb run "$tmp/none.yaml"
+has err "cannot open the config file"; one_line_err
+done_case "missing config file"
+
+# The main job on a machine without a GPU: one clear line, exit 1, no crash.
+if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
+    echo "skip lwb run without a GPU (this machine has one)"
+else
+    expect 1 "run without GPU" -- ./lwb run configs/config_gen.yaml
+    one_line_err; has err "lwb: "
+    done_case "lwb run configs/config_gen.yaml without a GPU fails with one line"
+fi
+
+echo "$pass passed, $fail failed"
+[ "$fail" = 0 ]
