@@ -19,7 +19,7 @@ EMBED_SRC := $(sort $(wildcard kernels/*.cu.in)) $(sort $(wildcard configs/model
              $(sort $(wildcard src/assets/*))
 TESTS     := $(patsubst test/%.c,build/%,$(sort $(wildcard test/test_*.c)))
 
-.PHONY: all tests
+.PHONY: all tests gpu
 all: lwb
 tests: $(TESTS)
 
@@ -38,7 +38,13 @@ build/test_%: test/test_%.c lwb.c build/embedded.h
 	@echo "cc      $@"
 	$(Q)$(CC) $(CFLAGS) -O1 -MMD -MP -MF $@.d -o $@ $< $(LDLIBS) $(TESTLIB)
 
+# GPU checks: built here, run on the GPU machine (test/gpu/run.sh).
+gpu: build/gpu_check
+build/gpu_check: test/gpu/check.c lwb.c build/embedded.h $(wildcard test/ref/*.c test/ref/*.h)
+	@echo "cc      $@"
+	$(Q)$(CC) $(CFLAGS) -MMD -MP -MF $@.d -o $@ $< $(LDLIBS)
+
 build:
 	$(Q)mkdir -p build
 
--include build/lwb.d $(wildcard build/test_*.d)
+-include build/lwb.d $(wildcard build/test_*.d build/gpu_*.d)

@@ -4,6 +4,7 @@
 #
 #   ./build.sh          build ./lwb
 #   ./build.sh test     build, then run every test that needs no GPU
+#   ./build.sh gpu      also build the GPU checks (build/gpu_check), run on a GPU machine
 #   ./build.sh clean    remove build outputs
 #
 # Environment: CUDA_HOME (default /usr/local/cuda), CC (default cc), VERBOSE=1.
@@ -71,5 +72,6 @@ mk() { make --no-print-directory -j"$jobs" ${VERBOSE:+V=1} "$@"; }
 case "${1:-}" in
     "") mk all ;;
     test) mk all tests && exec test/run_all.sh ;;
-    *) echo "usage: ./build.sh [test|clean]" >&2; exit 2 ;;
+    gpu) mk all gpu ;;
+    *) echo "usage: ./build.sh [test|gpu|clean]" >&2; exit 2 ;;
 esac

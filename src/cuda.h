@@ -224,3 +224,18 @@ static void cu_launch(CUfunction f, struct lwb_launch l, CUstream s, void **args
                                    l.block[0], l.block[1] ? l.block[1] : 1,
                                    l.block[2] ? l.block[2] : 1, l.smem, s, args, NULL));
 }
+
+// Wait for a stream, polling, and fail with a message instead of hanging when the work does not
+// finish in `timeout_s` seconds (a deadlocked kernel, a lost peer).
+static void stream_wait(CUstream s, double timeout_s, const char *what) {
+    double t0 = lwb_now();
+    for (unsigned spin = 0;; spin++) {
+        CUresult r = lwb_cu.cuStreamQuery(s);
+        if (r == CUDA_SUCCESS) return;
+        if (r != CUDA_ERROR_NOT_READY)
+            lwb_check_failed("CUDA driver", "cuStreamQuery", __FILE__, __LINE__, r, cu_errstr(r));
+        if (lwb_now() - t0 > timeout_s)
+            lwb_fatal("%s did not finish within %.0f s; giving up (a kernel is stuck)", what, timeout_s);
+        if (spin > 1000) usleep(spin > 100000 ? 1000 : 50);
+    }
+}

@@ -29,7 +29,8 @@ struct lwb_kconst {
 };
 
 struct lwb_kreq {
-    const char *family; // template: kernels/<family>.cu.in
+    const char *family; // template: kernels/<family>.cu.in (NULL: `text` is the template)
+    const char *text;   // a template given as text (checks compile their reference kernels so)
     char label[96];     // readable part of the cache folder name ("rmsnorm_h7168")
     struct lwb_kconst consts[LWB_JIT_MAX_CONSTS];
     int nconsts;
@@ -132,6 +133,7 @@ static int template_constants(const char *text, char **names, int max, char **de
 
 // Check the request names exactly the constants its template declares.
 static void kreq_validate(const struct lwb_kreq *r) {
+    if (!r->family) return;
     char *names[LWB_JIT_MAX_CONSTS * 2];
     int n = template_constants(template_text(r->family), names, (int)LWB_ARRAY_LEN(names), NULL);
     for (int i = 0; i < n; i++) {
@@ -152,15 +154,15 @@ static void kreq_validate(const struct lwb_kreq *r) {
 // The full source of a request.
 static char *jit_source(const struct lwb_kreq *r) {
     struct lwb_str s = {0};
-    str_printf(&s, "// lwb %s kernel %s (%s)\n", LWB_VERSION, r->family, r->label);
+    str_printf(&s, "// lwb %s kernel %s (%s)\n", LWB_VERSION, r->family ? r->family : "-", r->label);
     for (int i = 0; i < r->nconsts; i++)
         str_printf(&s, "#define LWB_%s %lld\n", r->consts[i].name, r->consts[i].value);
     const struct lwb_embedded *prelude = embedded_find("kernels/prelude.cu.in");
     if (!prelude) LWB_BUG("kernels/prelude.cu.in is not embedded");
     str_puts(&s, "#line 1 \"prelude.cu\"\n");
     str_puts(&s, prelude->data);
-    str_printf(&s, "#line 1 \"%s.cu\"\n", r->family);
-    str_puts(&s, template_text(r->family));
+    str_printf(&s, "#line 1 \"%s.cu\"\n", r->family ? r->family : r->label);
+    str_puts(&s, r->family ? template_text(r->family) : r->text);
     return str_take(&s);
 }
 
@@ -322,7 +324,7 @@ static void cache_install(const struct lwb_jit *j, const struct lwb_kreq *r) {
     const char *opts[8];
     char archbuf[64];
     int nopts = jit_options(j, opts, archbuf, sizeof archbuf);
-    str_printf(&meta, "%s", r->family);
+    str_printf(&meta, "%s", r->family ? r->family : r->label);
     for (int i = 0; i < r->nconsts; i++)
         str_printf(&meta, " %s=%lld", r->consts[i].name, r->consts[i].value);
     str_printf(&meta, "\n%s nvrtc-%d.%d lwb-%s\noptions", j->arch, lwb_nvrtc.major, lwb_nvrtc.minor,

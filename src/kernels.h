@@ -16,6 +16,8 @@ struct lwb_kfamily {
 
 static const struct lwb_kfamily lwb_kfamilies[] = {
     {"rmsnorm", rmsnorm_samples},
+    {"gemm", gemm_samples},
+    {"init", init_samples},
 };
 
 static const struct lwb_kfamily *kfamily_find(const char *name) {

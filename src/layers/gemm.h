@@ -1,0 +1,216 @@
+// layers/gemm.h: host side of the gemm kernel family (kernels/gemm.cu.in): every matrix product
+// of the layers (projections, expert GEMMs, attention's per-head products).
+//
+// Defines: struct lwb_operand (a bf16 matrix, or a batch of them, in device memory),
+// struct gemm_config and gemm_choose_config (tiles, pipeline depth, split-K from the shape and the
+// device), struct lwb_gemm (one planned product: config, JIT request, tensor maps, output),
+// gemm_plan / gemm_bind / gemm_enqueue, gemm_flops / gemm_bytes (for floors), gemm_samples.
+//
+// C = A * B^T: A is (batch x) M x K, B is (batch or expert x) N x K, both K-contiguous bf16.
+// Grouped products (MoE) read their row tiles from a device tile list written by the routing
+// kernels: entry t = (expert, first row, end row) in the permuted activation buffer.
+//
+// Does not: allocate operands (the layer owns them) or choose what to multiply.
+// Tested by test/test_kernels.c (config choice) and on the GPU by test/gpu/check.c against
+// test/ref/gemm.c and cuBLAS.
+#pragma once
+
+struct lwb_operand {
+    CUdeviceptr ptr;      // first element (bf16)
+    long long rows;       // rows per batch: M for A, N for B
+    int k;                // elements per row taken part in the product (K)
+    long long row_stride; // elements between rows
+    int z;                // batches (experts, heads); 1 when there are none
+    long long z_stride;   // elements between batches
+};
+
+enum { GEMM_EPI_BF16 = 0, GEMM_EPI_F32 = 1, GEMM_EPI_SWIGLU = 2 };
+
+struct gemm_config {
+    int bm, bn;     // block tile
+    int stages;     // pipeline depth
+    int splitk;     // K splits (1: none)
+    int min_blocks; // blocks per SM the register budget allows
+};
+
+struct lwb_gemm {
+    char name[48];          // label for kernels and reports ("q_b_proj")
+    long long m;            // rows of C (GROUPED: rows of the permuted buffer, for sizing)
+    int n, k;               // columns of the product (before SwiGLU halves them), reduction
+    int batch;              // z count of A and C (1 when not batched)
+    int epilogue;           // GEMM_EPI_*
+    bool grouped;           // rows from a tile list, B's z from the tile's expert
+    int max_tiles;          // GROUPED: upper bound of tile-list entries (grid size)
+    struct gemm_config cfg;
+    struct lwb_kreq req;    // lwb_gemm and lwb_gemm_reduce
+    CUtensorMap a_map, b_map;
+    CUdeviceptr out;        // C
+    long long ld_out;       // elements between rows of C
+    long long z_stride_out; // elements between batches of C
+    CUdeviceptr ws;         // split-K partials (gemm_workspace_bytes), owned by the caller
+    CUdeviceptr tiles, num_tiles; // GROUPED: int4 tile list and its length, on the device
+    unsigned smem;          // dynamic shared memory per block
+};
+
+static unsigned gemm_smem_bytes(struct gemm_config c) {
+    return (unsigned)(c.stages * (c.bm + c.bn) * 128 + 2 * c.stages * 8 + 1024);
+}
+
+// Tiles: BM 64 when there are few rows (decode), else 128; BN 256 for compute-bound shapes, 128
+// otherwise; then, while the grid cannot fill the machine, split K (fp32 partials, summed by a
+// second kernel) as long as each split keeps at least 8 steps of 64. Stages fill the shared
+// memory of the blocks that share a multiprocessor.
+static struct gemm_config gemm_choose_config(long long m, int n, int k, int batch, bool grouped,
+                                             double rows_per_group, int sm_count, int smem_optin) {
+    struct gemm_config c = {.splitk = 1, .min_blocks = 1};
+    double rows = grouped ? rows_per_group : (double)m;
+    c.bm = rows <= 64 ? 64 : 128;
+    bool compute_bound = rows >= 1024;
+    c.bn = compute_bound && n >= 256 ? 256 : 128;
+    if (n <= 64) c.bn = n <= 16 ? 16 : n <= 32 ? 32 : 64;
+    if (c.bm == 64) c.min_blocks = 2;
+    if (!grouped) {
+        long long tiles = LWB_CEIL_DIV(m, c.bm) * LWB_CEIL_DIV(n, c.bn) * (long long)batch;
+        if (tiles < sm_count && c.bn > 64 && n > 64) {
+            c.bn = 64;
+            tiles = LWB_CEIL_DIV(m, c.bm) * LWB_CEIL_DIV(n, c.bn) * (long long)batch;
+        }
+        int steps = k / 64;
+        while (tiles * c.splitk * 2 <= sm_count && steps % (c.splitk * 2) == 0 &&
+               steps / (c.splitk * 2) >= 8)
+            c.splitk *= 2;
+    }
+    int budget = smem_optin / c.min_blocks - 2048;
+    int stage = (c.bm + c.bn) * 128;
+    c.stages = LWB_MAX(2, LWB_MIN(6, budget / stage));
+    if (c.stages > (k / 64) / c.splitk) c.stages = LWB_MAX(2, (k / 64) / c.splitk);
+    return c;
+}
+
+// Plan a product; the request is built here, the tensor maps once the operands exist (gemm_bind).
+static void gemm_plan(struct lwb_gemm *g, const char *name, long long m, int n, int k, int batch,
+                      int epilogue, bool grouped, double rows_per_group, const struct lwb_device *dev) {
+    *g = (struct lwb_gemm){.m = m, .n = n, .k = k, .batch = batch, .epilogue = epilogue,
+                           .grouped = grouped};
+    snprintf(g->name, sizeof g->name, "%s", name);
+    if (k % 64 || n % 8) LWB_BUG("gemm %s: K=%d must be a multiple of 64 and N=%d of 8", name, k, n);
+    g->cfg = gemm_choose_config(m, n, k, batch, grouped, rows_per_group, dev->sm_count, dev->smem_optin);
+    struct gemm_config c = g->cfg;
+    struct lwb_kreq *r = &g->req;
+    *r = (struct lwb_kreq){.family = "gemm"};
+    snprintf(r->label, sizeof r->label, "gemm_%s_bm%d_bn%d_s%d_k%d_x%d_e%d%s", name, c.bm, c.bn, c.stages,
+             k / c.splitk, c.splitk, epilogue, grouped ? "_g" : "");
+    kreq_set(r, "BM", c.bm);
+    kreq_set(r, "BN", c.bn);
+    kreq_set(r, "STAGES", c.stages);
+    kreq_set(r, "K", k / c.splitk);
+    kreq_set(r, "SPLITK", c.splitk);
+    kreq_set(r, "EPILOGUE", epilogue);
+    kreq_set(r, "GROUPED", grouped);
+    kreq_set(r, "MIN_BLOCKS", c.min_blocks);
+    kreq_entry(r, "lwb_gemm");
+    kreq_entry(r, "lwb_gemm_reduce");
+    g->smem = gemm_smem_bytes(c);
+}
+
+static size_t gemm_workspace_bytes(const struct lwb_gemm *g) {
+    if (g->cfg.splitk == 1) return 0;
+    return (size_t)g->cfg.splitk * g->batch * g->m * g->n * sizeof(float);
+}
+
+// A 3-D tensor map over a bf16 operand with box (64, box_rows, 1) and 128-byte swizzle.
+static void tmap_encode(CUtensorMap *map, const struct lwb_operand *o, int box_rows, const char *what) {
+    if (o->ptr % 16 || (o->row_stride * 2) % 16 || (o->z > 1 && (o->z_stride * 2) % 16))
+        LWB_BUG("%s: TMA needs 16-byte aligned rows (stride %lld elements)", what, o->row_stride);
+    cuuint64_t dims[3] = {(cuuint64_t)o->k, (cuuint64_t)o->rows, (cuuint64_t)LWB_MAX(o->z, 1)};
+    cuuint64_t strides[2] = {(cuuint64_t)o->row_stride * 2,
+                             (cuuint64_t)(o->z > 1 ? o->z_stride : o->row_stride * o->rows) * 2};
+    cuuint32_t box[3] = {64, (cuuint32_t)box_rows, 1};
+    cuuint32_t estride[3] = {1, 1, 1};
+    CU_CHECK(lwb_cu.cuTensorMapEncodeTiled(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, (void *)o->ptr, dims,
+                                           strides, box, estride, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                                           CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                                           CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE));
+}
+
+// Bind operands and output (after jit_build loaded the kernels). C rows are `ld_out` elements
+// apart, batches `z_stride_out`. `ws` is the split-K workspace (NULL when not split).
+static void gemm_bind(struct lwb_gemm *g, const struct lwb_operand *a, const struct lwb_operand *b,
+                      CUdeviceptr out, long long ld_out, long long z_stride_out, CUdeviceptr ws) {
+    if (a->k != g->k || b->k != g->k || b->rows < g->n) LWB_BUG("gemm %s: operand shapes do not match", g->name);
+    tmap_encode(&g->a_map, a, g->cfg.bm, g->name);
+    tmap_encode(&g->b_map, b, g->cfg.bn, g->name);
+    g->out = out;
+    g->ld_out = ld_out;
+    g->z_stride_out = z_stride_out;
+    g->ws = ws;
+    if (g->cfg.splitk > 1 && !ws) LWB_BUG("gemm %s: split-K needs a workspace", g->name);
+    CUfunction f = kreq_func(&g->req, "lwb_gemm");
+    CU_CHECK(lwb_cu.cuFuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)g->smem));
+}
+
+// GROUPED: the device tile list and its length, and the most entries it can hold.
+static void gemm_bind_tiles(struct lwb_gemm *g, CUdeviceptr tiles, CUdeviceptr num_tiles, int max_tiles) {
+    g->tiles = tiles;
+    g->num_tiles = num_tiles;
+    g->max_tiles = max_tiles;
+}
+
+static void gemm_enqueue(struct lwb_gemm *g, CUstream s) {
+    const struct gemm_config c = g->cfg;
+    unsigned gx = (unsigned)LWB_CEIL_DIV(g->n, c.bn);
+    unsigned gy = g->grouped ? (unsigned)g->max_tiles : (unsigned)LWB_CEIL_DIV(g->m, c.bm);
+    unsigned gz = (unsigned)(g->batch * c.splitk);
+    int M = (int)g->m, N = g->n;
+    CUdeviceptr out = c.splitk > 1 ? g->ws : g->out;
+    long long ld = c.splitk > 1 ? g->n : g->ld_out;
+    long long split_stride = (long long)g->m * g->n;
+    void *args[] = {&g->a_map, &g->b_map, &out, &ld, &g->z_stride_out, &M, &N,
+                    &g->tiles, &g->num_tiles, &split_stride};
+    cu_launch(kreq_func(&g->req, "lwb_gemm"),
+              (struct lwb_launch){{gx, gy, gz}, {(unsigned)(128 * (c.bm / 64 + 1))}, g->smem}, s, args);
+    if (c.splitk > 1) {
+        int splits = c.splitk, batch = g->batch;
+        unsigned blocks = (unsigned)LWB_CEIL_DIV((long long)M * (N / 2), 256);
+        void *rargs[] = {&g->ws, &split_stride, &splits, &M, &N, &g->out, &g->ld_out, &g->z_stride_out, &batch};
+        cu_launch(kreq_func(&g->req, "lwb_gemm_reduce"),
+                  (struct lwb_launch){{blocks, (unsigned)batch}, {256}}, s, rargs);
+    }
+}
+
+// Work of a product with `m` rows of C (for grouped products: rows actually routed).
+static double gemm_flops(double m, int n, int k, int batch) { return 2.0 * m * n * k * batch; }
+// Bytes it must move at least: A and B once, C once (in the epilogue's type and width).
+static double gemm_bytes(double m, int n, int k, int batch, int b_batches, int epilogue) {
+    double c_bytes = epilogue == GEMM_EPI_F32 ? 4.0 * n : epilogue == GEMM_EPI_SWIGLU ? 1.0 * n : 2.0 * n;
+    return batch * (2.0 * m * k + m * c_bytes) + 2.0 * n * k * b_batches;
+}
+
+static int gemm_samples(struct lwb_kreq *out, int max) {
+    // DeepSeek-V3 shapes on an H100-like device: decode and prefill projections, grouped
+    // expert products, a split-K gate, a batched per-head product.
+    struct lwb_device dev = {.sm_count = 132, .smem_optin = 232448};
+    struct {
+        const char *name;
+        long long m;
+        int n, k, batch, epi;
+        bool grouped;
+        double rows;
+    } s[] = {
+        {"fused_a", 128, 2112, 7168, 1, GEMM_EPI_BF16, false, 0},
+        {"q_b", 8193, 24576, 1536, 1, GEMM_EPI_BF16, false, 0},
+        {"gate", 128, 256, 7168, 1, GEMM_EPI_F32, false, 0},
+        {"experts13", 1024 + 64 * 256, 4096, 7168, 1, GEMM_EPI_SWIGLU, true, 4},
+        {"experts13", 65544 + 128 * 256, 4096, 7168, 1, GEMM_EPI_SWIGLU, true, 256},
+        {"experts2", 1024 + 64 * 256, 7168, 2048, 1, GEMM_EPI_BF16, true, 4},
+        {"w_uk", 128, 512, 128, 128, GEMM_EPI_BF16, false, 0},
+        {"odd", 77, 200, 448, 3, GEMM_EPI_BF16, false, 0},
+    };
+    int n = 0;
+    for (size_t i = 0; i < LWB_ARRAY_LEN(s) && n < max; i++) {
+        struct lwb_gemm g;
+        gemm_plan(&g, s[i].name, s[i].m, s[i].n, s[i].k, s[i].batch, s[i].epi, s[i].grouped, s[i].rows, &dev);
+        out[n++] = g.req;
+    }
+    return n;
+}

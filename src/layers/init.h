@@ -1,0 +1,42 @@
+// layers/init.h: host side of the init kernel family (kernels/init.cu.in): seeded random fills
+// on the device.
+//
+// Defines: init_request, init_fill_bf16, init_fill_f32, init_samples.
+//
+// Does not: decide scales (each layer picks them like a trained model's, so routing is not
+// degenerate and activations stay finite).
+// Tested by test/gpu/check.c (values in range, not constant, reproducible by seed).
+#pragma once
+
+static void init_request(struct lwb_kreq *r) {
+    *r = (struct lwb_kreq){.family = "init"};
+    snprintf(r->label, sizeof r->label, "init");
+    kreq_set(r, "VEC", 8);
+    kreq_entry(r, "lwb_fill_uniform_bf16");
+    kreq_entry(r, "lwb_fill_uniform_f32");
+}
+
+static void init_launch(const struct lwb_kreq *r, const char *entry, CUstream s, CUdeviceptr p, long long n,
+                        unsigned long long seed, float lo, float hi, int per_thread) {
+    if (n <= 0) return;
+    long long threads = LWB_CEIL_DIV(n, per_thread);
+    unsigned blocks = (unsigned)LWB_MIN(LWB_CEIL_DIV(threads, 256), 132 * 16);
+    void *args[] = {&p, &n, &seed, &lo, &hi};
+    cu_launch(kreq_func(r, entry), (struct lwb_launch){{blocks}, {256}}, s, args);
+}
+// Uniform bf16 in [lo, hi): a deterministic function of (seed, index).
+static void init_fill_bf16(const struct lwb_kreq *r, CUstream s, CUdeviceptr p, long long n,
+                           unsigned long long seed, float lo, float hi) {
+    if (p % 16) LWB_BUG("init: buffers must be 16-byte aligned");
+    init_launch(r, "lwb_fill_uniform_bf16", s, p, n, seed, lo, hi, 8);
+}
+static void init_fill_f32(const struct lwb_kreq *r, CUstream s, CUdeviceptr p, long long n,
+                          unsigned long long seed, float lo, float hi) {
+    init_launch(r, "lwb_fill_uniform_f32", s, p, n, seed, lo, hi, 1);
+}
+
+static int init_samples(struct lwb_kreq *out, int max) {
+    if (max < 1) return 0;
+    init_request(&out[0]);
+    return 1;
+}

@@ -1,0 +1,521 @@
+// check.c: numerical checks and benchmarks of lwb's kernels on the GPU machine.
+//
+//   build/gpu_check [FAMILY...]      families: copy rmsnorm gemm jit (default: all)
+//
+// Each check runs a kernel through lwb's JIT on fresh random inputs (never zeros), compares it
+// with its C reference (test/ref/) or, for shapes too large for the CPU, with a plain fp32 GPU
+// reference, using the family's stated tolerance, and prints the first mismatches. Each
+// benchmark times the kernel with events (L2 flushed before every timed launch, median of the
+// repeats) and prints it next to its floor: bytes over the measured copy bandwidth, FLOPs over
+// the bf16 tensor peak. The last line says how many checks failed; the exit code is nonzero
+// if any did.
+//
+// Built here by `./build.sh gpu` (includes lwb.c like the tests), run there by test/gpu/run.sh.
+#define LWB_NO_MAIN
+#include "../../lwb.c"
+#include "../ref/gemm.c"
+#include "../ref/rmsnorm.c"
+
+#define PEAK_BF16_TFLOPS 989.4 // H100/H200 SXM dense bf16 (datasheet)
+
+struct check {
+    struct lwb_device dev;
+    struct lwb_jit jit;
+    CUstream s;
+    double copy_bw;      // measured device-to-device bytes/s (read + write)
+    CUdeviceptr flush;   // scratch written before each timed launch to evict L2
+    size_t flush_bytes;
+    int failures, checks;
+    struct ref_rng rng;
+    struct lwb_kreq init; // seeded device fills
+};
+
+static CUdeviceptr upload(const void *h, size_t bytes) {
+    CUdeviceptr d = dev_alloc(bytes, "check input");
+    CU_CHECK(lwb_cu.cuMemcpyHtoD(d, h, bytes));
+    return d;
+}
+static void download(void *h, CUdeviceptr d, size_t bytes) { CU_CHECK(lwb_cu.cuMemcpyDtoH(h, d, bytes)); }
+
+// Fill device memory with a byte pattern that decodes to NaN in bf16 and fp32, so unwritten
+// outputs cannot pass.
+static void poison(struct check *c, CUdeviceptr d, size_t bytes) {
+    CU_CHECK(lwb_cu.cuMemsetD8Async(d, 0xff, bytes, c->s));
+}
+
+static uint16_t *rand_bf16(struct check *c, size_t n, float lo, float hi) {
+    uint16_t *x = xmalloc(n * 2);
+    ref_fill_bf16(&c->rng, x, n, lo, hi);
+    return x;
+}
+
+static float *bf16_to_f32(const uint16_t *x, size_t n) {
+    float *y = xmalloc(n * sizeof *y);
+    for (size_t i = 0; i < n; i++) y[i] = ref_bf16_to_f32(x[i]);
+    return y;
+}
+
+static void verdict(struct check *c, const char *what, struct ref_diff d, double max_rel_l2) {
+    bool ok = d.bad == 0 && d.nonfinite == 0 && d.rel_l2 <= max_rel_l2;
+    c->checks++;
+    if (!ok) c->failures++;
+    printf("%s  check %-44s max_abs %.3g  rel_l2 %.3g  bad %zu  nonfinite %zu\n", ok ? "PASS" : "FAIL", what,
+           d.max_abs, d.rel_l2, d.bad, d.nonfinite);
+    fflush(stdout);
+}
+
+typedef void (*launch_fn)(void *arg, CUstream s);
+
+// Median time of one launch (us), L2 flushed before each.
+static double time_us(struct check *c, launch_fn fn, void *arg, int reps) {
+    CUevent e0, e1;
+    CU_CHECK(lwb_cu.cuEventCreate(&e0, CU_EVENT_DEFAULT));
+    CU_CHECK(lwb_cu.cuEventCreate(&e1, CU_EVENT_DEFAULT));
+    fn(arg, c->s); // warm-up
+    double *t = xcalloc((size_t)reps, sizeof *t);
+    for (int i = 0; i < reps; i++) {
+        CU_CHECK(lwb_cu.cuMemsetD8Async(c->flush, (unsigned char)i, c->flush_bytes, c->s));
+        CU_CHECK(lwb_cu.cuEventRecord(e0, c->s));
+        fn(arg, c->s);
+        CU_CHECK(lwb_cu.cuEventRecord(e1, c->s));
+        stream_wait(c->s, 60, "timed launch");
+        float ms;
+        CU_CHECK(lwb_cu.cuEventElapsedTime(&ms, e0, e1));
+        t[i] = ms * 1e3;
+    }
+    for (int i = 1; i < reps; i++) // insertion sort: reps is small
+        for (int j = i; j > 0 && t[j] < t[j - 1]; j--) {
+            double x = t[j];
+            t[j] = t[j - 1], t[j - 1] = x;
+        }
+    double med = t[reps / 2];
+    free(t);
+    lwb_cu.cuEventDestroy(e0);
+    lwb_cu.cuEventDestroy(e1);
+    return med;
+}
+
+static void bench_line(struct check *c, const char *what, double us, double bytes, double flops) {
+    double t_mem = bytes / c->copy_bw * 1e6, t_math = flops / (PEAK_BF16_TFLOPS * 1e12) * 1e6;
+    double floor_us = LWB_MAX(t_mem, t_math);
+    printf("bench %-46s %9.1f us  %7.1f TFLOP/s  %6.2f TB/s  floor %8.1f us (%s)  %5.1f%% of floor\n",
+           what, us, flops / us * 1e-6, bytes / us * 1e-6, floor_us, t_mem >= t_math ? "memory" : "math",
+           100.0 * floor_us / us);
+    fflush(stdout);
+}
+
+// ---------------------------------------------------------------------------------------------
+// copy: the bandwidth every memory floor divides by
+
+struct copy_arg {
+    CUdeviceptr a, b;
+    size_t bytes;
+};
+static void copy_launch(void *p, CUstream s) {
+    struct copy_arg *a = p;
+    CU_CHECK(lwb_cu.cuMemcpyDtoDAsync(a->b, a->a, a->bytes, s));
+}
+static void check_copy(struct check *c) {
+    struct copy_arg a = {.bytes = (size_t)1 << 31};
+    a.a = dev_alloc(a.bytes, "copy source");
+    a.b = dev_alloc(a.bytes, "copy destination");
+    CU_CHECK(lwb_cu.cuMemsetD8Async(a.a, 1, a.bytes, c->s));
+    double us = time_us(c, copy_launch, &a, 10);
+    c->copy_bw = 2.0 * a.bytes / (us * 1e-6);
+    printf("bench %-46s %9.1f us  %6.2f TB/s (bytes read + written)\n", "copy 2 GiB device to device", us,
+           c->copy_bw * 1e-12);
+    dev_free(a.a, a.bytes);
+    dev_free(a.b, a.bytes);
+}
+
+// ---------------------------------------------------------------------------------------------
+// rmsnorm
+
+struct rms_arg {
+    struct lwb_kreq *r;
+    struct rmsnorm_config cfg;
+    CUdeviceptr x, res, w, y;
+    long long xs, rs, ys;
+    int rows;
+};
+static void rms_launch(void *p, CUstream s) {
+    struct rms_arg *a = p;
+    rmsnorm_enqueue(a->r, a->cfg, s, a->x, a->xs, a->res, a->rs, a->w, a->y, a->ys, a->rows, 1e-6f);
+}
+
+static void check_rmsnorm_case(struct check *c, int hidden, bool residual, int rows, int xs, int ys) {
+    struct rmsnorm_config cfg = rmsnorm_choose_config(hidden, residual);
+    struct lwb_kreq req;
+    rmsnorm_request(&req, cfg);
+    struct lwb_kreq *rp = &req;
+    jit_build(&c->jit, &rp, 1);
+    size_t nx = (size_t)rows * xs, ny = (size_t)rows * ys;
+    uint16_t *x = rand_bf16(c, nx, -2, 2), *res = rand_bf16(c, nx, -2, 2), *w = rand_bf16(c, hidden, 0.5f, 1.5f);
+    struct rms_arg a = {&req, cfg, upload(x, nx * 2), residual ? upload(res, nx * 2) : 0, upload(w, hidden * 2),
+                        dev_alloc(ny * 2, "y"), xs, xs, ys, rows};
+    poison(c, a.y, ny * 2);
+    rms_launch(&a, c->s);
+    stream_wait(c->s, 60, "check");
+    uint16_t *y = xmalloc(ny * 2), *res_got = xmalloc(nx * 2);
+    download(y, a.y, ny * 2);
+    if (residual) download(res_got, a.res, nx * 2);
+    float *want = xcalloc(ny, sizeof *want);
+    ref_rmsnorm(x, xs, residual ? res : NULL, xs, w, want, ys, rows, hidden, 1e-6f);
+    // Compare only the columns the kernel owns.
+    float *g = xcalloc((size_t)rows * hidden, 4), *e = xcalloc((size_t)rows * hidden, 4);
+    for (int r = 0; r < rows; r++)
+        for (int i = 0; i < hidden; i++) {
+            g[(size_t)r * hidden + i] = ref_bf16_to_f32(y[(size_t)r * ys + i]);
+            e[(size_t)r * hidden + i] = want[(size_t)r * ys + i];
+        }
+    char what[128];
+    snprintf(what, sizeof what, "rmsnorm h=%d rows=%d%s strides %d/%d", hidden, rows, residual ? " +res" : "", xs, ys);
+    verdict(c, what, ref_compare("y", g, e, (size_t)rows * hidden, RMSNORM_ATOL, RMSNORM_RTOL, 1), 5e-3);
+    if (residual) {
+        for (int r = 0; r < rows; r++)
+            for (int i = 0; i < hidden; i++) {
+                g[(size_t)r * hidden + i] = ref_bf16_to_f32(res_got[(size_t)r * xs + i]);
+                e[(size_t)r * hidden + i] = ref_bf16_to_f32(res[(size_t)r * xs + i]);
+            }
+        snprintf(what, sizeof what, "rmsnorm h=%d rows=%d residual sum", hidden, rows);
+        verdict(c, what, ref_compare("residual", g, e, (size_t)rows * hidden, 0, 0, 1), 0);
+    }
+    free(x), free(res), free(w), free(y), free(res_got), free(want), free(g), free(e);
+    dev_free(a.x, nx * 2), dev_free(a.res, residual ? nx * 2 : 0), dev_free(a.w, hidden * 2), dev_free(a.y, ny * 2);
+}
+
+static void check_rmsnorm(struct check *c) {
+    check_rmsnorm_case(c, 7168, true, 7, 7168, 7168);
+    check_rmsnorm_case(c, 1536, false, 33, 2112, 1536); // q_a inside the fused a-projection
+    check_rmsnorm_case(c, 512, false, 33, 2112, 576);   // kv_a: first 512 of each 576-wide row
+    check_rmsnorm_case(c, 1001, true, 5, 1001, 1001);   // scalar path
+    check_rmsnorm_case(c, 4096, true, 130, 4096, 4096);
+
+    const int hidden = 7168, rows = 8192;
+    struct rmsnorm_config cfg = rmsnorm_choose_config(hidden, true);
+    struct lwb_kreq req;
+    rmsnorm_request(&req, cfg);
+    struct lwb_kreq *rp = &req;
+    jit_build(&c->jit, &rp, 1);
+    size_t n = (size_t)rows * hidden;
+    uint16_t *x = rand_bf16(c, n, -2, 2), *w = rand_bf16(c, hidden, 0.5f, 1.5f);
+    struct rms_arg a = {&req, cfg, upload(x, n * 2), upload(x, n * 2), upload(w, hidden * 2),
+                        dev_alloc(n * 2, "y"), hidden, hidden, hidden, rows};
+    double us = time_us(c, rms_launch, &a, 20);
+    char what[128];
+    snprintf(what, sizeof what, "rmsnorm+residual h=%d rows=%d (%d thr)", hidden, rows, cfg.threads);
+    bench_line(c, what, us, rmsnorm_bytes(cfg, rows), 0);
+    double frac = rmsnorm_bytes(cfg, rows) / (us * 1e-6) / c->copy_bw;
+    printf("%s  rmsnorm bandwidth %.1f%% of copy bandwidth (target >= 80%%)\n", frac >= 0.8 ? "PASS" : "FAIL",
+           100 * frac);
+    c->checks++;
+    if (frac < 0.8) c->failures++;
+    free(x), free(w);
+    dev_free(a.x, n * 2), dev_free(a.res, n * 2), dev_free(a.w, hidden * 2), dev_free(a.y, n * 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// gemm
+
+// Plain fp32 reference on the GPU for shapes too large for the CPU (shared-memory tiles of 16).
+static const char *ref_gemm_text =
+    "extern \"C\" __global__ void ref_gemm(const bf16 *a, i64 lda, const bf16 *b, i64 ldb, int m, int n,\n"
+    "                                      int k, float *out) {\n"
+    "    __shared__ float ta[16][17], tb[16][17];\n"
+    "    const int r = blockIdx.y * 16 + threadIdx.y, col = blockIdx.x * 16 + threadIdx.x;\n"
+    "    float s = 0.f;\n"
+    "    for (int k0 = 0; k0 < k; k0 += 16) {\n"
+    "        const int ra = blockIdx.y * 16 + threadIdx.y, rb = blockIdx.x * 16 + threadIdx.y;\n"
+    "        ta[threadIdx.y][threadIdx.x] = ra < m && k0 + threadIdx.x < k ? lwb_f32(a[ra * lda + k0 + threadIdx.x]) : 0.f;\n"
+    "        tb[threadIdx.y][threadIdx.x] = rb < n && k0 + threadIdx.x < k ? lwb_f32(b[rb * ldb + k0 + threadIdx.x]) : 0.f;\n"
+    "        __syncthreads();\n"
+    "        for (int i = 0; i < 16; i++) s += ta[threadIdx.y][i] * tb[threadIdx.x][i];\n"
+    "        __syncthreads();\n"
+    "    }\n"
+    "    if (r < m && col < n) out[(i64)r * n + col] = s;\n"
+    "}\n";
+
+static struct lwb_kreq g_ref_req;
+
+static void ref_gemm_gpu(struct check *c, CUdeviceptr a, long long lda, CUdeviceptr b, long long ldb, int m, int n,
+                         int k, CUdeviceptr out) {
+    if (!g_ref_req.module) {
+        g_ref_req = (struct lwb_kreq){.text = ref_gemm_text};
+        snprintf(g_ref_req.label, sizeof g_ref_req.label, "ref_gemm");
+        kreq_entry(&g_ref_req, "ref_gemm");
+        struct lwb_kreq *p = &g_ref_req;
+        jit_build(&c->jit, &p, 1);
+    }
+    void *args[] = {&a, &lda, &b, &ldb, &m, &n, &k, &out};
+    cu_launch(kreq_func(&g_ref_req, "ref_gemm"),
+              (struct lwb_launch){{(unsigned)LWB_CEIL_DIV(n, 16), (unsigned)LWB_CEIL_DIV(m, 16)}, {16, 16}}, c->s, args);
+}
+
+struct gemm_arg {
+    struct lwb_gemm *g;
+};
+static void gemm_launch(void *p, CUstream s) { gemm_enqueue(((struct gemm_arg *)p)->g, s); }
+
+// One product checked against the CPU reference. A is `batch` slices of M x K inside rows of
+// `lda` elements (slice z at column z * K... as attention heads are laid out), B is `batch`
+// contiguous N x K matrices; grouped: `groups` experts with `rows_of[e]` rows each.
+static void check_gemm_case(struct check *c, const char *name, int m, int n, int k, int batch, int lda, int epi,
+                            int groups, const int *rows_of) {
+    bool grouped = groups > 0;
+    int zb = grouped ? groups : batch; // B's z count
+    long long total_rows = m;
+    if (grouped) {
+        total_rows = 0;
+        for (int e = 0; e < groups; e++) total_rows += rows_of[e];
+    }
+    struct lwb_gemm g;
+    gemm_plan(&g, name, total_rows, n, k, grouped ? 1 : batch, epi, grouped,
+              grouped ? (double)total_rows / groups : 0, &c->dev);
+    jit_build(&c->jit, (struct lwb_kreq *[]){&g.req}, 1);
+    size_t na = (size_t)total_rows * lda, nb = (size_t)zb * n * k;
+    uint16_t *a = rand_bf16(c, na, -1, 1), *b = rand_bf16(c, nb, -1, 1);
+    float scale = 1.0f / sqrtf((float)k);
+    for (size_t i = 0; i < nb; i++) b[i] = ref_f32_to_bf16(ref_bf16_to_f32(b[i]) * scale * 2.0f);
+    int nout = epi == GEMM_EPI_SWIGLU ? n / 2 : n;
+    size_t esz = epi == GEMM_EPI_F32 ? 4 : 2;
+    size_t nc = (size_t)total_rows * batch * nout;
+    CUdeviceptr da = upload(a, na * 2), db = upload(b, nb * 2), dc = dev_alloc(nc * esz, "C"), ws = 0;
+    size_t wsb = gemm_workspace_bytes(&g);
+    if (wsb) ws = dev_alloc(wsb, "ws");
+    struct lwb_operand A = {da, grouped ? total_rows : m, k, lda, grouped ? 1 : batch, k};
+    struct lwb_operand B = {db, n, k, k, zb, (long long)n * k};
+    // C: batch slices side by side in each row, like per-head outputs.
+    gemm_bind(&g, &A, &B, dc, (long long)nout * batch, nout, ws);
+    CUdeviceptr dt = 0, dn = 0;
+    if (grouped) {
+        int tiles[4 * 512], nt = 0;
+        long long row = 0;
+        for (int e = 0; e < groups; e++) {
+            for (int r0 = 0; r0 < rows_of[e]; r0 += g.cfg.bm) {
+                tiles[4 * nt] = e, tiles[4 * nt + 1] = (int)(row + r0), tiles[4 * nt + 2] = (int)(row + rows_of[e]);
+                tiles[4 * nt + 3] = 0;
+                nt++;
+            }
+            row += rows_of[e];
+        }
+        dt = upload(tiles, sizeof tiles);
+        dn = upload(&nt, sizeof nt);
+        gemm_bind_tiles(&g, dt, dn, nt + 3); // extra grid rows must exit cleanly
+    }
+    poison(c, dc, nc * esz);
+    gemm_enqueue(&g, c->s);
+    stream_wait(c->s, 60, "check");
+    void *got_raw = xmalloc(nc * esz);
+    download(got_raw, dc, nc * esz);
+    float *got = xmalloc(nc * 4), *want = xcalloc(nc, 4);
+    for (size_t i = 0; i < nc; i++)
+        got[i] = esz == 4 ? ((float *)got_raw)[i] : ref_bf16_to_f32(((uint16_t *)got_raw)[i]);
+    float *tmp = xmalloc((size_t)total_rows * nout * 4);
+    if (grouped) {
+        long long row = 0;
+        for (int e = 0; e < groups; e++) {
+            ref_gemm(a + row * lda, lda, b + (size_t)e * n * k, k, rows_of[e], n, k, epi, tmp);
+            memcpy(want + row * nout, tmp, (size_t)rows_of[e] * nout * 4);
+            row += rows_of[e];
+        }
+    } else {
+        for (int z = 0; z < batch; z++) {
+            ref_gemm(a + (size_t)z * k, lda, b + (size_t)z * n * k, k, m, n, k, epi, tmp);
+            for (int r = 0; r < m; r++) memcpy(want + ((size_t)r * batch + z) * nout, tmp + (size_t)r * nout, nout * 4);
+        }
+    }
+    char what[160];
+    snprintf(what, sizeof what, "gemm %s m=%lld n=%d k=%d x%d e%d bm%d bn%d split%d", name, total_rows, n, k, batch,
+             epi, g.cfg.bm, g.cfg.bn, g.cfg.splitk);
+    verdict(c, what, ref_compare("C", got, want, nc, GEMM_ATOL, GEMM_RTOL, 1), 1e-2);
+    free(a), free(b), free(got_raw), free(got), free(want), free(tmp);
+    dev_free(da, na * 2), dev_free(db, nb * 2), dev_free(dc, nc * esz);
+    if (ws) dev_free(ws, wsb);
+    if (dt) dev_free(dt, 4 * 512 * 4), dev_free(dn, 4);
+}
+
+// A large product checked against the fp32 GPU reference, then timed.
+static void check_gemm_big(struct check *c, const char *name, long long m, int n, int k, int epi, bool verify) {
+    struct lwb_gemm g;
+    gemm_plan(&g, name, m, n, k, 1, epi, false, 0, &c->dev);
+    jit_build(&c->jit, (struct lwb_kreq *[]){&g.req}, 1);
+    size_t na = (size_t)m * k, nb = (size_t)n * k;
+    uint16_t *a = rand_bf16(c, na, -1, 1), *b = rand_bf16(c, nb, -1.0f / sqrtf(k) * 2, 1.0f / sqrtf(k) * 2);
+    int nout = epi == GEMM_EPI_SWIGLU ? n / 2 : n;
+    size_t esz = epi == GEMM_EPI_F32 ? 4 : 2, nc = (size_t)m * nout;
+    CUdeviceptr da = upload(a, na * 2), db = upload(b, nb * 2), dc = dev_alloc(nc * esz, "C"), ws = 0;
+    size_t wsb = gemm_workspace_bytes(&g);
+    if (wsb) ws = dev_alloc(wsb, "ws");
+    struct lwb_operand A = {da, m, k, k, 1, 0}, B = {db, n, k, k, 1, 0};
+    gemm_bind(&g, &A, &B, dc, nout, 0, ws);
+    char what[160];
+    snprintf(what, sizeof what, "gemm %s %lldx%dx%d bm%d bn%d s%d split%d", name, m, n, k, g.cfg.bm, g.cfg.bn,
+             g.cfg.stages, g.cfg.splitk);
+    if (verify && epi != GEMM_EPI_SWIGLU) {
+        poison(c, dc, nc * esz);
+        gemm_enqueue(&g, c->s);
+        CUdeviceptr dr = dev_alloc((size_t)m * n * 4, "ref");
+        ref_gemm_gpu(c, da, k, db, k, (int)m, n, k, dr);
+        stream_wait(c->s, 60, "check");
+        float *want = xmalloc((size_t)m * n * 4), *got = xmalloc(nc * 4);
+        void *raw = xmalloc(nc * esz);
+        download(want, dr, (size_t)m * n * 4);
+        download(raw, dc, nc * esz);
+        for (size_t i = 0; i < nc; i++) got[i] = esz == 4 ? ((float *)raw)[i] : ref_bf16_to_f32(((uint16_t *)raw)[i]);
+        verdict(c, what, ref_compare("C", got, want, nc, GEMM_ATOL, GEMM_RTOL, 1), 1e-2);
+        free(want), free(got), free(raw);
+        dev_free(dr, (size_t)m * n * 4);
+    }
+    struct gemm_arg ga = {&g};
+    double us = time_us(c, gemm_launch, &ga, 15);
+    bench_line(c, what, us, gemm_bytes((double)m, n, k, 1, 1, epi), gemm_flops((double)m, n, k, 1));
+    free(a), free(b);
+    dev_free(da, na * 2), dev_free(db, nb * 2), dev_free(dc, nc * esz);
+    if (ws) dev_free(ws, wsb);
+}
+
+// Grouped expert products at DeepSeek shapes: `rows` tokens per expert, all experts active.
+static void bench_grouped(struct check *c, const char *name, int experts, int rows, int n, int k, int epi) {
+    long long total = (long long)experts * rows;
+    struct lwb_gemm g;
+    gemm_plan(&g, name, total, n, k, 1, epi, true, rows, &c->dev);
+    jit_build(&c->jit, (struct lwb_kreq *[]){&g.req}, 1);
+    size_t na = (size_t)total * k, nb = (size_t)experts * n * k;
+    CUdeviceptr da = dev_alloc(na * 2, "A"), db = dev_alloc(nb * 2, "B");
+    init_fill_bf16(&c->init, c->s, da, (long long)na, 1, -1.f, 1.f);
+    init_fill_bf16(&c->init, c->s, db, (long long)nb, 2, -2.f / sqrtf((float)k), 2.f / sqrtf((float)k));
+    int nout = epi == GEMM_EPI_SWIGLU ? n / 2 : n;
+    CUdeviceptr dc = dev_alloc((size_t)total * nout * 2, "C");
+    struct lwb_operand A = {da, total, k, k, 1, 0}, B = {db, n, k, k, experts, (long long)n * k};
+    gemm_bind(&g, &A, &B, dc, nout, 0, 0);
+    int ntiles = 0, *tiles = xcalloc((size_t)experts * LWB_CEIL_DIV(rows, g.cfg.bm) * 4 + 4, sizeof *tiles);
+    for (int e = 0; e < experts; e++)
+        for (int r0 = 0; r0 < rows; r0 += g.cfg.bm) {
+            tiles[4 * ntiles] = e, tiles[4 * ntiles + 1] = e * rows + r0, tiles[4 * ntiles + 2] = (e + 1) * rows;
+            ntiles++;
+        }
+    CUdeviceptr dt = upload(tiles, (size_t)ntiles * 16), dn = upload(&ntiles, 4);
+    gemm_bind_tiles(&g, dt, dn, ntiles);
+    struct gemm_arg ga = {&g};
+    double us = time_us(c, gemm_launch, &ga, 10);
+    char what[160];
+    snprintf(what, sizeof what, "grouped %s %dx%d rows, %dx%d bm%d bn%d s%d", name, experts, rows, n, k, g.cfg.bm,
+             g.cfg.bn, g.cfg.stages);
+    bench_line(c, what, us, gemm_bytes((double)total, n, k, 1, experts, epi), gemm_flops((double)total, n, k, 1));
+    free(tiles);
+    dev_free(da, na * 2), dev_free(db, nb * 2), dev_free(dc, (size_t)total * nout * 2), dev_free(dt, 0), dev_free(dn, 4);
+}
+
+static void check_gemm(struct check *c) {
+    check_gemm_case(c, "odd", 77, 200, 448, 1, 448, GEMM_EPI_BF16, 0, NULL);
+    check_gemm_case(c, "rows64", 37, 136, 320, 1, 320, GEMM_EPI_BF16, 0, NULL);
+    check_gemm_case(c, "heads", 50, 136, 128, 3, 192 * 3, GEMM_EPI_BF16, 0, NULL); // strided slices
+    check_gemm_case(c, "f32split", 130, 256, 7168, 1, 7168, GEMM_EPI_F32, 0, NULL);
+    check_gemm_case(c, "swiglu", 300, 512, 1024, 1, 1024, GEMM_EPI_SWIGLU, 0, NULL);
+    static const int rows_a[] = {0, 3, 70, 130, 1};
+    check_gemm_case(c, "grouped", 0, 256, 512, 1, 512, GEMM_EPI_SWIGLU, 5, rows_a);
+    check_gemm_case(c, "grouped", 0, 192, 256, 1, 256, GEMM_EPI_BF16, 5, rows_a);
+    static const int rows_b[] = {300, 260, 0, 129};
+    check_gemm_case(c, "groupedbig", 0, 512, 512, 1, 512, GEMM_EPI_BF16, 4, rows_b);
+
+    // DeepSeek-V3 products: generation (128 tokens) and context (8193 tokens).
+    check_gemm_big(c, "fused_a", 128, 2112, 7168, GEMM_EPI_BF16, true);
+    check_gemm_big(c, "q_b", 128, 24576, 1536, GEMM_EPI_BF16, true);
+    check_gemm_big(c, "o_proj", 128, 7168, 16384, GEMM_EPI_BF16, true);
+    check_gemm_big(c, "gate", 128, 256, 7168, GEMM_EPI_F32, true);
+    check_gemm_big(c, "shared13", 128, 4096, 7168, GEMM_EPI_SWIGLU, false);
+    check_gemm_big(c, "shared2", 128, 7168, 2048, GEMM_EPI_BF16, true);
+    check_gemm_big(c, "fused_a", 8193, 2112, 7168, GEMM_EPI_BF16, true);
+    check_gemm_big(c, "q_b", 8193, 24576, 1536, GEMM_EPI_BF16, false);
+    check_gemm_big(c, "kv_b", 8193, 32768, 512, GEMM_EPI_BF16, false);
+    check_gemm_big(c, "o_proj", 8193, 7168, 16384, GEMM_EPI_BF16, false);
+    check_gemm_big(c, "dense13", 8192, 36864, 7168, GEMM_EPI_SWIGLU, false);
+    check_gemm_big(c, "square", 8192, 8192, 8192, GEMM_EPI_BF16, false);
+    bench_grouped(c, "experts13", 256, 4, 4096, 7168, GEMM_EPI_SWIGLU);
+    bench_grouped(c, "experts2", 256, 4, 7168, 2048, GEMM_EPI_BF16);
+    bench_grouped(c, "experts13", 256, 256, 4096, 7168, GEMM_EPI_SWIGLU);
+    bench_grouped(c, "experts2", 256, 256, 7168, 2048, GEMM_EPI_BF16);
+}
+
+// ---------------------------------------------------------------------------------------------
+// init: seeded fills are in range, varied, and reproducible
+
+static void check_init(struct check *c) {
+    const long long n = 1000003; // odd: exercises the tail
+    CUdeviceptr a = dev_alloc(n * 2, "fill"), b = dev_alloc(n * 2, "fill");
+    init_fill_bf16(&c->init, c->s, a, n, 7, -0.5f, 1.5f);
+    init_fill_bf16(&c->init, c->s, b, n, 7, -0.5f, 1.5f);
+    uint16_t *x = xmalloc(n * 2), *y = xmalloc(n * 2);
+    stream_wait(c->s, 60, "check");
+    download(x, a, n * 2), download(y, b, n * 2);
+    double sum = 0, sq = 0;
+    size_t out_of_range = 0;
+    for (long long i = 0; i < n; i++) {
+        float v = ref_bf16_to_f32(x[i]);
+        out_of_range += !(v >= -0.5f && v <= 1.5f);
+        sum += v, sq += (double)v * v;
+    }
+    double mean = sum / n, var = sq / n - mean * mean; // uniform: mean 0.5, variance 4/12
+    bool ok = out_of_range == 0 && fabs(mean - 0.5) < 0.01 && fabs(var - 1.0 / 3) < 0.01 && !memcmp(x, y, n * 2);
+    c->checks++, c->failures += !ok;
+    printf("%s  check %-44s mean %.4f var %.4f out of range %zu, same seed same values %s\n", ok ? "PASS" : "FAIL",
+           "init uniform bf16 n=1000003", mean, var, out_of_range, memcmp(x, y, n * 2) ? "no" : "yes");
+    free(x), free(y);
+    dev_free(a, n * 2), dev_free(b, n * 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// jit: cold and warm build of every family's sample kernels
+
+static void check_jit(struct check *c) {
+    char dir[] = "/tmp/lwb-jit-XXXXXX";
+    if (!mkdtemp(dir)) lwb_fatal("mkdtemp failed");
+    setenv("LWB_CACHE_DIR", dir, 1);
+    for (int pass = 0; pass < 2; pass++) {
+        struct lwb_jit j;
+        jit_init(&j, c->dev.arch, true);
+        static struct lwb_kreq reqs[256];
+        struct lwb_kreq *p[256];
+        int n = 0;
+        for (size_t i = 0; i < LWB_ARRAY_LEN(lwb_kfamilies); i++) n += lwb_kfamilies[i].samples(reqs + n, 256 - n);
+        for (int i = 0; i < n; i++) p[i] = &reqs[i];
+        double t0 = lwb_now();
+        jit_build(&j, p, n);
+        double dt = lwb_now() - t0;
+        printf("jit %s: %d kernels (%d cached, %d compiled) built and loaded in %.3f s\n", pass ? "warm" : "cold", n,
+               j.ncached, j.ncompiled, dt);
+        for (int i = 0; i < n; i++) kreq_free(&reqs[i]);
+    }
+    char cmd[64];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd) != 0) lwb_warn("could not remove %s", dir);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+int main(int argc, char **argv) {
+    lwb_proc_init("gpu_check");
+    struct check c = {.rng = {12345}};
+    device_open(&c.dev, 0);
+    printf("device: %s, %s, %d SMs, %.1f GiB, L2 %d MiB\n", c.dev.name, c.dev.arch, c.dev.sm_count,
+           c.dev.total_mem / 1073741824.0, c.dev.l2_bytes >> 20);
+    CU_CHECK(lwb_cu.cuStreamCreate(&c.s, CU_STREAM_NON_BLOCKING));
+    jit_init(&c.jit, c.dev.arch, true);
+    init_request(&c.init);
+    jit_build(&c.jit, (struct lwb_kreq *[]){&c.init}, 1);
+    c.flush_bytes = (size_t)c.dev.l2_bytes * 4;
+    c.flush = dev_alloc(c.flush_bytes, "L2 flush");
+    check_copy(&c); // every floor needs it
+    static const struct {
+        const char *name;
+        void (*fn)(struct check *);
+    } fams[] = {{"init", check_init}, {"rmsnorm", check_rmsnorm}, {"gemm", check_gemm}, {"jit", check_jit}};
+    for (size_t i = 0; i < LWB_ARRAY_LEN(fams); i++) {
+        bool run = argc < 2;
+        for (int a = 1; a < argc; a++) run |= !strcmp(argv[a], fams[i].name);
+        if (run) fams[i].fn(&c);
+    }
+    jit_summary(&c.jit, stdout);
+    printf("%d of %d checks failed\n", c.failures, c.checks);
+    return c.failures ? 1 : 0;
+}
