@@ -18,6 +18,7 @@
 #include "src/layers/rmsnorm.h" // defines: rmsnorm_choose_config, rmsnorm_request, rmsnorm_enqueue
 #include "src/layers/init.h"  // defines: init_request, init_fill_bf16 (seeded device fills)
 #include "src/layers/gemm.h"  // defines: lwb_operand, lwb_gemm, gemm_plan, gemm_bind, gemm_enqueue
+#include "src/layers/mla_decode.h" // defines: absorbed MLA attention over the paged cache
 #include "src/kernels.h"     // defines: lwb_kfamilies
 #include "src/profile.h"     // defines: built-in profiler (CUPTI -> nsys-shaped SQLite)
 #include "src/trace.h"       // defines: profile reader (nsys or lwb SQLite: kernels, NVTX, attribution)

@@ -18,6 +18,7 @@ static const struct lwb_kfamily lwb_kfamilies[] = {
     {"rmsnorm", rmsnorm_samples},
     {"gemm", gemm_samples},
     {"init", init_samples},
+    {"mla_decode", mla_decode_samples},
 };
 
 static const struct lwb_kfamily *kfamily_find(const char *name) {

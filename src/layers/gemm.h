@@ -31,6 +31,7 @@ struct gemm_config {
     int stages;     // pipeline depth
     int splitk;     // K splits (1: none)
     int min_blocks; // blocks per SM the register budget allows
+    int cluster_m;  // 2: pairs of blocks along M share B tiles by multicast
 };
 
 struct lwb_gemm {
@@ -43,7 +44,8 @@ struct lwb_gemm {
     int max_tiles;          // GROUPED: upper bound of tile-list entries (grid size)
     struct gemm_config cfg;
     struct lwb_kreq req;    // lwb_gemm and lwb_gemm_reduce
-    CUtensorMap a_map, b_map;
+    CUtensorMap a_map, b_map, c_map; // c_map: TMA stores of full tiles (when tma_store)
+    int tma_store;          // C's layout allows TMA stores
     CUdeviceptr out;        // C
     long long ld_out;       // elements between rows of C
     long long z_stride_out; // elements between batches of C
@@ -57,18 +59,21 @@ static unsigned gemm_smem_bytes(struct gemm_config c) {
 }
 
 // Tiles: BM 64 when there are few rows (decode), else 128; BN 256 for compute-bound shapes, 128
-// otherwise; then, while the grid cannot fill the machine, split K (fp32 partials, summed by a
-// second kernel) as long as each split keeps at least 8 steps of 64. Stages fill the shared
-// memory of the blocks that share a multiprocessor.
+// otherwise. Compute-bound shapes pair blocks along M in clusters that share B's tiles (L2
+// bandwidth, not the tensor cores, limits a lone 128 x 256 block). While the grid cannot fill
+// the machine, split K (fp32 partials, summed by a second kernel) as long as each split keeps
+// at least 8 steps of 64. Stages fill the shared memory of the blocks that share a
+// multiprocessor.
 static struct gemm_config gemm_choose_config(long long m, int n, int k, int batch, bool grouped,
                                              double rows_per_group, int sm_count, int smem_optin) {
-    struct gemm_config c = {.splitk = 1, .min_blocks = 1};
+    struct gemm_config c = {.splitk = 1, .min_blocks = 1, .cluster_m = 1};
     double rows = grouped ? rows_per_group : (double)m;
     c.bm = rows <= 64 ? 64 : 128;
-    bool compute_bound = rows >= 1024;
+    bool compute_bound = grouped ? rows >= 192 : rows >= 1024;
     c.bn = compute_bound && n >= 256 ? 256 : 128;
     if (n <= 64) c.bn = n <= 16 ? 16 : n <= 32 ? 32 : 64;
     if (c.bm == 64) c.min_blocks = 2;
+    if (compute_bound && c.bm == 128 && c.bn >= 128) c.cluster_m = 2;
     if (!grouped) {
         long long tiles = LWB_CEIL_DIV(m, c.bm) * LWB_CEIL_DIV(n, c.bn) * (long long)batch;
         if (tiles < sm_count && c.bn > 64 && n > 64) {
@@ -79,6 +84,7 @@ static struct gemm_config gemm_choose_config(long long m, int n, int k, int batc
         while (tiles * c.splitk * 2 <= sm_count && steps % (c.splitk * 2) == 0 &&
                steps / (c.splitk * 2) >= 8)
             c.splitk *= 2;
+        if (c.splitk > 1 || c.bn < 128) c.cluster_m = 1;
     }
     int budget = smem_optin / c.min_blocks - 2048;
     int stage = (c.bm + c.bn) * 128;
@@ -86,6 +92,9 @@ static struct gemm_config gemm_choose_config(long long m, int n, int k, int batc
     if (c.stages > (k / 64) / c.splitk) c.stages = LWB_MAX(2, (k / 64) / c.splitk);
     return c;
 }
+
+// Rows of C one tile-list entry covers (grouped products).
+static int gemm_tile_rows(const struct lwb_gemm *g) { return g->cfg.bm * g->cfg.cluster_m; }
 
 // Plan a product; the request is built here, the tensor maps once the operands exist (gemm_bind).
 static void gemm_plan(struct lwb_gemm *g, const char *name, long long m, int n, int k, int batch,
@@ -98,8 +107,8 @@ static void gemm_plan(struct lwb_gemm *g, const char *name, long long m, int n, 
     struct gemm_config c = g->cfg;
     struct lwb_kreq *r = &g->req;
     *r = (struct lwb_kreq){.family = "gemm"};
-    snprintf(r->label, sizeof r->label, "gemm_%s_bm%d_bn%d_s%d_k%d_x%d_e%d%s", name, c.bm, c.bn, c.stages,
-             k / c.splitk, c.splitk, epilogue, grouped ? "_g" : "");
+    snprintf(r->label, sizeof r->label, "gemm_%s_bm%d_bn%d_c%d_s%d_k%d_x%d_e%d%s", name, c.bm, c.bn, c.cluster_m,
+             c.stages, k / c.splitk, c.splitk, epilogue, grouped ? "_g" : "");
     kreq_set(r, "BM", c.bm);
     kreq_set(r, "BN", c.bn);
     kreq_set(r, "STAGES", c.stages);
@@ -108,6 +117,7 @@ static void gemm_plan(struct lwb_gemm *g, const char *name, long long m, int n, 
     kreq_set(r, "EPILOGUE", epilogue);
     kreq_set(r, "GROUPED", grouped);
     kreq_set(r, "MIN_BLOCKS", c.min_blocks);
+    kreq_set(r, "CLUSTER_M", c.cluster_m);
     kreq_entry(r, "lwb_gemm");
     kreq_entry(r, "lwb_gemm_reduce");
     g->smem = gemm_smem_bytes(c);
@@ -139,12 +149,21 @@ static void gemm_bind(struct lwb_gemm *g, const struct lwb_operand *a, const str
                       CUdeviceptr out, long long ld_out, long long z_stride_out, CUdeviceptr ws) {
     if (a->k != g->k || b->k != g->k || b->rows < g->n) LWB_BUG("gemm %s: operand shapes do not match", g->name);
     tmap_encode(&g->a_map, a, g->cfg.bm, g->name);
-    tmap_encode(&g->b_map, b, g->cfg.bn, g->name);
+    tmap_encode(&g->b_map, b, g->cfg.bn / g->cfg.cluster_m, g->name);
     g->out = out;
     g->ld_out = ld_out;
     g->z_stride_out = z_stride_out;
     g->ws = ws;
     if (g->cfg.splitk > 1 && !ws) LWB_BUG("gemm %s: split-K needs a workspace", g->name);
+    // bf16 outputs whose rows are 16-byte aligned leave full tiles through TMA stores.
+    int out_cols = g->epilogue == GEMM_EPI_SWIGLU ? g->n / 2 : g->n;
+    int tile_cols = g->epilogue == GEMM_EPI_SWIGLU ? g->cfg.bn / 2 : g->cfg.bn;
+    g->tma_store = g->epilogue != GEMM_EPI_F32 && g->cfg.splitk == 1 && tile_cols % 64 == 0 && out % 16 == 0 &&
+                   (ld_out * 2) % 16 == 0 && (g->batch == 1 || (z_stride_out * 2) % 16 == 0);
+    if (g->tma_store) {
+        struct lwb_operand c = {out, g->m, out_cols, ld_out, g->batch, z_stride_out};
+        tmap_encode(&g->c_map, &c, 64, g->name);
+    }
     CUfunction f = kreq_func(&g->req, "lwb_gemm");
     CU_CHECK(lwb_cu.cuFuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)g->smem));
 }
@@ -159,16 +178,29 @@ static void gemm_bind_tiles(struct lwb_gemm *g, CUdeviceptr tiles, CUdeviceptr n
 static void gemm_enqueue(struct lwb_gemm *g, CUstream s) {
     const struct gemm_config c = g->cfg;
     unsigned gx = (unsigned)LWB_CEIL_DIV(g->n, c.bn);
-    unsigned gy = g->grouped ? (unsigned)g->max_tiles : (unsigned)LWB_CEIL_DIV(g->m, c.bm);
+    unsigned gy = g->grouped ? (unsigned)(g->max_tiles * c.cluster_m)
+                             : (unsigned)(LWB_CEIL_DIV(LWB_CEIL_DIV(g->m, c.bm), c.cluster_m) * c.cluster_m);
     unsigned gz = (unsigned)(g->batch * c.splitk);
     int M = (int)g->m, N = g->n;
     CUdeviceptr out = c.splitk > 1 ? g->ws : g->out;
     long long ld = c.splitk > 1 ? g->n : g->ld_out;
     long long split_stride = (long long)g->m * g->n;
-    void *args[] = {&g->a_map, &g->b_map, &out, &ld, &g->z_stride_out, &M, &N,
+    void *args[] = {&g->a_map, &g->b_map, &g->c_map, &g->tma_store, &out, &ld, &g->z_stride_out, &M, &N,
                     &g->tiles, &g->num_tiles, &split_stride};
-    cu_launch(kreq_func(&g->req, "lwb_gemm"),
-              (struct lwb_launch){{gx, gy, gz}, {(unsigned)(128 * (c.bm / 64 + 1))}, g->smem}, s, args);
+    CUfunction f = kreq_func(&g->req, "lwb_gemm");
+    unsigned threads = (unsigned)(128 * (c.bm / 64 + 1));
+    if (c.cluster_m == 1) {
+        cu_launch(f, (struct lwb_launch){{gx, gy, gz}, {threads}, g->smem}, s, args);
+    } else {
+        CUlaunchAttribute attr = {.id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION};
+        attr.value.clusterDim.x = 1;
+        attr.value.clusterDim.y = (unsigned)c.cluster_m;
+        attr.value.clusterDim.z = 1;
+        CUlaunchConfig lc = {.gridDimX = gx, .gridDimY = gy, .gridDimZ = gz, .blockDimX = threads,
+                             .blockDimY = 1, .blockDimZ = 1, .sharedMemBytes = g->smem, .hStream = s,
+                             .attrs = &attr, .numAttrs = 1};
+        CU_CHECK(lwb_cu.cuLaunchKernelEx(&lc, f, args, NULL));
+    }
     if (c.splitk > 1) {
         int splits = c.splitk, batch = g->batch;
         unsigned blocks = (unsigned)LWB_CEIL_DIV((long long)M * (N / 2), 256);

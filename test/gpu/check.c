@@ -291,7 +291,7 @@ static void check_gemm_case(struct check *c, const char *name, int m, int n, int
         int tiles[4 * 512], nt = 0;
         long long row = 0;
         for (int e = 0; e < groups; e++) {
-            for (int r0 = 0; r0 < rows_of[e]; r0 += g.cfg.bm) {
+            for (int r0 = 0; r0 < rows_of[e]; r0 += gemm_tile_rows(&g)) {
                 tiles[4 * nt] = e, tiles[4 * nt + 1] = (int)(row + r0), tiles[4 * nt + 2] = (int)(row + rows_of[e]);
                 tiles[4 * nt + 3] = 0;
                 nt++;
@@ -325,8 +325,8 @@ static void check_gemm_case(struct check *c, const char *name, int m, int n, int
         }
     }
     char what[160];
-    snprintf(what, sizeof what, "gemm %s m=%lld n=%d k=%d x%d e%d bm%d bn%d split%d", name, total_rows, n, k, batch,
-             epi, g.cfg.bm, g.cfg.bn, g.cfg.splitk);
+    snprintf(what, sizeof what, "gemm %s m=%lld n=%d k=%d x%d e%d bm%d bn%d c%d split%d%s", name, total_rows, n, k,
+             batch, epi, g.cfg.bm, g.cfg.bn, g.cfg.cluster_m, g.cfg.splitk, g.tma_store ? " tma" : "");
     verdict(c, what, ref_compare("C", got, want, nc, GEMM_ATOL, GEMM_RTOL, 1), 1e-2);
     free(a), free(b), free(got_raw), free(got), free(want), free(tmp);
     dev_free(da, na * 2), dev_free(db, nb * 2), dev_free(dc, nc * esz);
@@ -349,8 +349,8 @@ static void check_gemm_big(struct check *c, const char *name, long long m, int n
     struct lwb_operand A = {da, m, k, k, 1, 0}, B = {db, n, k, k, 1, 0};
     gemm_bind(&g, &A, &B, dc, nout, 0, ws);
     char what[160];
-    snprintf(what, sizeof what, "gemm %s %lldx%dx%d bm%d bn%d s%d split%d", name, m, n, k, g.cfg.bm, g.cfg.bn,
-             g.cfg.stages, g.cfg.splitk);
+    snprintf(what, sizeof what, "gemm %s %lldx%dx%d bm%d bn%d c%d s%d split%d", name, m, n, k, g.cfg.bm, g.cfg.bn,
+             g.cfg.cluster_m, g.cfg.stages, g.cfg.splitk);
     if (verify && epi != GEMM_EPI_SWIGLU) {
         poison(c, dc, nc * esz);
         gemm_enqueue(&g, c->s);
@@ -388,9 +388,9 @@ static void bench_grouped(struct check *c, const char *name, int experts, int ro
     CUdeviceptr dc = dev_alloc((size_t)total * nout * 2, "C");
     struct lwb_operand A = {da, total, k, k, 1, 0}, B = {db, n, k, k, experts, (long long)n * k};
     gemm_bind(&g, &A, &B, dc, nout, 0, 0);
-    int ntiles = 0, *tiles = xcalloc((size_t)experts * LWB_CEIL_DIV(rows, g.cfg.bm) * 4 + 4, sizeof *tiles);
+    int ntiles = 0, *tiles = xcalloc((size_t)experts * LWB_CEIL_DIV(rows, gemm_tile_rows(&g)) * 4 + 4, sizeof *tiles);
     for (int e = 0; e < experts; e++)
-        for (int r0 = 0; r0 < rows; r0 += g.cfg.bm) {
+        for (int r0 = 0; r0 < rows; r0 += gemm_tile_rows(&g)) {
             tiles[4 * ntiles] = e, tiles[4 * ntiles + 1] = e * rows + r0, tiles[4 * ntiles + 2] = (e + 1) * rows;
             ntiles++;
         }
@@ -399,8 +399,8 @@ static void bench_grouped(struct check *c, const char *name, int experts, int ro
     struct gemm_arg ga = {&g};
     double us = time_us(c, gemm_launch, &ga, 10);
     char what[160];
-    snprintf(what, sizeof what, "grouped %s %dx%d rows, %dx%d bm%d bn%d s%d", name, experts, rows, n, k, g.cfg.bm,
-             g.cfg.bn, g.cfg.stages);
+    snprintf(what, sizeof what, "grouped %s %dx%d rows, %dx%d bm%d bn%d c%d s%d", name, experts, rows, n, k, g.cfg.bm,
+             g.cfg.bn, g.cfg.cluster_m, g.cfg.stages);
     bench_line(c, what, us, gemm_bytes((double)total, n, k, 1, experts, epi), gemm_flops((double)total, n, k, 1));
     free(tiles);
     dev_free(da, na * 2), dev_free(db, nb * 2), dev_free(dc, (size_t)total * nout * 2), dev_free(dt, 0), dev_free(dn, 4);
