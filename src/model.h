@@ -4,8 +4,9 @@
 // directory holding config.json, or a preset name such as deepseek-ai/DeepSeek-R1), model_free,
 // model_presets (the built-in presets, for --list-models), model_check_layers, model_layer_is_moe,
 // the derived values (q head dim, KV-cache width, softmax scale, YaRN frequencies),
-// model_apply_scaled_from (--scaled-from arithmetic), model_layer_weights (the tensors of one
-// layer under a real checkpoint's names and shapes) and model_config_json (for meta.json).
+// model_check_scaled_from and model_apply_scaled_from (--scaled-from), model_layer_weights (the
+// tensors of one layer under a real checkpoint's names and shapes) and model_config_json (for
+// meta.json).
 //
 // Presets are the files configs/models/<org>__<name>.json, embedded in the binary: the preset
 // "deepseek-ai/DeepSeek-R1" is configs/models/deepseek-ai__DeepSeek-R1.json.
@@ -28,9 +29,12 @@
 //   original_max_position_embeddings, floored/ceiled and clamped to [0, dim-1]; inv_freq blends
 //   1/(theta^(2i/dim)) and the same divided by factor with a linear ramp. cos/sin are multiplied
 //   by attention_factor = get_mscale(f, mscale) / get_mscale(f, mscale_all_dim) when both are
-//   nonzero, else get_mscale(f), with f = max_position_embeddings / original_max_... (1.0 for
-//   DeepSeek's 1.0/1.0). DeepSeek checkpoints store the rope dims interleaved (pairs 2i, 2i+1);
-//   transformers de-interleaves them when rope_interleave is true (its default), recorded here.
+//   given and nonzero, else get_mscale(f), with f = max_position_embeddings / original_max_...
+//   (1.0 for DeepSeek's 1.0/1.0). Current transformers and DeepSeek's own modeling code agree on
+//   this; older transformers releases took the correction range from max_position_embeddings
+//   and are not a reference here. DeepSeek checkpoints store the rope dims interleaved (pairs
+//   2i, 2i+1); transformers de-interleaves them when rope_interleave is true (its default),
+//   recorded here.
 // - An MoE layer is layer >= first_k_dense_replace and layer % moe_layer_freq == 0 (DeepSeek's
 //   modeling code; transformers checks only the first part, the same for moe_layer_freq 1).
 // - e_score_correction_bias is F32 in DeepSeek's checkpoints and inference code; every other
@@ -46,75 +50,74 @@ struct lwb_rope_scaling {
     int original_max_pos;  // original_max_position_embeddings (4096)
     double beta_fast;      // YaRN correction bounds, rotations (32)
     double beta_slow;      // (1)
-    double mscale;         // (1.0)
-    double mscale_all_dim; // (1.0); 0 when absent, as transformers reads it
+    double mscale;         // (1.0); 0 when absent (transformers then ignores both)
+    double mscale_all_dim; // (1.0); 0 when absent: no softmax-scale correction
+    bool truncate;         // floor/ceil the correction range (default true)
 };
 
 struct lwb_model {
-    char name[256];         // the --model argument as given
-    char source[PATH_MAX];  // for messages: "model preset X" or DIR/config.json
-    bool is_preset;
-    char model_type[32];    // "deepseek_v3"
-    char architecture[64];  // architectures[0], "" when absent
-    char torch_dtype[16];   // the checkpoint's dtype ("bfloat16")
-    char checkpoint_format[64]; // "bf16", "FP8 (128x128 blocks)", "NVFP4 (groups of 16)", ...
-    bool runs_in_bf16;      // the checkpoint is not plain bf16; lwb runs it in bf16 anyway
-
-    int hidden;             // hidden_size
-    int heads;              // num_attention_heads (after --scaled-from with attention TP)
-    int kv_heads;           // num_key_value_heads (recorded; MLA caches one latent per token)
-    int q_lora_rank;        // 1536
-    int kv_lora_rank;       // 512
-    int qk_nope_dim;        // qk_nope_head_dim, 128
-    int qk_rope_dim;        // qk_rope_head_dim, 64
-    int v_head_dim;         // 128
-    int n_experts;          // n_routed_experts (after --scaled-from)
-    int n_shared_experts;   // 0 or more; the shared MLP is n_shared x moe_intermediate wide
-    int top_k;              // num_experts_per_tok
-    int n_group;            // expert groups for group-limited routing
-    int topk_group;         // groups kept per token
+    char name[256];               // the --model argument as given
+    char source[PATH_MAX];        // for messages: "model preset X" or DIR/config.json
+    bool is_preset;               // --model named a built-in preset
+    char model_type[32];          // "deepseek_v3"
+    char architecture[64];        // architectures[0], "" when absent
+    char torch_dtype[16];         // the checkpoint's dtype ("bfloat16")
+    char checkpoint_format[64];   // "bf16", "FP8 (128x128 blocks)", "NVFP4 (groups of 16)", ...
+    bool runs_in_bf16;            // the checkpoint is not plain bf16; lwb runs it in bf16 anyway
+    int hidden;                   // hidden_size
+    int heads;                    // num_attention_heads (after --scaled-from with attention TP)
+    int kv_heads;                 // num_key_value_heads (recorded; MLA caches one latent per token)
+    int q_lora_rank;              // 1536
+    int kv_lora_rank;             // 512
+    int qk_nope_dim;              // qk_nope_head_dim, 128
+    int qk_rope_dim;              // qk_rope_head_dim, 64
+    int v_head_dim;               // 128
+    int n_experts;                // n_routed_experts (after --scaled-from)
+    int n_shared_experts;         // 0 or more; the shared MLP is n_shared x moe_intermediate wide
+    int top_k;                    // num_experts_per_tok
+    int n_group;                  // expert groups for group-limited routing
+    int topk_group;               // groups kept per token
     double routed_scaling_factor; // multiplies the normalised routing weights
-    bool norm_topk_prob;    // normalise the top-k weights to sum 1
-    char scoring_func[16];  // "sigmoid"
-    char topk_method[16];   // "noaux_tc"
-    int first_k_dense;      // first_k_dense_replace: layers below are dense
-    int moe_layer_freq;     // every n-th layer from first_k_dense is MoE (1)
-    int intermediate;       // intermediate_size of dense layers
-    int moe_intermediate;   // moe_intermediate_size of each routed expert
-    double rms_norm_eps;
-    double rope_theta;
-    bool rope_interleave;   // rope dims stored as interleaved pairs (transformers default true)
-    struct lwb_rope_scaling rope;
-    int max_pos;            // max_position_embeddings
-    int num_layers;         // num_hidden_layers
-    int vocab;              // vocab_size, 0 when absent (no layer needs it)
-
-    int scaled_from;        // --scaled-from applied (0: not)
-    int scaled_ranks;       // ranks it was applied for
-    int n_experts_full;     // n_routed_experts of the checkpoint
-    int heads_full;         // num_attention_heads of the checkpoint
-    int kv_heads_full;
-    json_t *config;         // the parsed config.json (owned)
+    bool norm_topk_prob;          // normalise the top-k weights to sum 1
+    char scoring_func[16];        // "sigmoid"
+    char topk_method[16];         // "noaux_tc"
+    int first_k_dense;            // first_k_dense_replace: layers below are dense
+    int moe_layer_freq;           // every n-th layer from first_k_dense is MoE (1)
+    int intermediate;             // intermediate_size of dense layers
+    int moe_intermediate;         // moe_intermediate_size of each routed expert
+    double rms_norm_eps;          // RMSNorm epsilon (1e-6)
+    double rope_theta;            // RoPE base (10000)
+    bool rope_interleave;         // rope dims stored as interleaved pairs (transformers default true)
+    struct lwb_rope_scaling rope; // YaRN settings (rope_scaling)
+    int max_pos;                  // max_position_embeddings
+    int num_layers;               // num_hidden_layers
+    int vocab;                    // vocab_size, 0 when absent (no layer needs it)
+    int scaled_from;              // --scaled-from applied (0: not)
+    int scaled_ranks;             // ranks it was applied for
+    int n_experts_full;           // n_routed_experts of the checkpoint
+    int heads_full;               // num_attention_heads of the checkpoint
+    int kv_heads_full;            // num_key_value_heads of the checkpoint
+    json_t *config;               // the parsed config.json (owned)
 };
 
 // One tensor of a layer, as a checkpoint names and shapes it.
 struct lwb_weight {
-    char name[96];      // "model.layers.5.mlp.experts.17.gate_proj.weight"
-    const char *dtype;  // "BF16" or "F32" (safetensors spelling)
-    int ndim;           // 1 or 2
-    int64_t shape[2];   // rows, cols (PyTorch Linear: [out, in])
-    uint64_t bytes;
-    int expert;         // routed expert index, -1 for every other tensor
+    char name[96];     // "model.layers.5.mlp.experts.17.gate_proj.weight"
+    const char *dtype; // "BF16" or "F32" (safetensors spelling)
+    int ndim;          // 1 or 2
+    int64_t shape[2];  // rows, cols (PyTorch Linear: [out, in])
+    uint64_t bytes;    // rows x cols x element size
+    int expert;        // routed expert index, -1 for every other tensor
 };
 
 // ---------------------------------------------------------------------------------------------
 // Presets
 
 struct lwb_preset {
-    const char *name;   // "deepseek-ai/DeepSeek-R1"
-    const char *path;   // embedded path "configs/models/deepseek-ai__DeepSeek-R1.json"
-    char model_type[32];
-    bool supported;     // model_load accepts it
+    const char *name;    // "deepseek-ai/DeepSeek-R1"
+    const char *path;    // embedded path "configs/models/deepseek-ai__DeepSeek-R1.json"
+    char model_type[32]; // its config's model_type
+    bool supported;      // model_load accepts it
 };
 
 static bool model_type_supported(const char *t) { return !strcmp(t, "deepseek_v3"); }
@@ -194,13 +197,13 @@ struct model_reader {
 
 LWB_PRINTF(3, 4)
 __attribute__((noreturn)) static void model_error(const struct model_reader *r, const char *field,
-                                                 const char *fmt, ...) {
+                                                  const char *fmt, ...) {
     char msg[1024];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    const char *fix = r->fix                ? r->fix
+    const char *fix = r->fix            ? r->fix
                       : r->m->is_preset ? "(a built-in preset: please report this)"
                                         : "fix it in config.json";
     lwb_user_error("%s: '%s%s' %s; %s", r->m->source, r->prefix, field, msg, fix);
@@ -238,8 +241,7 @@ static int mr_int(const struct model_reader *r, const char *key, bool required, 
                   const char *example) {
     json_t *v = mr_get(r, key, required, example);
     if (!v) return dflt;
-    if (!json_is_integer(v))
-        model_error(r, key, "must be an integer (got %s)", json_type_text(v));
+    if (!json_is_integer(v)) model_error(r, key, "must be an integer (got %s)", json_type_text(v));
     json_int_t x = json_integer_value(v);
     if (x < min || x > INT_MAX) {
         if (min == 1) model_error(r, key, "must be a positive integer (got %" JSON_INTEGER_FORMAT ")", x);
@@ -249,8 +251,8 @@ static int mr_int(const struct model_reader *r, const char *key, bool required, 
 }
 
 // A number (integer or real); `positive`: > 0, else >= 0.
-static double mr_num(const struct model_reader *r, const char *key, bool required, double dflt,
-                     bool positive, const char *example) {
+static double mr_num(const struct model_reader *r, const char *key, bool required, double dflt, bool positive,
+                     const char *example) {
     json_t *v = mr_get(r, key, required, example);
     if (!v) return dflt;
     if (!json_is_number(v)) model_error(r, key, "must be a number (got %s)", json_type_text(v));
@@ -268,15 +270,16 @@ static bool mr_bool(const struct model_reader *r, const char *key, bool required
     return json_is_true(v);
 }
 
-static void mr_str(const struct model_reader *r, const char *key, bool required, const char *dflt,
-                   char *out, size_t n, const char *example) {
+static void mr_str(const struct model_reader *r, const char *key, bool required, const char *dflt, char *out,
+                   size_t n, const char *example) {
     json_t *v = mr_get(r, key, required, example);
     if (!v) {
         snprintf(out, n, "%s", dflt);
         return;
     }
     if (!json_is_string(v)) model_error(r, key, "must be a string (got %s)", json_type_text(v));
-    if (json_string_length(v) >= n) model_error(r, key, "is too long (%zu characters)", json_string_length(v));
+    if (json_string_length(v) >= n)
+        model_error(r, key, "is too long (%zu characters)", json_string_length(v));
     snprintf(out, n, "%s", json_string_value(v));
 }
 
@@ -301,19 +304,17 @@ static void model_read_quant(struct lwb_model *m, json_t *hfq) {
             if (json_array_size(bs) == 2)
                 snprintf(m->checkpoint_format, sizeof m->checkpoint_format,
                          "FP8 (%" JSON_INTEGER_FORMAT "x%" JSON_INTEGER_FORMAT " blocks)",
-                         json_integer_value(json_array_get(bs, 0)), json_integer_value(json_array_get(bs, 1)));
-            else
-                snprintf(m->checkpoint_format, sizeof m->checkpoint_format, "FP8");
+                         json_integer_value(json_array_get(bs, 0)),
+                         json_integer_value(json_array_get(bs, 1)));
+            else snprintf(m->checkpoint_format, sizeof m->checkpoint_format, "FP8");
         } else if (algo) {
             json_t *gs = json_object_get(q, "group_size");
             if (json_is_integer(gs))
                 snprintf(m->checkpoint_format, sizeof m->checkpoint_format,
                          "%s (groups of %" JSON_INTEGER_FORMAT ")", algo, json_integer_value(gs));
-            else
-                snprintf(m->checkpoint_format, sizeof m->checkpoint_format, "%s", algo);
+            else snprintf(m->checkpoint_format, sizeof m->checkpoint_format, "%s", algo);
         } else {
-            snprintf(m->checkpoint_format, sizeof m->checkpoint_format, "%s",
-                     method ? method : "quantized");
+            snprintf(m->checkpoint_format, sizeof m->checkpoint_format, "%s", method ? method : "quantized");
         }
         m->runs_in_bf16 = true;
     } else if (strcmp(m->torch_dtype, "bfloat16")) {
@@ -334,17 +335,18 @@ static void model_read_rope_scaling(struct lwb_model *m) {
     struct model_reader r = {m, rs, "rope_scaling."};
     json_t *t = json_object_get(rs, "type");
     if (!t) t = json_object_get(rs, "rope_type");
-    if (!json_is_string(t))
-        model_error(&r, "type", "must name the scaling (\"yarn\" for DeepSeek-V3)");
+    if (!json_is_string(t)) model_error(&r, "type", "must name the scaling (\"yarn\" for DeepSeek-V3)");
     if (strcmp(json_string_value(t), "yarn"))
-        model_error(&r, "type", "is \"%s\": only \"yarn\" RoPE scaling is supported yet", json_string_value(t));
+        model_error(&r, "type", "is \"%s\": only \"yarn\" RoPE scaling is supported yet",
+                    json_string_value(t));
     m->rope.yarn = true;
     m->rope.factor = mr_num(&r, "factor", true, 1, true, "40");
     m->rope.original_max_pos = mr_int(&r, "original_max_position_embeddings", true, 0, 1, "4096");
     m->rope.beta_fast = mr_num(&r, "beta_fast", false, 32, true, "32");
     m->rope.beta_slow = mr_num(&r, "beta_slow", false, 1, true, "1");
-    m->rope.mscale = mr_num(&r, "mscale", false, 1, false, "1.0");
+    m->rope.mscale = mr_num(&r, "mscale", false, 0, false, "1.0");
     m->rope.mscale_all_dim = mr_num(&r, "mscale_all_dim", false, 0, false, "1.0");
+    m->rope.truncate = mr_bool(&r, "truncate", false, true, NULL);
     if (m->rope.beta_slow > m->rope.beta_fast)
         model_error(&r, "beta_slow", "(%g) is larger than beta_fast (%g); YaRN needs beta_slow <= beta_fast",
                     m->rope.beta_slow, m->rope.beta_fast);
@@ -352,11 +354,13 @@ static void model_read_rope_scaling(struct lwb_model *m) {
 
 // Relations between fields. `after` prefixes messages about a config changed by --scaled-from.
 static void model_check_relations(struct lwb_model *m, const char *after) {
-    struct model_reader r = {m, m->config, "", after ? "give a smaller --scaled-from or run on more ranks" : NULL};
+    struct model_reader r = {m, m->config, "",
+                             after ? "give a smaller --scaled-from or run on more ranks" : NULL};
     const char *a = after ? after : "";
     if (m->n_experts % m->n_group)
-        model_error(&r, "n_routed_experts", "(%d%s) is not a multiple of 'n_group' (%d): experts form equal groups",
-                    m->n_experts, a, m->n_group);
+        model_error(&r, "n_routed_experts",
+                    "(%d%s) is not a multiple of 'n_group' (%d): experts form equal groups", m->n_experts, a,
+                    m->n_group);
     if (m->topk_group > m->n_group)
         model_error(&r, "topk_group", "(%d) is larger than 'n_group' (%d); it must be at most n_group",
                     m->topk_group, m->n_group);
@@ -365,15 +369,17 @@ static void model_check_relations(struct lwb_model *m, const char *after) {
                     m->n_experts, a);
     int per_group = m->n_experts / m->n_group;
     if (per_group < 2)
-        model_error(&r, "n_group", "(%d) leaves %d expert%s per group (n_routed_experts %d%s); DeepSeek routing "
+        model_error(&r, "n_group",
+                    "(%d) leaves %d expert%s per group (n_routed_experts %d%s); DeepSeek routing "
                     "ranks groups by their top-2 scores, so each group needs at least 2",
                     m->n_group, per_group, per_group == 1 ? "" : "s", m->n_experts, a);
     if (m->top_k > m->topk_group * per_group)
-        model_error(&r, "num_experts_per_tok", "(%d) is more than the experts in 'topk_group' groups (%d x %d%s)",
-                    m->top_k, m->topk_group, per_group, a);
+        model_error(&r, "num_experts_per_tok",
+                    "(%d) is more than the experts in 'topk_group' groups (%d x %d%s)", m->top_k,
+                    m->topk_group, per_group, a);
     if (m->kv_heads > m->heads)
-        model_error(&r, "num_key_value_heads", "(%d) is larger than 'num_attention_heads' (%d%s)", m->kv_heads,
-                    m->heads, a);
+        model_error(&r, "num_key_value_heads", "(%d) is larger than 'num_attention_heads' (%d%s)",
+                    m->kv_heads, m->heads, a);
 }
 
 static void model_parse(struct lwb_model *m, json_t *hfq) {
@@ -397,7 +403,8 @@ static void model_parse(struct lwb_model *m, json_t *hfq) {
     m->kv_heads = mr_int(&r, "num_key_value_heads", false, m->heads, 1, "128");
     json_t *ql = json_object_get(m->config, "q_lora_rank");
     if (ql && json_is_null(ql))
-        model_error(&r, "q_lora_rank", "is null (a model without a q LoRA, like DeepSeek-V2-Lite); lwb "
+        model_error(&r, "q_lora_rank",
+                    "is null (a model without a q LoRA, like DeepSeek-V2-Lite); lwb "
                     "builds only q_lora_rank > 0 for now");
     m->q_lora_rank = mr_int(&r, "q_lora_rank", true, 0, 1, "1536");
     m->kv_lora_rank = mr_int(&r, "kv_lora_rank", true, 0, 1, "512");
@@ -405,18 +412,21 @@ static void model_parse(struct lwb_model *m, json_t *hfq) {
     m->qk_rope_dim = mr_int(&r, "qk_rope_head_dim", true, 0, 1, "64");
     m->v_head_dim = mr_int(&r, "v_head_dim", true, 0, 1, "128");
     if (m->qk_rope_dim % 2)
-        model_error(&r, "qk_rope_head_dim", "(%d) must be even: RoPE rotates pairs of dimensions", m->qk_rope_dim);
+        model_error(&r, "qk_rope_head_dim", "(%d) must be even: RoPE rotates pairs of dimensions",
+                    m->qk_rope_dim);
     int qk = m->qk_nope_dim + m->qk_rope_dim;
     int given = mr_int(&r, "qk_head_dim", false, qk, 1, NULL);
     if (given != qk)
-        model_error(&r, "qk_head_dim", "(%d) is not qk_nope_head_dim + qk_rope_head_dim (%d + %d = %d)", given,
-                    m->qk_nope_dim, m->qk_rope_dim, qk);
+        model_error(&r, "qk_head_dim", "(%d) is not qk_nope_head_dim + qk_rope_head_dim (%d + %d = %d)",
+                    given, m->qk_nope_dim, m->qk_rope_dim, qk);
     // transformers writes head_dim = qk_rope_head_dim for DeepSeek-V3; some tools write the full
     // q head dim. Anything else contradicts the other two.
     int head_dim = mr_int(&r, "head_dim", false, m->qk_rope_dim, 1, NULL);
     if (head_dim != m->qk_rope_dim && head_dim != qk)
-        model_error(&r, "head_dim", "(%d) is neither qk_rope_head_dim (%d) nor qk_nope_head_dim + "
-                    "qk_rope_head_dim (%d)", head_dim, m->qk_rope_dim, qk);
+        model_error(&r, "head_dim",
+                    "(%d) is neither qk_rope_head_dim (%d) nor qk_nope_head_dim + "
+                    "qk_rope_head_dim (%d)",
+                    head_dim, m->qk_rope_dim, qk);
 
     m->n_experts = mr_int(&r, "n_routed_experts", true, 0, 1, "256");
     m->n_shared_experts = mr_int(&r, "n_shared_experts", true, 0, 0, "1");
@@ -445,8 +455,8 @@ static void model_parse(struct lwb_model *m, json_t *hfq) {
     m->vocab = mr_int(&r, "vocab_size", false, 0, 1, NULL);
     model_read_rope_scaling(m);
     if (m->first_k_dense > m->num_layers)
-        model_error(&r, "first_k_dense_replace", "(%d) is more than 'num_hidden_layers' (%d)", m->first_k_dense,
-                    m->num_layers);
+        model_error(&r, "first_k_dense_replace", "(%d) is more than 'num_hidden_layers' (%d)",
+                    m->first_k_dense, m->num_layers);
     model_check_relations(m, NULL);
     model_read_quant(m, hfq);
     m->n_experts_full = m->n_experts;
@@ -526,7 +536,8 @@ static void model_check_layers(const struct lwb_model *m, const long long *idx, 
             lwb_user_error("%s: layer %lld does not exist: %s has %d decoder layers (0..%d)", where, idx[i],
                            m->name, m->num_layers, m->num_layers - 1);
         for (int j = 0; j < i; j++)
-            if (idx[j] == idx[i]) lwb_user_error("%s: layer %lld is listed twice; list each layer once", where, idx[i]);
+            if (idx[j] == idx[i])
+                lwb_user_error("%s: layer %lld is listed twice; list each layer once", where, idx[i]);
     }
 }
 
@@ -579,7 +590,8 @@ static void model_rope_inv_freq(const struct lwb_model *m, double *out) {
     // Dimension at which a wavelength makes `rot` rotations over the original context.
     double lo_d = dim * log(orig / (m->rope.beta_fast * 2 * M_PI)) / (2 * log(base));
     double hi_d = dim * log(orig / (m->rope.beta_slow * 2 * M_PI)) / (2 * log(base));
-    double lo = LWB_MAX(floor(lo_d), 0.0), hi = LWB_MIN(ceil(hi_d), (double)(dim - 1));
+    if (m->rope.truncate) lo_d = floor(lo_d), hi_d = ceil(hi_d);
+    double lo = LWB_MAX(lo_d, 0.0), hi = LWB_MIN(hi_d, (double)(dim - 1));
     if (lo == hi) hi += 0.001;
     for (int i = 0; i < half; i++) {
         double extra = 1.0 / pow(base, 2.0 * i / dim), inter = extra / f;
@@ -597,11 +609,15 @@ static void model_bf16_note(const struct lwb_model *m, char *buf, size_t n) {
 // --scaled-from S: simulate the per-GPU shapes of an S-GPU deployment on `ranks` GPUs (the
 // reference's weak scaling): experts = n_routed_experts / S * ranks, and with attention TP
 // (no attention DP) also heads = heads / S * ranks. MoE is always pure EP across the ranks in
-// lwb, so the reference's "MoE TP" refusal cannot arise. S = 0 leaves the model as it is.
-static void model_apply_scaled_from(struct lwb_model *m, int scaled_from, int ranks, bool attention_dp) {
+// lwb, so the reference's "MoE TP" refusal cannot arise. S = 0 means off.
+
+// What S must satisfy whether or not it is applied: at least the ranks of the run, and a
+// divisor of the experts (and of the heads with attention TP). With one rank lwb checks this but
+// keeps the model whole; only the balance methods follow the simulated EP size (routing_ep_size).
+static void model_check_scaled_from(const struct lwb_model *m, int scaled_from, int ranks,
+                                    bool attention_dp) {
     if (scaled_from <= 0) return;
-    if (m->scaled_from) LWB_BUG("--scaled-from applied twice");
-    if (ranks < 1) LWB_BUG("model_apply_scaled_from with %d ranks", ranks);
+    if (ranks < 1) LWB_BUG("--scaled-from checked for %d ranks", ranks);
     if (scaled_from < ranks)
         lwb_user_error("--scaled-from %d is smaller than the %d ranks of this run; it names the larger "
                        "deployment to simulate, so give at least %d (or leave it out)",
@@ -611,9 +627,18 @@ static void model_apply_scaled_from(struct lwb_model *m, int scaled_from, int ra
                        "give a divisor of %d",
                        scaled_from, m->name, m->n_experts, scaled_from, m->n_experts);
     if (!attention_dp && (m->heads % scaled_from || m->kv_heads % scaled_from))
-        lwb_user_error("--scaled-from %d with attention TP: the %d attention heads (%d key/value heads) of %s "
-                       "do not split evenly over %d GPUs; give a divisor of %d, or --enable-attention-dp",
-                       scaled_from, m->heads, m->kv_heads, m->name, scaled_from, m->heads);
+        lwb_user_error(
+            "--scaled-from %d with attention TP: the %d attention heads (%d key/value heads) of %s "
+            "do not split evenly over %d GPUs; give a divisor of %d, or --enable-attention-dp",
+            scaled_from, m->heads, m->kv_heads, m->name, scaled_from, m->heads);
+}
+
+// Check S, then shrink the model to the simulated per-GPU shapes; the shrunk config must still
+// route (experts a multiple of n_group, at least 2 per group, enough for top_k).
+static void model_apply_scaled_from(struct lwb_model *m, int scaled_from, int ranks, bool attention_dp) {
+    if (scaled_from <= 0) return;
+    if (m->scaled_from) LWB_BUG("--scaled-from applied twice");
+    model_check_scaled_from(m, scaled_from, ranks, attention_dp);
     m->n_experts = m->n_experts / scaled_from * ranks;
     if (!attention_dp) {
         m->heads = m->heads / scaled_from * ranks;
@@ -622,7 +647,8 @@ static void model_apply_scaled_from(struct lwb_model *m, int scaled_from, int ra
     m->scaled_from = scaled_from;
     m->scaled_ranks = ranks;
     char after[128];
-    snprintf(after, sizeof after, " after --scaled-from %d on %d rank%s", scaled_from, ranks, ranks == 1 ? "" : "s");
+    snprintf(after, sizeof after, " after --scaled-from %d on %d rank%s", scaled_from, ranks,
+             ranks == 1 ? "" : "s");
     model_check_relations(m, after);
 }
 
@@ -660,10 +686,11 @@ static int model_layer_weights(const struct lwb_model *m, int layer, struct lwb_
     weight_push(&w, &n, &cap, layer, "self_attn.q_a_proj.weight", "BF16", m->q_lora_rank, H, -1);
     weight_push(&w, &n, &cap, layer, "self_attn.q_a_layernorm.weight", "BF16", m->q_lora_rank, 0, -1);
     weight_push(&w, &n, &cap, layer, "self_attn.q_b_proj.weight", "BF16", nh * qk, m->q_lora_rank, -1);
-    weight_push(&w, &n, &cap, layer, "self_attn.kv_a_proj_with_mqa.weight", "BF16", model_kv_cache_dim(m), H, -1);
+    weight_push(&w, &n, &cap, layer, "self_attn.kv_a_proj_with_mqa.weight", "BF16", model_kv_cache_dim(m), H,
+                -1);
     weight_push(&w, &n, &cap, layer, "self_attn.kv_a_layernorm.weight", "BF16", m->kv_lora_rank, 0, -1);
-    weight_push(&w, &n, &cap, layer, "self_attn.kv_b_proj.weight", "BF16", nh * (m->qk_nope_dim + m->v_head_dim),
-                m->kv_lora_rank, -1);
+    weight_push(&w, &n, &cap, layer, "self_attn.kv_b_proj.weight", "BF16",
+                nh * (m->qk_nope_dim + m->v_head_dim), m->kv_lora_rank, -1);
     weight_push(&w, &n, &cap, layer, "self_attn.o_proj.weight", "BF16", H, nh * m->v_head_dim, -1);
     weight_push(&w, &n, &cap, layer, "post_attention_layernorm.weight", "BF16", H, 0, -1);
     if (!model_layer_is_moe(m, layer)) {

@@ -84,8 +84,9 @@ static void routing_check(const struct lwb_routing *r) {
                        "none (null) is only valid with NotModified or Balanced",
                        name);
     if (imbalanced && !(r->ratio >= 0 && r->ratio <= 1))
-        lwb_user_error("balance_ratio %g is out of range: it is the share of tokens routed balanced, from 0 to 1",
-                       r->ratio);
+        lwb_user_error(
+            "balance_ratio %g is out of range: it is the share of tokens routed balanced, from 0 to 1",
+            r->ratio);
     if (r->top_k > r->experts)
         lwb_user_error("balance_method %s: top_k %d is more than the %d routed experts", name, r->top_k,
                        r->experts);
@@ -95,10 +96,11 @@ static void routing_check(const struct lwb_routing *r) {
                        name, r->experts, r->ep_size, r->experts);
     int per_rank = r->experts / r->ep_size;
     if (r->method == LWB_BALANCE_IMBALANCED_RANKS && r->top_k > per_rank)
-        lwb_user_error("balance_method ImbalancedRanks cannot send all tokens to a single rank: top_k %d is more "
-                       "than the %d experts per rank (%d experts over EP %d); use ImbalancedExperts, or fewer "
-                       "ranks (or a smaller --scaled-from)",
-                       r->top_k, per_rank, r->experts, r->ep_size);
+        lwb_user_error(
+            "balance_method ImbalancedRanks cannot send all tokens to a single rank: top_k %d is more "
+            "than the %d experts per rank (%d experts over EP %d); use ImbalancedExperts, or fewer "
+            "ranks (or a smaller --scaled-from)",
+            r->top_k, per_rank, r->experts, r->ep_size);
 }
 
 // Balanced tokens per rank: none at ratio 0, else the activate-all minimum plus the ratio's share

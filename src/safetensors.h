@@ -25,9 +25,9 @@ static size_t st_dtype_size(const char *dtype) {
     static const struct {
         const char *name;
         size_t size;
-    } t[] = {{"BOOL", 1}, {"U8", 1},  {"I8", 1},  {"F8_E4M3", 1}, {"F8_E5M2", 1}, {"I16", 2},
-             {"U16", 2},  {"F16", 2}, {"BF16", 2}, {"I32", 4},    {"U32", 4},     {"F32", 4},
-             {"I64", 8},  {"U64", 8}, {"F64", 8}};
+    } t[] = {{"BOOL", 1}, {"U8", 1},  {"I8", 1},  {"F8_E4M3", 1}, {"F8_E5M2", 1},
+             {"I16", 2},  {"U16", 2}, {"F16", 2}, {"BF16", 2},    {"I32", 4},
+             {"U32", 4},  {"F32", 4}, {"I64", 8}, {"U64", 8},     {"F64", 8}};
     for (size_t i = 0; i < LWB_ARRAY_LEN(t); i++)
         if (!strcmp(dtype, t[i].name)) return t[i].size;
     return 0;
@@ -40,23 +40,23 @@ static size_t st_dtype_size(const char *dtype) {
 typedef int (*lwb_st_fill_fn)(void *ctx, const char *name, void *dst, size_t bytes);
 
 struct lwb_st_entry {
-    char *name;
-    char dtype[8];
-    int ndim;
-    int64_t shape[LWB_ST_MAX_DIMS];
-    uint64_t bytes;
-    void *data;         // copied bytes (st_add), or NULL
-    lwb_st_fill_fn fill; // or the producer (st_add_fill)
-    void *ctx;
-    uint64_t begin;     // data offset, assigned at finish
+    char *name;                     // tensor name (owned)
+    char dtype[8];                  // "BF16", "F32", ...
+    int ndim;                       // 0 (a scalar) .. LWB_ST_MAX_DIMS
+    int64_t shape[LWB_ST_MAX_DIMS]; // (ndim)
+    uint64_t bytes;                 // product of shape x element size
+    void *data;                     // copied bytes (st_add), or NULL
+    lwb_st_fill_fn fill;            // or the producer (st_add_fill)
+    void *ctx;                      // passed to fill
+    uint64_t begin;                 // data offset, assigned at finish
 };
 
 struct lwb_st_writer {
-    char *path;
-    struct lwb_st_entry *e;
-    int n;
-    size_t cap;
-    json_t *meta; // "__metadata__" strings
+    char *path;             // the file to create
+    struct lwb_st_entry *e; // (n) in the order added
+    int n;                  // tensors added
+    size_t cap;             // allocated entries
+    json_t *meta;           // "__metadata__" strings
 };
 
 static struct lwb_st_writer *st_writer_begin(const char *path) {
@@ -125,8 +125,8 @@ static void st_writer_abort(struct lwb_st_writer *w) { st_writer_free(w); }
 static char *st_header(struct lwb_st_writer *w, int *order, size_t *len) {
     for (int i = 0; i < w->n; i++) order[i] = i;
     for (int i = 1; i < w->n; i++) // stable insertion sort by element size, largest first
-        for (int j = i; j > 0 && st_dtype_size(w->e[order[j - 1]].dtype) < st_dtype_size(w->e[order[j]].dtype);
-             j--) {
+        for (int j = i;
+             j > 0 && st_dtype_size(w->e[order[j - 1]].dtype) < st_dtype_size(w->e[order[j]].dtype); j--) {
             int t = order[j];
             order[j] = order[j - 1], order[j - 1] = t;
         }
@@ -141,7 +141,8 @@ static char *st_header(struct lwb_st_writer *w, int *order, size_t *len) {
         json_t *t = json_object();
         json_object_set_new(t, "dtype", json_string(x->dtype));
         json_object_set_new(t, "shape", shape);
-        json_object_set_new(t, "data_offsets", json_pack("[II]", (json_int_t)off, (json_int_t)(off + x->bytes)));
+        json_object_set_new(t, "data_offsets",
+                            json_pack("[II]", (json_int_t)off, (json_int_t)(off + x->bytes)));
         json_object_set_new(h, x->name, t);
         off += x->bytes;
     }
@@ -209,21 +210,21 @@ static void st_writer_finish(struct lwb_st_writer *w) {
 // Reader
 
 struct lwb_st_tensor {
-    const char *name;  // key in the header
-    const char *dtype; // "BF16", ...
-    int ndim;
-    int64_t shape[LWB_ST_MAX_DIMS];
-    uint64_t begin, end; // data offsets (relative to the data start)
+    const char *name;               // key in the header
+    const char *dtype;              // "BF16", ...
+    int ndim;                       // 0 for a scalar
+    int64_t shape[LWB_ST_MAX_DIMS]; // (ndim)
+    uint64_t begin, end;            // data offsets (relative to the data start)
 };
 
 struct lwb_st_file {
-    char *path;
-    int fd;
-    uint64_t data_start; // 8 + header length
-    uint64_t data_size;
-    json_t *header;
+    char *path;              // as opened
+    int fd;                  // open for reading, -1 after st_close
+    uint64_t data_start;     // 8 + header length
+    uint64_t data_size;      // bytes after the header
+    json_t *header;          // the parsed header (names point into it)
     struct lwb_st_tensor *t; // (n) in header order
-    int n;
+    int n;                   // tensors
 };
 
 static void st_close(struct lwb_st_file *f);
@@ -244,15 +245,16 @@ static int st_open(const char *path, struct lwb_st_file *f, char *err, size_t er
     unsigned char len8[8];
     uint64_t hlen = 0;
     char *text = NULL;
-#define ST_FAIL(...)                                                                               \
-    do {                                                                                           \
-        int k_ = snprintf(err, errlen, "%s: ", path);                                              \
-        if (k_ >= 0 && (size_t)k_ < errlen) snprintf(err + k_, errlen - (size_t)k_, __VA_ARGS__);  \
-        free(text);                                                                                \
-        st_close(f);                                                                               \
-        return -1;                                                                                 \
+#define ST_FAIL(...)                                                                                         \
+    do {                                                                                                     \
+        int k_ = snprintf(err, errlen, "%s: ", path);                                                        \
+        if (k_ >= 0 && (size_t)k_ < errlen) snprintf(err + k_, errlen - (size_t)k_, __VA_ARGS__);            \
+        free(text);                                                                                          \
+        st_close(f);                                                                                         \
+        return -1;                                                                                           \
     } while (0)
-    if (st.st_size < 8 || pread(fd, len8, 8, 0) != 8) ST_FAIL("not a safetensors file (shorter than 8 bytes)");
+    if (st.st_size < 8 || pread(fd, len8, 8, 0) != 8)
+        ST_FAIL("not a safetensors file (shorter than 8 bytes)");
     for (int i = 0; i < 8; i++) hlen |= (uint64_t)len8[i] << (8 * i);
     if (hlen > LWB_ST_MAX_HEADER || hlen > (uint64_t)st.st_size - 8)
         ST_FAIL("not a safetensors file (header length %" PRIu64 " for a file of %lld bytes)", hlen,
@@ -276,7 +278,9 @@ static int st_open(const char *path, struct lwb_st_file *f, char *err, size_t er
             const char *mk;
             json_t *mv;
             if (!json_is_object(v)) ST_FAIL("__metadata__ is not an object");
-            json_object_foreach(v, mk, mv) if (!json_is_string(mv)) ST_FAIL("__metadata__ value '%s' is not a string", mk);
+            json_object_foreach(v, mk, mv) {
+                if (!json_is_string(mv)) ST_FAIL("__metadata__ value '%s' is not a string", mk);
+            }
             continue;
         }
         struct lwb_st_tensor *t = &f->t[f->n];
@@ -340,8 +344,8 @@ static const struct lwb_st_tensor *st_find(const struct lwb_st_file *f, const ch
 
 // Copy tensor `t` into `dst` (`bytes` must be its size). Returns 0, or -1 with errno set.
 static int st_read(const struct lwb_st_file *f, const struct lwb_st_tensor *t, void *dst, size_t bytes) {
-    if (bytes != t->end - t->begin) LWB_BUG("st_read %s: %zu bytes for a tensor of %" PRIu64, t->name, bytes,
-                                            t->end - t->begin);
+    if (bytes != t->end - t->begin)
+        LWB_BUG("st_read %s: %zu bytes for a tensor of %" PRIu64, t->name, bytes, t->end - t->begin);
     char *p = dst;
     uint64_t off = f->data_start + t->begin;
     while (bytes) {

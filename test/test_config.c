@@ -123,15 +123,15 @@ static void test_cli_wins(void **state) {
 static void test_lists_and_nulls(void **state) {
     (void)state;
     char *p = write_yaml("# a comment\n"
-                         "layer_indices: 3\n"            // scalar -> one entry
-                         "batch_size:\n  - 1\n  - 64\n"  // block list
+                         "layer_indices: 3\n"           // scalar -> one entry
+                         "batch_size:\n  - 1\n  - 64\n" // block list
                          "seq_len_kv_cache: [0, 97, 8193]\n"
                          "balance_ratio: [0.5, null, 1, ~]\n"
-                         "scaled_from: null\n"           // unset
+                         "scaled_from: null\n" // unset
                          "max_batch_size: ~\n"
-                         "model:\n"                      // empty: null
-                         "warmup_times: null\n"          // unset: the default applies
-                         "run_times: 7\n"                // honoured (upstream ignores it)
+                         "model:\n"             // empty: null
+                         "warmup_times: null\n" // unset: the default applies
+                         "run_times: 7\n"       // honoured (upstream ignores it)
                          "balance_method: 'ImbalancedRanks'\n"
                          "enable_attention_dp: no\n");
     struct lwb_args a;
@@ -209,13 +209,17 @@ static void test_errors(void **state) {
     expect_error("run_type: GEN\nbatch_sise: 4\n", 2,
                  "unknown key 'batch_sise'; did you mean 'batch_size'? (lwb run --help lists the keys)");
     expect_error("zzzzzzzzzz: 1\n", 1, "unknown key 'zzzzzzzzzz' (lwb run --help lists the keys)");
-    expect_error("model: x\ndry_run: true\n", 2, "'dry_run' is a command-line option only; pass --dry-run instead");
+    expect_error("model: x\ndry_run: true\n", 2,
+                 "'dry_run' is a command-line option only; pass --dry-run instead");
     expect_error("output_json: a.json\n", 1, "pass --output-json instead");
-    expect_error("batch_size: abc\n", 1, "'batch_size' must be a positive integer or a list of them (got \"abc\")");
-    expect_error("batch_size: 0\n", 1, "'batch_size' must be a positive integer or a list of them (got \"0\")");
+    expect_error("batch_size: abc\n", 1,
+                 "'batch_size' must be a positive integer or a list of them (got \"abc\")");
+    expect_error("batch_size: 0\n", 1,
+                 "'batch_size' must be a positive integer or a list of them (got \"0\")");
     expect_error("batch_size: 1.5\n", 1, "'batch_size' must be a positive integer");
-    expect_error("seq_len_kv_cache: [0, -1]\n", 1, "'seq_len_kv_cache' must be a non-negative integer or a list of them "
-                                                    "(got \"[0, -1]\")");
+    expect_error("seq_len_kv_cache: [0, -1]\n", 1,
+                 "'seq_len_kv_cache' must be a non-negative integer or a list of them "
+                 "(got \"[0, -1]\")");
     expect_error("balance_ratio: [0.5, abc]\n", 1, "'balance_ratio' must be");
     expect_error("use_cuda_graph: maybe\n", 1, "'use_cuda_graph' must be true or false (got \"maybe\")");
     expect_error("\nrun_type: PREFILL\n", 2, "'run_type' must be one of CTX, GEN (got \"PREFILL\")");
@@ -223,10 +227,12 @@ static void test_errors(void **state) {
     expect_error("warmup_times: [1, 2]\n", 1, "'warmup_times' must be a non-negative integer, not a list");
     expect_error("warmup_times: -1\n", 1, "'warmup_times' must be a non-negative integer (got \"-1\")");
     expect_error("run_times: true\n", 1, "'run_times' must be a positive integer (got \"true\")");
-    expect_error("batch_size: {a: 1}\n", 1, "'batch_size' must be a positive integer or a list of them, not a mapping");
+    expect_error("batch_size: {a: 1}\n", 1,
+                 "'batch_size' must be a positive integer or a list of them, not a mapping");
     expect_error("batch_size: [1, [2]]\n", 1, "'batch_size' entries must be plain values");
     expect_error("batch_size: []\n", 1, "'batch_size' is an empty list");
-    expect_error("batch_size: 1\nrun_type: CTX\nbatch_size: 2\n", 3, "'batch_size' is given twice (first on line 1)");
+    expect_error("batch_size: 1\nrun_type: CTX\nbatch_size: 2\n", 3,
+                 "'batch_size' is given twice (first on line 1)");
     expect_error("- batch_size\n- 1\n", 1, "the config must be a mapping of keys to values");
     expect_error("just text\n", 1, "the config must be a mapping");
     expect_error("batch_size: [1, 2\n", 0, "not valid YAML");

@@ -84,7 +84,8 @@ static void test_presets(void **state) {
         }
     }
     assert_int_equal(supported, 3);
-    const char *want[] = {"deepseek-ai/DeepSeek-V3", "deepseek-ai/DeepSeek-R1", "nvidia/DeepSeek-R1-0528-FP4-v2"};
+    const char *want[] = {"deepseek-ai/DeepSeek-V3", "deepseek-ai/DeepSeek-R1",
+                          "nvidia/DeepSeek-R1-0528-FP4-v2"};
     for (size_t i = 0; i < LWB_ARRAY_LEN(want); i++) {
         const struct lwb_preset *q = model_preset_find(want[i]);
         assert_non_null(q);
@@ -94,7 +95,8 @@ static void test_presets(void **state) {
     assert_non_null(q);
     assert_string_equal(q->model_type, "qwen3_moe");
     assert_false(q->supported);
-    expect_error("openai/gpt-oss-120b", "model_type 'gpt_oss'", "(GptOssForCausalLM)", "not supported yet", NULL);
+    expect_error("openai/gpt-oss-120b", "model_type 'gpt_oss'", "(GptOssForCausalLM)", "not supported yet",
+                 NULL);
 }
 
 static void test_r1_numbers(void **state) {
@@ -131,6 +133,7 @@ static void test_r1_numbers(void **state) {
     assert_int_equal(m.rope.original_max_pos, 4096);
     assert_true(m.rope.beta_fast == 32 && m.rope.beta_slow == 1);
     assert_true(m.rope.mscale == 1.0 && m.rope.mscale_all_dim == 1.0);
+    assert_true(m.rope.truncate);
     assert_int_equal(m.max_pos, 163840);
     assert_int_equal(m.num_layers, 61);
     assert_int_equal(m.vocab, 129280);
@@ -141,7 +144,8 @@ static void test_r1_numbers(void **state) {
     assert_string_equal(m.checkpoint_format, "FP8 (128x128 blocks)");
     char note[256];
     model_bf16_note(&m, note, sizeof note);
-    assert_string_equal(note, "deepseek-ai/DeepSeek-R1 stores FP8 (128x128 blocks) weights; lwb runs it in bf16");
+    assert_string_equal(note,
+                        "deepseek-ai/DeepSeek-R1 stores FP8 (128x128 blocks) weights; lwb runs it in bf16");
     // Derived values.
     assert_int_equal(model_qk_head_dim(&m), 192);
     assert_int_equal(model_kv_cache_dim(&m), 576);
@@ -170,14 +174,9 @@ static void test_softmax_scale_and_rope(void **state) {
     const struct {
         int i;
         double v;
-    } want[] = {{0, 1.0},
-                {5, 0.23713737056616555},
-                {10, 0.056234132519034905},
-                {11, 0.03900692656714386},
-                {16, 0.0055},
-                {22, 0.0001778279410038922},
-                {23, 3.33380358040831e-05},
-                {31, 3.33380358040831e-06}};
+    } want[] = {
+        {0, 1.0},     {5, 0.23713737056616555},    {10, 0.056234132519034905}, {11, 0.03900692656714386},
+        {16, 0.0055}, {22, 0.0001778279410038922}, {23, 3.33380358040831e-05}, {31, 3.33380358040831e-06}};
     for (size_t k = 0; k < LWB_ARRAY_LEN(want); k++) {
         if (fabs(f[want[k].i] - want[k].v) > 1e-12 * want[k].v)
             fprintf(stderr, "inv_freq[%d] = %.17g, wanted %.17g\n", want[k].i, f[want[k].i], want[k].v);
@@ -188,7 +187,16 @@ static void test_softmax_scale_and_rope(void **state) {
     assert_true(fabs(model_softmax_scale(&m) - 1 / sqrt(192.0)) < 1e-15);
     assert_true(fabs(model_rope_attention_factor(&m) - (0.1 * log(40.0) + 1)) < 1e-12);
     m.rope.mscale_all_dim = 1.0, m.rope.mscale = 0.707;
-    assert_true(fabs(model_rope_attention_factor(&m) - (0.0707 * log(40.0) + 1) / (0.1 * log(40.0) + 1)) < 1e-12);
+    assert_true(fabs(model_rope_attention_factor(&m) - (0.0707 * log(40.0) + 1) / (0.1 * log(40.0) + 1)) <
+                1e-12);
+    // mscale absent: transformers ignores mscale_all_dim for cos/sin (get_mscale(f) alone).
+    m.rope.mscale = 0;
+    assert_true(fabs(model_rope_attention_factor(&m) - (0.1 * log(40.0) + 1)) < 1e-12);
+    // Without truncation the ramp bounds stay fractional (10.47 .. 22.51): inv_freq[11] grows.
+    m.rope.truncate = false;
+    model_rope_inv_freq(&m, f);
+    assert_true(f[11] > 0.03900692656714386 * 1.01);
+    m.rope.truncate = true;
     // Without rope_scaling: plain RoPE.
     m.rope.yarn = false;
     model_rope_inv_freq(&m, f);
@@ -256,8 +264,8 @@ static void test_directory(void **state) {
 
 static void test_not_found(void **state) {
     (void)state;
-    expect_error("deepseek-ai/DeepSeek-R2", "--model deepseek-ai/DeepSeek-R2", "did you mean 'deepseek-ai/DeepSeek-R1'",
-                 "lwb run --list-models", NULL);
+    expect_error("deepseek-ai/DeepSeek-R2", "--model deepseek-ai/DeepSeek-R2",
+                 "did you mean 'deepseek-ai/DeepSeek-R1'", "lwb run --list-models", NULL);
     expect_error("DeepSeek-V3", "did you mean 'deepseek-ai/DeepSeek-V3'", NULL);
     expect_error("nothing-like-it-at-all", "no such directory and no built-in preset", "--list-models", NULL);
     char *dir = make_tmpdir();
@@ -289,28 +297,33 @@ static void test_field_errors(void **state) {
     check_field_error("", "hidden_size", NULL, "'hidden_size' is missing", "7168");
     check_field_error("", "kv_lora_rank", NULL, "'kv_lora_rank' is missing", "512");
     check_field_error("", "model_type", NULL, "'model_type' is missing", "deepseek_v3");
-    check_field_error("", "hidden_size", json_string("7168"), "'hidden_size' must be an integer", "got a string");
+    check_field_error("", "hidden_size", json_string("7168"), "'hidden_size' must be an integer",
+                      "got a string");
     check_field_error("", "n_routed_experts", json_real(256.5), "'n_routed_experts' must be an integer",
                       "got a real number");
-    check_field_error("", "num_attention_heads", json_integer(0), "'num_attention_heads' must be a positive integer",
-                      "got 0");
-    check_field_error("", "norm_topk_prob", json_integer(1), "'norm_topk_prob' must be true or false", "integer");
+    check_field_error("", "num_attention_heads", json_integer(0),
+                      "'num_attention_heads' must be a positive integer", "got 0");
+    check_field_error("", "norm_topk_prob", json_integer(1), "'norm_topk_prob' must be true or false",
+                      "integer");
     check_field_error("", "rms_norm_eps", json_string("1e-6"), "'rms_norm_eps' must be a number", "string");
-    check_field_error("", "routed_scaling_factor", json_real(-1), "'routed_scaling_factor' must be a positive number",
-                      "-1");
+    check_field_error("", "routed_scaling_factor", json_real(-1),
+                      "'routed_scaling_factor' must be a positive number", "-1");
     check_field_error("", "q_lora_rank", json_null(), "'q_lora_rank' is null", "q_lora_rank > 0");
     check_field_error("", "v_head_dim", json_null(), "'v_head_dim' is null", "lwb needs a value");
-    check_field_error("", "rope_scaling", json_string("yarn"), "'rope_scaling' must be an object or null", "string");
-    check_field_error("rope_scaling", "factor", NULL, "'rope_scaling.factor' is missing", "40");
-    check_field_error("rope_scaling", "type", json_string("linear"), "'rope_scaling.type' is \"linear\"", "yarn");
-    check_field_error("rope_scaling", "beta_fast", json_string("32"), "'rope_scaling.beta_fast' must be a number",
+    check_field_error("", "rope_scaling", json_string("yarn"), "'rope_scaling' must be an object or null",
                       "string");
+    check_field_error("rope_scaling", "factor", NULL, "'rope_scaling.factor' is missing", "40");
+    check_field_error("rope_scaling", "type", json_string("linear"), "'rope_scaling.type' is \"linear\"",
+                      "yarn");
+    check_field_error("rope_scaling", "beta_fast", json_string("32"),
+                      "'rope_scaling.beta_fast' must be a number", "string");
     check_field_error("", "scoring_func", json_string("softmax"), "'scoring_func' is \"softmax\"", "sigmoid");
     check_field_error("", "topk_method", json_string("greedy"), "'topk_method' is \"greedy\"", "noaux_tc");
-    check_field_error("", "quantization_config", json_string("fp8"), "'quantization_config' must be an object", "string");
+    check_field_error("", "quantization_config", json_string("fp8"),
+                      "'quantization_config' must be an object", "string");
     // Contradictions.
-    check_field_error("", "n_group", json_integer(7), "'n_routed_experts' (256) is not a multiple of 'n_group' (7)",
-                      "equal groups");
+    check_field_error("", "n_group", json_integer(7),
+                      "'n_routed_experts' (256) is not a multiple of 'n_group' (7)", "equal groups");
     check_field_error("", "topk_group", json_integer(9), "'topk_group' (9) is larger than 'n_group' (8)",
                       "at most n_group");
     check_field_error("", "num_experts_per_tok", json_integer(300),
@@ -321,22 +334,28 @@ static void test_field_errors(void **state) {
     json_object_set_new(gj, "n_group", json_integer(64));
     write_json(gdir, "config.json", gj);
     json_decref(gj);
-    expect_error(gdir, "'num_experts_per_tok' (8) is more than the experts in 'topk_group' groups (1 x 4)", NULL);
+    expect_error(gdir, "'num_experts_per_tok' (8) is more than the experts in 'topk_group' groups (1 x 4)",
+                 NULL);
     free(gpath);
     rm_rf(gdir);
     free(gdir);
-    check_field_error("", "n_group", json_integer(256), "'n_group' (256) leaves 1 expert per group", "at least 2");
+    check_field_error("", "n_group", json_integer(256), "'n_group' (256) leaves 1 expert per group",
+                      "at least 2");
     check_field_error("", "qk_head_dim", json_integer(200),
                       "'qk_head_dim' (200) is not qk_nope_head_dim + qk_rope_head_dim (128 + 64 = 192)", "");
-    check_field_error("", "head_dim", json_integer(128), "'head_dim' (128) is neither qk_rope_head_dim (64)", "192");
-    check_field_error("", "qk_rope_head_dim", json_integer(63), "'qk_rope_head_dim' (63) must be even", "pairs");
+    check_field_error("", "head_dim", json_integer(128), "'head_dim' (128) is neither qk_rope_head_dim (64)",
+                      "192");
+    check_field_error("", "qk_rope_head_dim", json_integer(63), "'qk_rope_head_dim' (63) must be even",
+                      "pairs");
     check_field_error("", "first_k_dense_replace", json_integer(62),
                       "'first_k_dense_replace' (62) is more than 'num_hidden_layers' (61)", "");
     check_field_error("", "num_key_value_heads", json_integer(256),
                       "'num_key_value_heads' (256) is larger than 'num_attention_heads' (128)", "");
-    check_field_error("rope_scaling", "beta_slow", json_integer(64), "'rope_scaling.beta_slow' (64) is larger", "");
+    check_field_error("rope_scaling", "beta_slow", json_integer(64),
+                      "'rope_scaling.beta_slow' (64) is larger", "");
     char *qdir = r1_dir_with("", "model_type", json_string("qwen3_moe"));
-    expect_error(qdir, "model_type 'qwen3_moe' (DeepseekV3ForCausalLM) is not supported yet", "--list-models", NULL);
+    expect_error(qdir, "model_type 'qwen3_moe' (DeepseekV3ForCausalLM) is not supported yet", "--list-models",
+                 NULL);
     rm_rf(qdir);
     free(qdir);
     // Consistent alternatives are accepted.
@@ -445,13 +464,23 @@ static void test_scaled_from(void **state) {
     assert_int_equal(m.n_experts, 256);
     assert_int_equal(m.scaled_from, 0);
     model_free(&m);
+    // Checked but not applied (one rank: the balance methods follow the simulated EP size).
+    model_load(R1, &m);
+    model_check_scaled_from(&m, 16, 1, true);
+    model_check_scaled_from(&m, 64, 1, true); // 4 experts per GPU: fine when not applied
+    assert_int_equal(m.n_experts, 256);
+    assert_int_equal(m.scaled_from, 0);
+    model_free(&m);
     // Errors.
     expect_scaled_error(2, 4, true, "--scaled-from 2 is smaller than the 4 ranks", "at least 4");
-    expect_scaled_error(24, 1, true, "256 routed experts, which do not split evenly over 24 GPUs", "divisor of 256");
+    expect_scaled_error(24, 1, true, "256 routed experts, which do not split evenly over 24 GPUs",
+                        "divisor of 256");
     expect_scaled_error(256, 1, false, "128 attention heads", "--enable-attention-dp");
-    expect_scaled_error(64, 1, true, "'n_routed_experts' (4 after --scaled-from 64 on 1 rank) is not a multiple",
+    expect_scaled_error(64, 1, true,
+                        "'n_routed_experts' (4 after --scaled-from 64 on 1 rank) is not a multiple",
                         "give a smaller --scaled-from");
-    expect_scaled_error(32, 1, true, "leaves 1 expert per group (n_routed_experts 8 after --scaled-from 32", "");
+    expect_scaled_error(32, 1, true, "leaves 1 expert per group (n_routed_experts 8 after --scaled-from 32",
+                        "");
 }
 
 static void test_weights(void **state) {
@@ -521,10 +550,14 @@ static void test_weights(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_presets),        cmocka_unit_test(test_r1_numbers),
-        cmocka_unit_test(test_softmax_scale_and_rope), cmocka_unit_test(test_directory),
-        cmocka_unit_test(test_not_found),      cmocka_unit_test(test_field_errors),
-        cmocka_unit_test(test_layer_indices),  cmocka_unit_test(test_scaled_from),
+        cmocka_unit_test(test_presets),
+        cmocka_unit_test(test_r1_numbers),
+        cmocka_unit_test(test_softmax_scale_and_rope),
+        cmocka_unit_test(test_directory),
+        cmocka_unit_test(test_not_found),
+        cmocka_unit_test(test_field_errors),
+        cmocka_unit_test(test_layer_indices),
+        cmocka_unit_test(test_scaled_from),
         cmocka_unit_test(test_weights),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

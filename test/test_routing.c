@@ -4,9 +4,17 @@
 // odd token counts, fewer tokens than E/k), plus the one-line errors.
 #include "test_common.h"
 
-static struct lwb_routing spec(enum lwb_balance m, double ratio, int T, int k, int E, int ep, int dp, int dp_rank) {
-    return (struct lwb_routing){.method = m, .has_ratio = true, .ratio = ratio, .tokens = T, .top_k = k,
-                                .experts = E, .ep_size = ep, .dp_size = dp, .dp_rank = dp_rank};
+static struct lwb_routing spec(enum lwb_balance m, double ratio, int T, int k, int E, int ep, int dp,
+                               int dp_rank) {
+    return (struct lwb_routing){.method = m,
+                                .has_ratio = true,
+                                .ratio = ratio,
+                                .tokens = T,
+                                .top_k = k,
+                                .experts = E,
+                                .ep_size = ep,
+                                .dp_size = dp,
+                                .dp_rank = dp_rank};
 }
 
 static int32_t *select_new(const struct lwb_routing *r) {
@@ -108,16 +116,20 @@ static void test_balanced_properties(void **state) {
                             int32_t *ids = select_new(&r);
                             check_rows(ids, T, k, E);
                             int per_rank[16] = {0};
-                            for (int i = 0; i < T * k; i++) per_expert[ids[i]]++, per_rank[ids[i] / (E / ep)]++;
+                            for (int i = 0; i < T * k; i++)
+                                per_expert[ids[i]]++, per_rank[ids[i] / (E / ep)]++;
                             int lo = INT_MAX, hi = 0;
-                            for (int x = 0; x < ep; x++) lo = LWB_MIN(lo, per_rank[x]), hi = LWB_MAX(hi, per_rank[x]);
+                            for (int x = 0; x < ep; x++)
+                                lo = LWB_MIN(lo, per_rank[x]), hi = LWB_MAX(hi, per_rank[x]);
                             assert_true(hi - lo <= 1);
                             free(ids);
                         }
                         int lo = INT_MAX, hi = 0, sum = 0;
                         for (int x = 0; x < E; x++)
-                            lo = LWB_MIN(lo, per_expert[x]), hi = LWB_MAX(hi, per_expert[x]), sum += per_expert[x];
-                        if (hi - lo > 1) fprintf(stderr, "T=%d k=%d E=%d ep=%d dp=%d: %d..%d\n", T, k, E, ep, dp, lo, hi);
+                            lo = LWB_MIN(lo, per_expert[x]), hi = LWB_MAX(hi, per_expert[x]),
+                            sum += per_expert[x];
+                        if (hi - lo > 1)
+                            fprintf(stderr, "T=%d k=%d E=%d ep=%d dp=%d: %d..%d\n", T, k, E, ep, dp, lo, hi);
                         assert_true(hi - lo <= 1);
                         assert_int_equal(sum, T * k * dp);
                         free(per_expert);
@@ -138,7 +150,8 @@ static void test_imbalanced_properties(void **state) {
         for (size_t d = 0; d < LWB_ARRAY_LEN(eps); d++)
             for (size_t e = 0; e < LWB_ARRAY_LEN(dps); e++)
                 for (size_t f = 0; f < LWB_ARRAY_LEN(ratios); f++)
-                    for (int method = LWB_BALANCE_IMBALANCED_RANKS; method <= LWB_BALANCE_IMBALANCED_EXPERTS; method++) {
+                    for (int method = LWB_BALANCE_IMBALANCED_RANKS; method <= LWB_BALANCE_IMBALANCED_EXPERTS;
+                         method++) {
                         int T = Ts[a], ep = eps[d], dp = dps[e], epr = E / ep, act = LWB_CEIL_DIV(k, ep);
                         double ratio = ratios[f];
                         if (method == LWB_BALANCE_IMBALANCED_RANKS && k > epr) continue;
@@ -165,7 +178,8 @@ static void test_imbalanced_properties(void **state) {
                             }
                             if (method == LWB_BALANCE_IMBALANCED_EXPERTS) {
                                 int lo = INT_MAX, hi = 0;
-                                for (int x = 0; x < ep; x++) lo = LWB_MIN(lo, imb_rank[x]), hi = LWB_MAX(hi, imb_rank[x]);
+                                for (int x = 0; x < ep; x++)
+                                    lo = LWB_MIN(lo, imb_rank[x]), hi = LWB_MAX(hi, imb_rank[x]);
                                 assert_true(hi - lo <= 1);
                             } else {
                                 assert_int_equal(imb_rank[0], (T - nb) * k);
@@ -226,14 +240,16 @@ static void test_errors(void **state) {
                  "only valid with NotModified or Balanced");
     r.method = LWB_BALANCE_IMBALANCED_EXPERTS;
     expect_error(r, "balance_method ImbalancedExperts needs a balance_ratio", "--balance-ratio 0.5");
-    expect_error(spec(LWB_BALANCE_IMBALANCED_EXPERTS, 1.5, 4, 8, 256, 1, 1, 0), "balance_ratio 1.5 is out of range",
-                 "from 0 to 1");
+    expect_error(spec(LWB_BALANCE_IMBALANCED_EXPERTS, 1.5, 4, 8, 256, 1, 1, 0),
+                 "balance_ratio 1.5 is out of range", "from 0 to 1");
     expect_error(spec(LWB_BALANCE_IMBALANCED_RANKS, 0.5, 4, 8, 256, 64, 1, 0),
-                 "ImbalancedRanks cannot send all tokens to a single rank: top_k 8 is more than the 4 experts per rank",
+                 "ImbalancedRanks cannot send all tokens to a single rank: top_k 8 is more than the 4 "
+                 "experts per rank",
                  "ImbalancedExperts");
-    expect_error(spec(LWB_BALANCE_BALANCED, 0, 4, 8, 256, 24, 1, 0), "256 routed experts do not split evenly over an EP size of 24",
-                 "divides 256");
-    expect_error(spec(LWB_BALANCE_BALANCED, 0, 4, 8, 4, 1, 1, 0), "top_k 8 is more than the 4 routed experts", "");
+    expect_error(spec(LWB_BALANCE_BALANCED, 0, 4, 8, 256, 24, 1, 0),
+                 "256 routed experts do not split evenly over an EP size of 24", "divides 256");
+    expect_error(spec(LWB_BALANCE_BALANCED, 0, 4, 8, 4, 1, 1, 0), "top_k 8 is more than the 4 routed experts",
+                 "");
     // Valid without a ratio.
     struct child_result res;
     r = spec(LWB_BALANCE_BALANCED, 0, 4, 8, 256, 1, 1, 0);
@@ -244,9 +260,12 @@ static void test_errors(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_worked_cases),        cmocka_unit_test(test_num_balanced_tokens),
-        cmocka_unit_test(test_ep_size),             cmocka_unit_test(test_balanced_properties),
-        cmocka_unit_test(test_imbalanced_properties), cmocka_unit_test(test_one_rank_scaled),
+        cmocka_unit_test(test_worked_cases),
+        cmocka_unit_test(test_num_balanced_tokens),
+        cmocka_unit_test(test_ep_size),
+        cmocka_unit_test(test_balanced_properties),
+        cmocka_unit_test(test_imbalanced_properties),
+        cmocka_unit_test(test_one_rank_scaled),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -24,11 +24,11 @@ static int fill_fail(void *ctx, const char *name, void *dst, size_t bytes) {
 }
 
 struct sample {
-    uint16_t bf[15];  // BF16 [3, 5]
-    float f32[7];     // F32 [7]
-    int32_t i32[6];   // I32 [2, 3]
-    int64_t i64[3];   // I64 [3]
-    float scalar;     // F32 []
+    uint16_t bf[15]; // BF16 [3, 5]
+    float f32[7];    // F32 [7]
+    int32_t i32[6];  // I32 [2, 3]
+    int64_t i64[3];  // I64 [3]
+    float scalar;    // F32 []
 };
 
 static void sample_init(struct sample *s) {
@@ -81,9 +81,9 @@ static void test_roundtrip(void **state) {
         int64_t shape[2];
         uint64_t begin, end;
     } want[] = {
-        {"e.i64", "I64", 1, {3}, 0, 24},        {"b.f32", "F32", 1, {7}, 24, 52},
-        {"d.i32", "I32", 2, {2, 3}, 52, 76},    {"f.scalar", "F32", 0, {0}, 76, 80},
-        {"a.bf16", "BF16", 2, {3, 5}, 80, 110}, {"c.streamed", "BF16", 2, {5, 5}, 110, 160},
+        {"e.i64", "I64", 1, {3}, 0, 24},          {"b.f32", "F32", 1, {7}, 24, 52},
+        {"d.i32", "I32", 2, {2, 3}, 52, 76},      {"f.scalar", "F32", 0, {0}, 76, 80},
+        {"a.bf16", "BF16", 2, {3, 5}, 80, 110},   {"c.streamed", "BF16", 2, {5, 5}, 110, 160},
         {"g.empty", "BF16", 2, {0, 4}, 160, 160},
     };
     for (size_t i = 0; i < LWB_ARRAY_LEN(want); i++) {
@@ -269,11 +269,13 @@ static void test_reader_errors(void **state) {
     h = "{\"t\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}";
     write_raw(p, strlen(h), h, 8);
     expect_open_error(p, "gaps or overlap");
-    h = "{\"t\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},\"u\":{\"dtype\":\"F32\",\"shape\":[1],"
+    h = "{\"t\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},\"u\":{\"dtype\":\"F32\",\"shape\":["
+        "1],"
         "\"data_offsets\":[0,4]}}";
     write_raw(p, strlen(h), h, 4);
     expect_open_error(p, "gaps or overlap");
-    h = "{\"t\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},\"t\":{\"dtype\":\"F32\",\"shape\":[1],"
+    h = "{\"t\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},\"t\":{\"dtype\":\"F32\",\"shape\":["
+        "1],"
         "\"data_offsets\":[4,8]}}";
     write_raw(p, strlen(h), h, 8);
     expect_open_error(p, "not valid JSON"); // duplicate keys
@@ -294,8 +296,10 @@ static void test_reader_errors(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_roundtrip),      cmocka_unit_test(test_header_bytes),
-        cmocka_unit_test(test_writer_errors),  cmocka_unit_test(test_reader_errors),
+        cmocka_unit_test(test_roundtrip),
+        cmocka_unit_test(test_header_bytes),
+        cmocka_unit_test(test_writer_errors),
+        cmocka_unit_test(test_reader_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
