@@ -7,7 +7,8 @@
 // Merge rules (as TensorRT-LLM's run.py, minus its quirks): a key given on the command line is
 // never taken from the file; list keys accept a scalar or a list in YAML and a comma list on the
 // command line; `null` leaves a key unset (for balance_ratio it is one "none" entry);
-// warmup_times and run_times are honoured from YAML (upstream silently ignores them there).
+// warmup_times and run_times are honoured from YAML (upstream silently ignores them there); a
+// key given twice, or a second YAML document, is an error rather than silently dropped.
 //
 // Does not: check relations between options (the run plan in cmd_run.h does), or read model
 // configs (model.h).
@@ -110,9 +111,20 @@ static void config_load(struct lwb_args *a, const char *path) {
         fclose(f);
         lwb_user_error("%s", msg);
     }
-    fclose(f);
     yaml_node_t *root = yaml_document_get_root_node(&doc);
-    if (!root) { // an empty file: nothing to merge
+    if (root) { // a second document ("---") would be silently ignored: refuse it
+        yaml_document_t next;
+        if (!yaml_parser_load(&parser, &next))
+            lwb_user_error("%s:%zu:%zu: not valid YAML: %s", path, parser.problem_mark.line + 1,
+                           parser.problem_mark.column + 1, parser.problem ? parser.problem : "parse error");
+        yaml_node_t *extra = yaml_document_get_root_node(&next);
+        if (extra && !(extra->type == YAML_SCALAR_NODE && !yaml_scalar_text(extra)))
+            lwb_user_error("%s:%zu: a second YAML document; a config is one mapping of keys to values",
+                           path, extra->start_mark.line + 1);
+        yaml_document_delete(&next);
+    }
+    fclose(f);
+    if (!root || (root->type == YAML_SCALAR_NODE && !yaml_scalar_text(root))) { // empty: nothing to merge
         yaml_document_delete(&doc);
         yaml_parser_delete(&parser);
         return;
@@ -120,6 +132,7 @@ static void config_load(struct lwb_args *a, const char *path) {
     if (root->type != YAML_MAPPING_NODE)
         lwb_user_error("%s:%zu: the config must be a mapping of keys to values (key: value lines)", path,
                        root->start_mark.line + 1);
+    size_t *seen_line = xcalloc((size_t)a->nopts, sizeof *seen_line); // first line of each key
     for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top; p++) {
         yaml_node_t *k = yaml_document_get_node(&doc, p->key);
         yaml_node_t *v = yaml_document_get_node(&doc, p->value);
@@ -133,9 +146,12 @@ static void config_load(struct lwb_args *a, const char *path) {
             for (int i = 0; i < a->nopts; i++)
                 if (!(a->opts[i].flags & LWB_OPT_CLI_ONLY)) names[n++] = a->opts[i].key;
             const char *near = lwb_nearest(key, names, n);
-            if (idx >= 0)
+            if (idx >= 0) {
+                char flag[128];
+                opt_flag_name(&a->opts[idx], flag, sizeof flag);
                 lwb_user_error("%s:%zu: '%s' is a command-line option only; pass --%s instead", path,
-                               k->start_mark.line + 1, key, key);
+                               k->start_mark.line + 1, key, flag);
+            }
             if (near)
                 lwb_user_error("%s:%zu: unknown key '%s'; did you mean '%s'? (lwb run --help lists the "
                                "keys)",
@@ -143,6 +159,10 @@ static void config_load(struct lwb_args *a, const char *path) {
             lwb_user_error("%s:%zu: unknown key '%s' (lwb run --help lists the keys)", path,
                            k->start_mark.line + 1, key);
         }
+        if (seen_line[idx])
+            lwb_user_error("%s:%zu: '%s' is given twice (first on line %zu); keep one", path,
+                           k->start_mark.line + 1, key, seen_line[idx]);
+        seen_line[idx] = k->start_mark.line + 1;
         if (a->vals[idx].set) continue; // the command line wins
         // Messages name the file and line: "configs/x.yaml:7: 'batch_size' must be ..."
         struct lwb_str src = {0};
@@ -150,10 +170,18 @@ static void config_load(struct lwb_args *a, const char *path) {
         const char *source = str_take(&src); // lives as long as the args (freed at exit)
         const struct lwb_opt *o = &a->opts[idx];
         bool is_list = o->type == LWB_OPT_INT_LIST || o->type == LWB_OPT_FLOAT_LIST;
+        char expect[256];
+        if (o->type == LWB_OPT_ENUM) {
+            snprintf(expect, sizeof expect, "one of %s", o->choices);
+            for (char *c = expect; *c; c++)
+                if (*c == '|') *c = '/';
+        } else {
+            snprintf(expect, sizeof expect, "%s", opt_type_text(o));
+        }
         if (v->type == YAML_MAPPING_NODE)
-            lwb_user_error("%s: '%s' must be %s, not a mapping", source, key, opt_type_text(o));
+            lwb_user_error("%s: '%s' must be %s, not a mapping", source, key, expect);
         if (v->type == YAML_SEQUENCE_NODE) {
-            if (!is_list) lwb_user_error("%s: '%s' must be %s, not a list", source, key, opt_type_text(o));
+            if (!is_list) lwb_user_error("%s: '%s' must be %s, not a list", source, key, expect);
             int n = (int)(v->data.sequence.items.top - v->data.sequence.items.start);
             const char **items = xcalloc((size_t)n, sizeof *items);
             struct lwb_str whole = {0};
@@ -187,6 +215,7 @@ static void config_load(struct lwb_args *a, const char *path) {
             args_set_text(a, idx, xstrdup(t), source);
         }
     }
+    free(seen_line);
     yaml_document_delete(&doc);
     yaml_parser_delete(&parser);
 }
