@@ -19,6 +19,9 @@
 #include "src/layers/init.h"  // defines: init_request, init_fill_bf16 (seeded device fills)
 #include "src/layers/gemm.h"  // defines: lwb_operand, lwb_gemm, gemm_plan, gemm_bind, gemm_enqueue
 #include "src/layers/mla_decode.h" // defines: absorbed MLA attention over the paged cache
+#include "src/layers/mla_prefill.h" // defines: causal MLA attention of the context phase
+#include "src/layers/mla_rope.h" // defines: MLA rotary embedding, cache writes and gathers
+#include "src/layers/moe_route.h" // defines: DeepSeek-V3 routing and the expert permutation
 #include "src/kernels.h"     // defines: lwb_kfamilies
 #include "src/profile.h"     // defines: built-in profiler (CUPTI -> nsys-shaped SQLite)
 #include "src/trace.h"       // defines: profile reader (nsys or lwb SQLite: kernels, NVTX, attribution)

@@ -19,6 +19,9 @@ static const struct lwb_kfamily lwb_kfamilies[] = {
     {"gemm", gemm_samples},
     {"init", init_samples},
     {"mla_decode", mla_decode_samples},
+    {"mla_prefill", mla_prefill_samples},
+    {"mla_rope", mla_rope_samples},
+    {"moe_route", moe_route_samples},
 };
 
 static const struct lwb_kfamily *kfamily_find(const char *name) {

@@ -15,6 +15,10 @@
 #include "../../lwb.c"
 #include "../ref/gemm.c"
 #include "../ref/rmsnorm.c"
+#include "../ref/mla_decode.c"
+#include "../ref/mla_prefill.c"
+#include "../ref/mla_rope.c"
+#include "../ref/moe_route.c"
 
 #define PEAK_BF16_TFLOPS 989.4 // H100/H200 SXM dense bf16 (datasheet)
 
@@ -438,6 +442,350 @@ static void check_gemm(struct check *c) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// mla_decode
+
+// A paged cache of `blocks` blocks with a shuffled block table, so pages are not in order.
+struct paged {
+    int batch, page, max_blocks, blocks;
+    int *table;   // (batch, max_blocks)
+    int *kv_len;  // (batch)
+};
+
+static void paged_make(struct check *c, struct paged *p, int batch, int page, const int *kv_len) {
+    p->batch = batch, p->page = page;
+    int maxlen = 0;
+    for (int b = 0; b < batch; b++) maxlen = LWB_MAX(maxlen, kv_len[b]);
+    p->max_blocks = LWB_CEIL_DIV(maxlen, page) + 1;
+    p->blocks = batch * p->max_blocks;
+    p->table = xmalloc(sizeof(int) * (size_t)p->blocks);
+    p->kv_len = xmalloc(sizeof(int) * (size_t)batch);
+    memcpy(p->kv_len, kv_len, sizeof(int) * (size_t)batch);
+    for (int i = 0; i < p->blocks; i++) p->table[i] = i;
+    for (int i = p->blocks - 1; i > 0; i--) { // Fisher-Yates
+        int j = (int)(ref_next(&c->rng) % (uint64_t)(i + 1)), t = p->table[i];
+        p->table[i] = p->table[j], p->table[j] = t;
+    }
+}
+
+struct mla_arg {
+    struct lwb_mla_decode *d;
+    CUdeviceptr table, lens, out, ws;
+    int max_blocks;
+    float scale;
+};
+static void mla_launch(void *p, CUstream s) {
+    struct mla_arg *a = p;
+    mla_decode_enqueue(a->d, s, a->table, a->max_blocks, a->lens, a->scale, a->out, a->ws);
+}
+
+static void check_mla_decode_case(struct check *c, int batch, int qlen, int heads, int page, const int *kv_len,
+                                  int force_splits, bool verify) {
+    struct paged pg;
+    paged_make(c, &pg, batch, page, kv_len);
+    int tokens = batch * qlen, maxlen = 0;
+    for (int b = 0; b < batch; b++) maxlen = LWB_MAX(maxlen, kv_len[b]);
+    struct lwb_mla_decode d = {.cfg = mla_decode_choose(heads, page, qlen, batch, maxlen, c->dev.sm_count)};
+    if (force_splits) {
+        d.cfg.split_len = LWB_CEIL_DIV(LWB_CEIL_DIV(maxlen, force_splits), 64) * 64;
+        d.cfg.num_splits = LWB_CEIL_DIV(maxlen, d.cfg.split_len);
+    }
+    mla_decode_request(&d.req, d.cfg);
+    jit_build(&c->jit, (struct lwb_kreq *[]){&d.req}, 1);
+    size_t nq = (size_t)tokens * heads * 576, nc = (size_t)pg.blocks * page * 576, no = (size_t)tokens * heads * 512;
+    CUdeviceptr dq = dev_alloc(nq * 2, "q"), dc = dev_alloc(nc * 2, "cache"), dout = dev_alloc(no * 2, "out");
+    // Queries and cache like a trained model's: O(1) latents, scores of a few units.
+    init_fill_bf16(&c->init, c->s, dq, (long long)nq, 11 + (unsigned)batch, -0.25f, 0.25f);
+    init_fill_bf16(&c->init, c->s, dc, (long long)nc, 12 + (unsigned)batch, -1.f, 1.f);
+    CUdeviceptr dt = upload(pg.table, sizeof(int) * (size_t)pg.blocks), dl = upload(kv_len, sizeof(int) * (size_t)batch);
+    size_t wsb = mla_decode_workspace(&d.cfg, tokens);
+    CUdeviceptr ws = wsb ? dev_alloc(wsb, "ws") : 0;
+    mla_decode_bind(&d, dq, tokens, dc, pg.blocks);
+    float scale = 0.1352f;
+    struct mla_arg a = {&d, dt, dl, dout, ws, pg.max_blocks, scale};
+    char what[160];
+    snprintf(what, sizeof what, "mla_decode b=%d q=%d h=%d page=%d kv<=%d splits=%d", batch, qlen, heads, page, maxlen,
+             d.cfg.num_splits);
+    if (verify) {
+        poison(c, dout, no * 2);
+        mla_launch(&a, c->s);
+        stream_wait(c->s, 60, "mla_decode");
+        uint16_t *q = xmalloc(nq * 2), *cache = xmalloc(nc * 2), *got16 = xmalloc(no * 2);
+        download(q, dq, nq * 2), download(cache, dc, nc * 2), download(got16, dout, no * 2);
+        float *got = bf16_to_f32(got16, no), *want = xmalloc(no * 4);
+        ref_mla_decode(q, cache, pg.table, pg.max_blocks, kv_len, batch, qlen, heads, page, scale, want);
+        verdict(c, what, ref_compare("o", got, want, no, MLA_DECODE_ATOL, MLA_DECODE_RTOL, 1), 1e-2);
+        free(q), free(cache), free(got16), free(got), free(want);
+    } else {
+        double us = time_us(c, mla_launch, &a, 10), pairs = 0, cached = 0;
+        for (int b = 0; b < batch; b++) {
+            cached += kv_len[b];
+            for (int i = 0; i < qlen; i++) pairs += kv_len[b] - (qlen - 1 - i);
+        }
+        bench_line(c, what, us, mla_decode_bytes(heads, tokens, cached), mla_decode_flops(heads, pairs));
+    }
+    dev_free(dq, nq * 2), dev_free(dc, nc * 2), dev_free(dout, no * 2), dev_free(dt, 0), dev_free(dl, 0);
+    if (ws) dev_free(ws, wsb);
+    free(pg.table), free(pg.kv_len);
+}
+
+static void check_mla_decode(struct check *c) {
+    static const int lens7[] = {98, 1, 64, 65, 200, 33, 127};
+    check_mla_decode_case(c, 7, 1, 128, 32, lens7, 1, true);
+    check_mla_decode_case(c, 7, 1, 128, 32, lens7, 3, true);
+    static const int lens3[] = {101, 10, 300};
+    check_mla_decode_case(c, 3, 4, 128, 64, lens3, 0, true); // MTP: causal among 4 new tokens
+    check_mla_decode_case(c, 3, 2, 64, 16, lens3, 2, true);
+    static const int lens1[] = {1000};
+    check_mla_decode_case(c, 1, 1, 128, 128, lens1, 0, true);
+    // DeepSeek GEN default: 128 requests, 8193 cached + 1 new token each.
+    int *big = xmalloc(sizeof(int) * 128);
+    for (int b = 0; b < 128; b++) big[b] = 8194;
+    check_mla_decode_case(c, 128, 1, 128, 32, big, 0, false);
+    check_mla_decode_case(c, 128, 1, 128, 64, big, 0, false);
+    for (int b = 0; b < 32; b++) big[b] = 2090 + 4;
+    check_mla_decode_case(c, 32, 4, 128, 32, big, 0, false);
+    big[0] = 32768;
+    check_mla_decode_case(c, 1, 1, 128, 64, big, 0, false);
+    free(big);
+}
+
+// ---------------------------------------------------------------------------------------------
+// mla_prefill
+
+struct prefill_arg {
+    struct lwb_mla_prefill *p;
+    int batch, qlen, kv_len;
+    float scale;
+    CUdeviceptr out;
+};
+static void prefill_launch(void *p, CUstream s) {
+    struct prefill_arg *a = p;
+    mla_prefill_enqueue(a->p, s, a->batch, a->qlen, a->kv_len, a->scale, a->out);
+}
+
+static void check_mla_prefill_case(struct check *c, int batch, int qlen, int kv_len, int heads, bool verify) {
+    struct lwb_mla_prefill p;
+    mla_prefill_request(&p, heads);
+    jit_build(&c->jit, (struct lwb_kreq *[]){&p.req}, 1);
+    int tokens = batch * qlen, keys = batch * kv_len, kstride = LWB_CEIL_DIV(keys, 8) * 8;
+    size_t nq = (size_t)tokens * heads * 192, nk = (size_t)keys * heads * 128, nkv = (size_t)keys * 576,
+           nv = (size_t)heads * 128 * kstride, no = (size_t)tokens * heads * 128;
+    CUdeviceptr dq = dev_alloc(nq * 2, "q"), dk = dev_alloc(nk * 2, "k"), dkv = dev_alloc(nkv * 2, "kv"),
+                dv = dev_alloc(nv * 2, "vt"), dout = dev_alloc(no * 2, "out");
+    init_fill_bf16(&c->init, c->s, dq, (long long)nq, 21, -0.5f, 0.5f);
+    init_fill_bf16(&c->init, c->s, dk, (long long)nk, 22, -0.5f, 0.5f);
+    init_fill_bf16(&c->init, c->s, dkv, (long long)nkv, 23, -0.5f, 0.5f);
+    init_fill_bf16(&c->init, c->s, dv, (long long)nv, 24, -1.f, 1.f);
+    mla_prefill_bind(&p, dq, tokens, dk, dkv, keys, dv, kstride);
+    float scale = 0.1352f;
+    struct prefill_arg a = {&p, batch, qlen, kv_len, scale, dout};
+    char what[160];
+    snprintf(what, sizeof what, "mla_prefill b=%d q=%d kv=%d h=%d", batch, qlen, kv_len, heads);
+    if (verify) {
+        poison(c, dout, no * 2);
+        prefill_launch(&a, c->s);
+        stream_wait(c->s, 60, "mla_prefill");
+        uint16_t *q = xmalloc(nq * 2), *k = xmalloc(nk * 2), *kv = xmalloc(nkv * 2), *v = xmalloc(nv * 2),
+                 *got16 = xmalloc(no * 2);
+        download(q, dq, nq * 2), download(k, dk, nk * 2), download(kv, dkv, nkv * 2), download(v, dv, nv * 2);
+        download(got16, dout, no * 2);
+        float *got = bf16_to_f32(got16, no), *want = xmalloc(no * 4);
+        ref_mla_prefill(q, k, kv, v, kstride, batch, qlen, kv_len, heads, scale, want);
+        verdict(c, what, ref_compare("o", got, want, no, MLA_PREFILL_ATOL, MLA_PREFILL_RTOL, 1), 1e-2);
+        free(q), free(k), free(kv), free(v), free(got16), free(got), free(want);
+    } else {
+        double us = time_us(c, prefill_launch, &a, 10);
+        bench_line(c, what, us, mla_prefill_bytes(heads, batch, qlen, kv_len),
+                   mla_prefill_flops(heads, batch, qlen, kv_len));
+    }
+    dev_free(dq, nq * 2), dev_free(dk, nk * 2), dev_free(dkv, nkv * 2), dev_free(dv, nv * 2), dev_free(dout, no * 2);
+}
+
+static void check_mla_prefill(struct check *c) {
+    check_mla_prefill_case(c, 2, 200, 200, 16, true);
+    check_mla_prefill_case(c, 3, 77, 300, 16, true); // chunked context: 223 cached keys
+    check_mla_prefill_case(c, 1, 129, 129, 128, true);
+    check_mla_prefill_case(c, 1, 8193, 8193, 128, false); // DeepSeek CTX default
+    check_mla_prefill_case(c, 4, 2048, 4096, 128, false);
+}
+
+// ---------------------------------------------------------------------------------------------
+// moe_route: routing against the C reference; permutation and combine by their invariants
+
+static void check_moe_route_case(struct check *c, int tokens, struct moe_route_config rc, int rows_a, int rows_b,
+                                 bool with_override) {
+    struct lwb_kreq req;
+    moe_route_request(&req, rc);
+    jit_build(&c->jit, (struct lwb_kreq *[]){&req}, 1);
+    const int E = rc.experts, K = rc.top_k, H = rc.hidden, n = tokens * K;
+    float *logits = xmalloc(sizeof(float) * (size_t)tokens * E), *bias = xmalloc(sizeof(float) * E);
+    for (size_t i = 0; i < (size_t)tokens * E; i++) logits[i] = ref_uniform(&c->rng, -2.5f, 2.5f);
+    for (int e = 0; e < E; e++) bias[e] = ref_uniform(&c->rng, -0.05f, 0.05f);
+    int *ovr = NULL;
+    if (with_override) { // a balanced-like selection: distinct experts per token
+        ovr = xmalloc(sizeof(int) * (size_t)n);
+        for (int t = 0; t < tokens; t++)
+            for (int k = 0; k < K; k++) ovr[t * K + k] = (t * K + k * 7) % E;
+    }
+    CUdeviceptr dl = upload(logits, sizeof(float) * (size_t)tokens * E), db = upload(bias, sizeof(float) * E);
+    CUdeviceptr dov = ovr ? upload(ovr, sizeof(int) * (size_t)n) : 0;
+    CUdeviceptr dids = dev_alloc(sizeof(int) * (size_t)n, "ids"), dw = dev_alloc(sizeof(float) * (size_t)n, "w");
+    moe_topk_enqueue(&req, c->s, dl, db, tokens, 2.5f, dov, dids, dw);
+    // Permute random hidden states, treat them as expert outputs, combine with a shared term.
+    size_t nx = (size_t)tokens * H;
+    CUdeviceptr dx = dev_alloc(nx * 2, "x"), dxp = dev_alloc((size_t)n * H * 2, "x_perm"), dsh = dev_alloc(nx * 2, "sh"),
+                dout = dev_alloc(nx * 2, "out");
+    init_fill_bf16(&c->init, c->s, dx, (long long)nx, 31, -1.f, 1.f);
+    init_fill_bf16(&c->init, c->s, dsh, (long long)nx, 32, -1.f, 1.f);
+    int mta = moe_max_tiles(tokens, K, E, rows_a), mtb = moe_max_tiles(tokens, K, E, rows_b);
+    struct moe_perm p = {dev_alloc(4 * E, "counts"), dev_alloc(4 * E, "offsets"), dev_alloc(4 * E, "fill"),
+                         dev_alloc(16 * (size_t)mta, "tiles_a"), dev_alloc(16 * (size_t)mtb, "tiles_b"),
+                         dev_alloc(8, "ntiles"), dev_alloc(4 * (size_t)n, "perm_row")};
+    moe_permute_enqueue(&req, rc, c->s, &p, dids, tokens, rows_a, rows_b, dx, dxp);
+    moe_combine_enqueue(&req, c->s, dxp, &p, dw, dsh, dout, tokens);
+    stream_wait(c->s, 60, "moe_route");
+
+    int *ids = xmalloc(sizeof(int) * (size_t)n), *want_ids = xmalloc(sizeof(int) * (size_t)n);
+    float *w = xmalloc(sizeof(float) * (size_t)n), *want_w = xmalloc(sizeof(float) * (size_t)n);
+    download(ids, dids, sizeof(int) * (size_t)n), download(w, dw, sizeof(float) * (size_t)n);
+    ref_moe_topk(logits, bias, tokens, E, K, rc.groups, rc.topk_group, rc.norm, 2.5f, want_ids, want_w);
+    size_t bad_ids = 0, bad_w = 0;
+    for (int i = 0; i < n; i++) {
+        int want = ovr ? ovr[i] : want_ids[i];
+        if (ids[i] != want) bad_ids++;
+        if (fabsf(w[i] - want_w[i]) > 1e-4f * fabsf(want_w[i]) + 1e-6f) bad_w++;
+    }
+    char what[160];
+    snprintf(what, sizeof what, "moe_topk t=%d e=%d k=%d g=%d/%d%s", tokens, E, K, rc.topk_group, rc.groups,
+             with_override ? " override" : "");
+    struct ref_diff d = {.bad = bad_ids + bad_w};
+    verdict(c, what, d, 0);
+
+    // Permutation invariants.
+    int *counts = xmalloc(4 * (size_t)E), *offs = xmalloc(4 * (size_t)E), *rows = xmalloc(4 * (size_t)n), nt[2];
+    int *ta = xmalloc(16 * (size_t)mta), *tb = xmalloc(16 * (size_t)mtb);
+    download(counts, p.counts, 4 * (size_t)E), download(offs, p.offsets, 4 * (size_t)E);
+    download(rows, p.perm_row, 4 * (size_t)n), download(nt, p.ntiles, 8);
+    download(ta, p.tiles_a, 16 * (size_t)mta), download(tb, p.tiles_b, 16 * (size_t)mtb);
+    size_t bad = 0;
+    int *want_count = xcalloc((size_t)E, sizeof(int));
+    for (int i = 0; i < n; i++) want_count[ids[i]]++;
+    for (int e = 0, off = 0; e < E; e++) {
+        bad += counts[e] != want_count[e] || offs[e] != off;
+        off += want_count[e];
+    }
+    char *used = xcalloc((size_t)n, 1);
+    for (int i = 0; i < n; i++) {
+        int e = ids[i], r = rows[i];
+        if (r < offs[e] || r >= offs[e] + counts[e] || used[r]) bad++;
+        else used[r] = 1;
+    }
+    // Tile lists: each expert's rows in consecutive entries of rows_a (rows_b) rows.
+    for (int pass = 0; pass < 2; pass++) {
+        const int *tl = pass ? tb : ta, tr = pass ? rows_b : rows_a;
+        int k = 0;
+        for (int e = 0; e < E; e++)
+            for (int r0 = 0; r0 < counts[e]; r0 += tr, k++)
+                bad += tl[4 * k] != e || tl[4 * k + 1] != offs[e] + r0 || tl[4 * k + 2] != offs[e] + counts[e];
+        bad += nt[pass] != k;
+    }
+    uint16_t *x = xmalloc(nx * 2), *xp = xmalloc((size_t)n * H * 2), *sh = xmalloc(nx * 2), *out = xmalloc(nx * 2);
+    download(x, dx, nx * 2), download(xp, dxp, (size_t)n * H * 2), download(sh, dsh, nx * 2), download(out, dout, nx * 2);
+    for (int i = 0; i < n; i++) bad += memcmp(xp + (size_t)rows[i] * H, x + (size_t)(i / K) * H, (size_t)H * 2) != 0;
+    snprintf(what, sizeof what, "moe_permute t=%d e=%d k=%d tiles %d/%d", tokens, E, K, rows_a, rows_b);
+    d = (struct ref_diff){.bad = bad};
+    verdict(c, what, d, 0);
+    float *got = bf16_to_f32(out, nx), *want = xmalloc(nx * 4);
+    for (int t = 0; t < tokens; t++)
+        for (int h = 0; h < H; h++) {
+            float acc = 0;
+            for (int k = 0; k < K; k++) acc += w[t * K + k] * ref_bf16_to_f32(x[(size_t)t * H + h]);
+            want[(size_t)t * H + h] = acc + ref_bf16_to_f32(sh[(size_t)t * H + h]);
+        }
+    snprintf(what, sizeof what, "moe_combine t=%d h=%d", tokens, H);
+    verdict(c, what, ref_compare("out", got, want, nx, 2e-2, 1e-2, 1), 1e-2);
+    free(logits), free(bias), free(ovr), free(ids), free(want_ids), free(w), free(want_w), free(counts), free(offs);
+    free(rows), free(ta), free(tb), free(want_count), free(used), free(x), free(xp), free(sh), free(out), free(got);
+    free(want);
+}
+
+static void check_moe_route(struct check *c) {
+    struct moe_route_config ds = {256, 8, 8, 4, 1, 7168};
+    check_moe_route_case(c, 131, ds, 64, 128, false);
+    check_moe_route_case(c, 7, ds, 128, 256, false);
+    check_moe_route_case(c, 131, ds, 64, 128, true);
+    check_moe_route_case(c, 1000, (struct moe_route_config){64, 6, 1, 1, 1, 2048}, 64, 64, false);
+    check_moe_route_case(c, 33, (struct moe_route_config){128, 8, 4, 2, 0, 4096}, 128, 64, false);
+}
+
+// ---------------------------------------------------------------------------------------------
+// mla_rope: rotation, cache rows, gather
+
+static void check_mla_rope(struct check *c) {
+    const int heads = 16, page = 16, batch = 3, qlen = 5, tokens = batch * qlen, positions = 400;
+    const int kv_len[3] = {5, 120, 333};
+    struct lwb_kreq req;
+    mla_rope_request(&req, (struct mla_rope_config){heads, 128, 64, 512, page});
+    jit_build(&c->jit, (struct lwb_kreq *[]){&req}, 1);
+    struct paged pg;
+    paged_make(c, &pg, batch, page, kv_len);
+    double inv_freq[32];
+    for (int i = 0; i < 32; i++) inv_freq[i] = pow(10000.0, -2.0 * i / 64);
+    float *cs = xmalloc(4 * 32 * (size_t)positions), *sn = xmalloc(4 * 32 * (size_t)positions);
+    mla_rope_tables(inv_freq, 32, positions, 1.0, cs, sn);
+    size_t nq = (size_t)tokens * heads * 192, na = (size_t)tokens * 2112, nc = (size_t)pg.blocks * page * 576;
+    uint16_t *q = rand_bf16(c, nq, -1, 1), *a = rand_bf16(c, na, -1, 1);
+    CUdeviceptr dq = upload(q, nq * 2), da = upload(a, na * 2), dqa = dev_alloc((size_t)tokens * heads * 576 * 2, "qa"),
+                dkv = dev_alloc((size_t)tokens * 576 * 2, "kv_new"), dc = dev_alloc(nc * 2, "cache"),
+                dt = upload(pg.table, 4 * (size_t)pg.blocks), dlen = upload(kv_len, sizeof kv_len),
+                dcs = upload(cs, 4 * 32 * (size_t)positions), dsn = upload(sn, 4 * 32 * (size_t)positions);
+    init_fill_bf16(&c->init, c->s, dc, (long long)nc, 41, -1.f, 1.f);
+    poison(c, dqa, (size_t)tokens * heads * 576 * 2);
+    struct mla_rope_args ra = {dq, dqa, da + 2048 * 2, 2112, da + 1536 * 2, 2112, dkv, dc, dt, dlen, dcs, dsn,
+                               pg.max_blocks, qlen, tokens};
+    mla_rope_enqueue(&req, c->s, &ra);
+    int gather_len = kv_len[0]; // all requests' first kv_len[0] rows (uniform gather)
+    CUdeviceptr dg = dev_alloc((size_t)batch * gather_len * 576 * 2, "gather");
+    mla_gather_enqueue(&req, c->s, dc, dt, pg.max_blocks, gather_len, batch, dg);
+    stream_wait(c->s, 60, "mla_rope");
+    uint16_t *gq = xmalloc(nq * 2), *gqa = xmalloc((size_t)tokens * heads * 576 * 2), *gkv = xmalloc((size_t)tokens * 576 * 2),
+             *gc = xmalloc(nc * 2), *gg = xmalloc((size_t)batch * gather_len * 576 * 2);
+    download(gq, dq, nq * 2), download(gqa, dqa, (size_t)tokens * heads * 576 * 2);
+    download(gkv, dkv, (size_t)tokens * 576 * 2), download(gc, dc, nc * 2);
+    download(gg, dg, (size_t)batch * gather_len * 576 * 2);
+    size_t bad = 0, n = 0;
+    float r[64];
+    double num = 0, den = 0;
+    for (int t = 0; t < tokens; t++) {
+        int b = t / qlen, pos = kv_len[b] - qlen + t % qlen;
+        const float *cp = cs + (size_t)pos * 32, *sp = sn + (size_t)pos * 32;
+        for (int h = 0; h < heads; h++) {
+            size_t base = ((size_t)t * heads + h) * 192;
+            ref_rope64(q + base + 128, cp, sp, r);
+            for (int i = 0; i < 64; i++) {
+                float g = ref_bf16_to_f32(gq[base + 128 + i]), g2 = ref_bf16_to_f32(gqa[((size_t)t * heads + h) * 576 + 512 + i]);
+                bad += fabsf(g - r[i]) > 1e-2f + 1e-2f * fabsf(r[i]) || g2 != g;
+                num += (g - r[i]) * (g - r[i]), den += r[i] * r[i], n++;
+            }
+            for (int i = 0; i < 128; i++) bad += gq[base + i] != q[base + i]; // nope part untouched
+        }
+        ref_rope64(a + (size_t)t * 2112 + 2048, cp, sp, r);
+        const uint16_t *row = gkv + (size_t)t * 576;
+        for (int i = 0; i < 512; i++) bad += row[i] != a[(size_t)t * 2112 + 1536 + i];
+        for (int i = 0; i < 64; i++) bad += fabsf(ref_bf16_to_f32(row[512 + i]) - r[i]) > 1e-2f + 1e-2f * fabsf(r[i]);
+        const uint16_t *crow = gc + ((size_t)pg.table[b * pg.max_blocks + pos / page] * page + pos % page) * 576;
+        bad += memcmp(crow, row, 576 * 2) != 0;
+    }
+    for (int b = 0; b < batch; b++)
+        for (int j = 0; j < gather_len; j++)
+            bad += memcmp(gg + ((size_t)b * gather_len + j) * 576,
+                          gc + ((size_t)pg.table[b * pg.max_blocks + j / page] * page + j % page) * 576, 576 * 2) != 0;
+    struct ref_diff d = {.bad = bad, .rel_l2 = sqrt(num / den)};
+    verdict(c, "mla_rope h=16 page=16 b=3 q=5 (+cache, gather)", d, 1e-2);
+    free(cs), free(sn), free(q), free(a), free(gq), free(gqa), free(gkv), free(gc), free(gg), free(pg.table), free(pg.kv_len);
+}
+
+// ---------------------------------------------------------------------------------------------
 // init: seeded fills are in range, varied, and reproducible
 
 static void check_init(struct check *c) {
@@ -509,7 +857,9 @@ int main(int argc, char **argv) {
     static const struct {
         const char *name;
         void (*fn)(struct check *);
-    } fams[] = {{"init", check_init}, {"rmsnorm", check_rmsnorm}, {"gemm", check_gemm}, {"jit", check_jit}};
+    } fams[] = {{"init", check_init}, {"rmsnorm", check_rmsnorm}, {"gemm", check_gemm},
+                 {"mla_decode", check_mla_decode}, {"mla_prefill", check_mla_prefill},
+                 {"moe_route", check_moe_route}, {"mla_rope", check_mla_rope}, {"jit", check_jit}};
     for (size_t i = 0; i < LWB_ARRAY_LEN(fams); i++) {
         bool run = argc < 2;
         for (int a = 1; a < argc; a++) run |= !strcmp(argv[a], fams[i].name);
