@@ -13,7 +13,7 @@
 // Use (lwb run, one process per GPU):
 //   if (!profile_under_nsys()) profile_init(&p, &dev, rank, world_size); // before any capture
 //   ... capture CUDA graphs, warm up ...
-//   profile_begin(&p); <timed loop>; profile_end(&p);   // may repeat; one window is the tested way
+//   profile_begin(&p); <warm-up and timed loop>; profile_end(&p);   // may repeat
 //   const char *path = profile_write(&p, "profiles");   // profiles/report_np<N>_rank<R>.sqlite
 //   profile_free(&p);
 // Every call is a no-op on a profiler that is off (under nsys, or another tool owns CUPTI).
@@ -44,6 +44,11 @@
 //   process (__cxa_demangle, present when a C++ library is loaded); without it the demangled
 //   name stays mangled and the short name is read from the mangled form.
 //   Tables are always created, empty or not (nsys creates them lazily; readers check anyway).
+//   For a parser that follows the layer-wise-benchmarks contract, the caller keeps the file
+//   consistent: every iteration range recorded should lie in an activity window (or it is a
+//   run without kernels), a problem's problem_spec marker comes before its graph is captured,
+//   and the device is idle before the next problem_spec (problems are told apart by the
+//   kernels' GPU start times).
 //
 // Does not: read profiles (trace.h does), trace NCCL or other libraries' NVTX domains, or record
 // anything outside the process.
