@@ -40,9 +40,10 @@
 //   prof_nodes_resolve keeps one row per node: the clone row when there is one, so the chain
 //   exec node -> captured node (originalGraphNodeId NULL) is what nsys's node-mode export has.
 //   Kernel names: CUPTI gives the mangled name. lwb's kernels are extern "C", so the name is
-//   also the demangled and the short name. For C++ names the demangler is looked up in the
-//   process (__cxa_demangle, present when a C++ library is loaded); without it the demangled
-//   name stays mangled and the short name is read from the mangled form.
+//   also the demangled and the short name. C++ names (NCCL's kernels, for one) are demangled
+//   with __cxa_demangle, found in the process or in libstdc++.so.6, once per distinct name;
+//   without it the demangled name stays mangled and the short name is read from the mangled
+//   form.
 //   Tables are always created, empty or not (nsys creates them lazily; readers check anyway).
 //   For a parser that follows the layer-wise-benchmarks contract, the caller keeps the file
 //   consistent: every iteration range recorded should lie in an activity window (or it is a
@@ -351,13 +352,18 @@ static bool prof_mangled_base(const char *m, char *out, size_t n) {
 
 typedef char *(*prof_demangler_fn)(const char *, char *, size_t *, int *);
 
-// abi::__cxa_demangle when some loaded library provides it, else NULL.
+// abi::__cxa_demangle from a library already in the process, else from the system's C++
+// runtime when it can be opened, else NULL.
 static prof_demangler_fn prof_demangler(void) {
     static int looked;
     static prof_demangler_fn fn;
     if (!looked) {
         looked = 1;
         void *sym = dlsym(RTLD_DEFAULT, "__cxa_demangle");
+        if (!sym) {
+            void *h = dlopen("libstdc++.so.6", RTLD_LAZY | RTLD_LOCAL);
+            if (h) sym = dlsym(h, "__cxa_demangle");
+        }
         memcpy(&fn, &sym, sizeof fn);
     }
     return fn;
