@@ -17,6 +17,8 @@
 //   const char *path = profile_write(&p, "profiles");   // profiles/report_np<N>_rank<R>.sqlite
 //   profile_free(&p);
 // Every call is a no-op on a profiler that is off (under nsys, or another tool owns CUPTI).
+// CUPTI's callbacks hold the profiler's address: it stays where profile_init put it until
+// profile_free. profile_write is called once.
 //
 // What is recorded when:
 //   - from profile_init until profile_write: lwb's NVTX ranges (nvtx.h's recorder) and CUDA-graph
