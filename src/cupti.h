@@ -24,6 +24,8 @@
     X(cuptiEnableDomain)                                                                           \
     X(cuptiGetCallbackName)                                                                        \
     X(cuptiGetGraphNodeId)                                                                         \
+    X(cuptiSetThreadIdType)                                                                        \
+    X(cuptiActivitySetAttribute)                                                                   \
     X(cuptiFinalize)
 
 struct lwb_cupti_api {
