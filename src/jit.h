@@ -43,7 +43,8 @@ struct lwb_kreq {
     size_t cubin_size;
     char *log;                            // NVRTC's log (warnings; resource usage when verbose)
     bool cached;                          // found in the cache
-    struct lwb_kreq *alias;               // an identical request built earlier, whose module is shared
+    const struct lwb_kreq *alias;         // an identical request earlier in the same batch
+    long done;                            // or built earlier in this process: index in jit->done, or -1
     CUmodule module;                      // loaded (when a device is open)
     CUfunction funcs[LWB_JIT_MAX_ENTRIES]; // parallel to entries
 };
@@ -60,9 +61,20 @@ struct lwb_jit {
     // Counters for the summary line:
     int nkernels, ncached, ncompiled;
     double compile_s;        // wall time spent compiling
-    // Requests already built in this process, so a repeated request costs nothing.
-    struct lwb_kreq **done;
+    // Kernels already built in this process (copies: requests may be short-lived), so a
+    // repeated request costs nothing.
+    struct jit_done *done;
     size_t ndone, capdone;
+};
+
+struct jit_done {
+    char key[33];
+    const char *entries[LWB_JIT_MAX_ENTRIES];
+    int nentries;
+    CUmodule module;
+    CUfunction funcs[LWB_JIT_MAX_ENTRIES];
+    char *cubin;
+    size_t cubin_size;
 };
 
 // Add a constant (by value) to a request.
@@ -439,10 +451,10 @@ static void jit_load(struct lwb_kreq *r) {
 }
 
 // Same source (by key) and the same entry points.
-static bool kreq_same(const struct lwb_kreq *a, const struct lwb_kreq *b) {
-    if (strcmp(a->key, b->key) || a->nentries != b->nentries) return false;
-    for (int i = 0; i < a->nentries; i++)
-        if (strcmp(a->entries[i], b->entries[i])) return false;
+static bool kreq_same_entries(const char *key, const char *const *entries, int n, const struct lwb_kreq *b) {
+    if (strcmp(key, b->key) || n != b->nentries) return false;
+    for (int i = 0; i < n; i++)
+        if (strcmp(entries[i], b->entries[i])) return false;
     return true;
 }
 
@@ -460,11 +472,14 @@ static void jit_build(struct lwb_jit *j, struct lwb_kreq **reqs, int n) {
         jit_key(j, r->source, r->key);
         // The same kernel already built in this process (or earlier in this batch): share it.
         r->alias = NULL;
-        for (size_t k = 0; k < j->ndone && !r->alias; k++)
-            if (j->done[k] != r && kreq_same(j->done[k], r)) r->alias = j->done[k];
-        for (int k = 0; k < i && !r->alias; k++)
-            if (!reqs[k]->alias && kreq_same(reqs[k], r)) r->alias = reqs[k];
-        if (r->alias) continue;
+        r->done = -1;
+        for (size_t k = 0; k < j->ndone && r->done < 0; k++)
+            if (kreq_same_entries(j->done[k].key, j->done[k].entries, j->done[k].nentries, r)) r->done = (long)k;
+        for (int k = 0; k < i && r->done < 0 && !r->alias; k++)
+            if (!reqs[k]->alias && reqs[k]->done < 0 &&
+                kreq_same_entries(reqs[k]->key, reqs[k]->entries, reqs[k]->nentries, r))
+                r->alias = reqs[k];
+        if (r->alias || r->done >= 0) continue;
         if (j->debug) {
             const char *opts[8];
             char archbuf[64];
@@ -493,23 +508,32 @@ static void jit_build(struct lwb_jit *j, struct lwb_kreq **reqs, int n) {
     }
     for (int i = 0; i < n; i++) {
         struct lwb_kreq *r = reqs[i];
-        if (r->alias) continue;
+        if (r->alias || r->done >= 0) continue;
         if (j->verbose_ptxas && r->log && *r->log) fprintf(stderr, "jit: %s:\n%s", r->label, r->log);
         if (j->load) jit_load(r);
-        bool known = false;
-        for (size_t k = 0; k < j->ndone; k++) known |= j->done[k] == r;
-        if (!known) LWB_PUSH(j->done, j->ndone, j->capdone, r);
+        struct jit_done d = {.nentries = r->nentries, .module = r->module, .cubin_size = r->cubin_size};
+        memcpy(d.key, r->key, sizeof d.key);
+        memcpy(d.entries, r->entries, sizeof d.entries);
+        memcpy(d.funcs, r->funcs, sizeof d.funcs);
+        d.cubin = xmalloc(r->cubin_size);
+        memcpy(d.cubin, r->cubin, r->cubin_size);
+        LWB_PUSH(j->done, j->ndone, j->capdone, d);
     }
     for (int i = 0; i < n; i++) {
-        struct lwb_kreq *r = reqs[i], *a = r->alias;
-        if (!a) continue;
+        struct lwb_kreq *r = reqs[i];
+        if (!r->alias && r->done < 0) continue;
+        const struct jit_done *d = r->done >= 0 ? &j->done[r->done] : NULL;
+        const char *cubin = r->alias ? r->alias->cubin : d->cubin;
+        size_t size = r->alias ? r->alias->cubin_size : d->cubin_size;
         free(r->cubin);
-        r->cubin = xmalloc(a->cubin_size);
-        memcpy(r->cubin, a->cubin, a->cubin_size);
-        r->cubin_size = a->cubin_size;
-        r->module = a->module;
-        memcpy(r->funcs, a->funcs, sizeof r->funcs);
+        r->cubin = xmalloc(size);
+        memcpy(r->cubin, cubin, size);
+        r->cubin_size = size;
+        r->module = r->alias ? r->alias->module : d->module;
+        memcpy(r->funcs, r->alias ? r->alias->funcs : d->funcs, sizeof r->funcs);
         r->cached = true;
+        r->alias = NULL;
+        r->done = -1;
     }
     free(miss);
 }

@@ -31,7 +31,6 @@ struct gemm_config {
     int stages;     // pipeline depth
     int splitk;     // K splits (1: none)
     int min_blocks; // blocks per SM the register budget allows
-    int cluster_m;  // 2: pairs of blocks along M share B tiles by multicast
 };
 
 struct lwb_gemm {
@@ -59,21 +58,19 @@ static unsigned gemm_smem_bytes(struct gemm_config c) {
 }
 
 // Tiles: BM 64 when there are few rows (decode), else 128; BN 256 for compute-bound shapes, 128
-// otherwise. Compute-bound shapes pair blocks along M in clusters that share B's tiles (L2
-// bandwidth, not the tensor cores, limits a lone 128 x 256 block). While the grid cannot fill
-// the machine, split K (fp32 partials, summed by a second kernel) as long as each split keeps
-// at least 8 steps of 64. Stages fill the shared memory of the blocks that share a
-// multiprocessor.
+// otherwise. While the grid cannot fill the machine, split K (fp32 partials, summed by a second
+// kernel) as long as each split keeps at least 8 steps of 64. Stages: 3 for 128 x 256 tiles
+// (measured fastest on an H100: deeper pipelines were slower), else as many as fit in the
+// shared memory of the blocks that share a multiprocessor, up to 6.
 static struct gemm_config gemm_choose_config(long long m, int n, int k, int batch, bool grouped,
                                              double rows_per_group, int sm_count, int smem_optin) {
-    struct gemm_config c = {.splitk = 1, .min_blocks = 1, .cluster_m = 1};
+    struct gemm_config c = {.splitk = 1, .min_blocks = 1};
     double rows = grouped ? rows_per_group : (double)m;
     c.bm = rows <= 64 ? 64 : 128;
     bool compute_bound = grouped ? rows >= 192 : rows >= 1024;
     c.bn = compute_bound && n >= 256 ? 256 : 128;
     if (n <= 64) c.bn = n <= 16 ? 16 : n <= 32 ? 32 : 64;
     if (c.bm == 64) c.min_blocks = 2;
-    if (compute_bound && c.bm == 128 && c.bn >= 128) c.cluster_m = 2;
     if (!grouped) {
         long long tiles = LWB_CEIL_DIV(m, c.bm) * LWB_CEIL_DIV(n, c.bn) * (long long)batch;
         if (tiles < sm_count && c.bn > 64 && n > 64) {
@@ -84,31 +81,28 @@ static struct gemm_config gemm_choose_config(long long m, int n, int k, int batc
         while (tiles * c.splitk * 2 <= sm_count && steps % (c.splitk * 2) == 0 &&
                steps / (c.splitk * 2) >= 8)
             c.splitk *= 2;
-        if (c.splitk > 1 || c.bn < 128) c.cluster_m = 1;
     }
     int budget = smem_optin / c.min_blocks - 2048;
     int stage = (c.bm + c.bn) * 128;
-    c.stages = LWB_MAX(2, LWB_MIN(6, budget / stage));
+    c.stages = LWB_MAX(2, LWB_MIN(c.bn == 256 ? 3 : 6, budget / stage));
     if (c.stages > (k / 64) / c.splitk) c.stages = LWB_MAX(2, (k / 64) / c.splitk);
     return c;
 }
 
 // Rows of C one tile-list entry covers (grouped products).
-static int gemm_tile_rows(const struct lwb_gemm *g) { return g->cfg.bm * g->cfg.cluster_m; }
+static int gemm_tile_rows(const struct lwb_gemm *g) { return g->cfg.bm; }
 
-// Plan a product; the request is built here, the tensor maps once the operands exist (gemm_bind).
-static void gemm_plan(struct lwb_gemm *g, const char *name, long long m, int n, int k, int batch,
-                      int epilogue, bool grouped, double rows_per_group, const struct lwb_device *dev) {
+// Plan a product with a given configuration (tuning and checks); gemm_plan chooses one.
+static void gemm_plan_config(struct lwb_gemm *g, const char *name, long long m, int n, int k, int batch,
+                             int epilogue, bool grouped, struct gemm_config c) {
     *g = (struct lwb_gemm){.m = m, .n = n, .k = k, .batch = batch, .epilogue = epilogue,
-                           .grouped = grouped};
+                           .grouped = grouped, .cfg = c};
     snprintf(g->name, sizeof g->name, "%s", name);
     if (k % 64 || n % 8) LWB_BUG("gemm %s: K=%d must be a multiple of 64 and N=%d of 8", name, k, n);
-    g->cfg = gemm_choose_config(m, n, k, batch, grouped, rows_per_group, dev->sm_count, dev->smem_optin);
-    struct gemm_config c = g->cfg;
     struct lwb_kreq *r = &g->req;
     *r = (struct lwb_kreq){.family = "gemm"};
-    snprintf(r->label, sizeof r->label, "gemm_%s_bm%d_bn%d_c%d_s%d_k%d_x%d_e%d%s", name, c.bm, c.bn, c.cluster_m,
-             c.stages, k / c.splitk, c.splitk, epilogue, grouped ? "_g" : "");
+    snprintf(r->label, sizeof r->label, "gemm_%s_bm%d_bn%d_s%d_k%d_x%d_e%d%s", name, c.bm, c.bn, c.stages,
+             k / c.splitk, c.splitk, epilogue, grouped ? "_g" : "");
     kreq_set(r, "BM", c.bm);
     kreq_set(r, "BN", c.bn);
     kreq_set(r, "STAGES", c.stages);
@@ -117,10 +111,16 @@ static void gemm_plan(struct lwb_gemm *g, const char *name, long long m, int n, 
     kreq_set(r, "EPILOGUE", epilogue);
     kreq_set(r, "GROUPED", grouped);
     kreq_set(r, "MIN_BLOCKS", c.min_blocks);
-    kreq_set(r, "CLUSTER_M", c.cluster_m);
     kreq_entry(r, "lwb_gemm");
     kreq_entry(r, "lwb_gemm_reduce");
     g->smem = gemm_smem_bytes(c);
+}
+
+// Plan a product; the request is built here, the tensor maps once the operands exist (gemm_bind).
+static void gemm_plan(struct lwb_gemm *g, const char *name, long long m, int n, int k, int batch,
+                      int epilogue, bool grouped, double rows_per_group, const struct lwb_device *dev) {
+    gemm_plan_config(g, name, m, n, k, batch, epilogue, grouped,
+                     gemm_choose_config(m, n, k, batch, grouped, rows_per_group, dev->sm_count, dev->smem_optin));
 }
 
 static size_t gemm_workspace_bytes(const struct lwb_gemm *g) {
@@ -149,7 +149,7 @@ static void gemm_bind(struct lwb_gemm *g, const struct lwb_operand *a, const str
                       CUdeviceptr out, long long ld_out, long long z_stride_out, CUdeviceptr ws) {
     if (a->k != g->k || b->k != g->k || b->rows < g->n) LWB_BUG("gemm %s: operand shapes do not match", g->name);
     tmap_encode(&g->a_map, a, g->cfg.bm, g->name);
-    tmap_encode(&g->b_map, b, g->cfg.bn / g->cfg.cluster_m, g->name);
+    tmap_encode(&g->b_map, b, g->cfg.bn, g->name);
     g->out = out;
     g->ld_out = ld_out;
     g->z_stride_out = z_stride_out;
@@ -178,8 +178,7 @@ static void gemm_bind_tiles(struct lwb_gemm *g, CUdeviceptr tiles, CUdeviceptr n
 static void gemm_enqueue(struct lwb_gemm *g, CUstream s) {
     const struct gemm_config c = g->cfg;
     unsigned gx = (unsigned)LWB_CEIL_DIV(g->n, c.bn);
-    unsigned gy = g->grouped ? (unsigned)(g->max_tiles * c.cluster_m)
-                             : (unsigned)(LWB_CEIL_DIV(LWB_CEIL_DIV(g->m, c.bm), c.cluster_m) * c.cluster_m);
+    unsigned gy = g->grouped ? (unsigned)g->max_tiles : (unsigned)LWB_CEIL_DIV(g->m, c.bm);
     unsigned gz = (unsigned)(g->batch * c.splitk);
     int M = (int)g->m, N = g->n;
     CUdeviceptr out = c.splitk > 1 ? g->ws : g->out;
@@ -187,20 +186,8 @@ static void gemm_enqueue(struct lwb_gemm *g, CUstream s) {
     long long split_stride = (long long)g->m * g->n;
     void *args[] = {&g->a_map, &g->b_map, &g->c_map, &g->tma_store, &out, &ld, &g->z_stride_out, &M, &N,
                     &g->tiles, &g->num_tiles, &split_stride};
-    CUfunction f = kreq_func(&g->req, "lwb_gemm");
-    unsigned threads = (unsigned)(128 * (c.bm / 64 + 1));
-    if (c.cluster_m == 1) {
-        cu_launch(f, (struct lwb_launch){{gx, gy, gz}, {threads}, g->smem}, s, args);
-    } else {
-        CUlaunchAttribute attr = {.id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION};
-        attr.value.clusterDim.x = 1;
-        attr.value.clusterDim.y = (unsigned)c.cluster_m;
-        attr.value.clusterDim.z = 1;
-        CUlaunchConfig lc = {.gridDimX = gx, .gridDimY = gy, .gridDimZ = gz, .blockDimX = threads,
-                             .blockDimY = 1, .blockDimZ = 1, .sharedMemBytes = g->smem, .hStream = s,
-                             .attrs = &attr, .numAttrs = 1};
-        CU_CHECK(lwb_cu.cuLaunchKernelEx(&lc, f, args, NULL));
-    }
+    cu_launch(kreq_func(&g->req, "lwb_gemm"),
+              (struct lwb_launch){{gx, gy, gz}, {(unsigned)(128 * (c.bm / 64 + 1))}, g->smem}, s, args);
     if (c.splitk > 1) {
         int splits = c.splitk, batch = g->batch;
         unsigned blocks = (unsigned)LWB_CEIL_DIV((long long)M * (N / 2), 256);

@@ -13,6 +13,7 @@
 // Built here by `./build.sh gpu` (includes lwb.c like the tests), run there by test/gpu/run.sh.
 #define LWB_NO_MAIN
 #include "../../lwb.c"
+#include <sys/wait.h>
 #include "../ref/gemm.c"
 #include "../ref/rmsnorm.c"
 #include "../ref/mla_decode.c"
@@ -329,8 +330,8 @@ static void check_gemm_case(struct check *c, const char *name, int m, int n, int
         }
     }
     char what[160];
-    snprintf(what, sizeof what, "gemm %s m=%lld n=%d k=%d x%d e%d bm%d bn%d c%d split%d%s", name, total_rows, n, k,
-             batch, epi, g.cfg.bm, g.cfg.bn, g.cfg.cluster_m, g.cfg.splitk, g.tma_store ? " tma" : "");
+    snprintf(what, sizeof what, "gemm %s m=%lld n=%d k=%d x%d e%d bm%d bn%d split%d%s", name, total_rows, n, k,
+             batch, epi, g.cfg.bm, g.cfg.bn, g.cfg.splitk, g.tma_store ? " tma" : "");
     verdict(c, what, ref_compare("C", got, want, nc, GEMM_ATOL, GEMM_RTOL, 1), 1e-2);
     free(a), free(b), free(got_raw), free(got), free(want), free(tmp);
     dev_free(da, na * 2), dev_free(db, nb * 2), dev_free(dc, nc * esz);
@@ -353,8 +354,8 @@ static void check_gemm_big(struct check *c, const char *name, long long m, int n
     struct lwb_operand A = {da, m, k, k, 1, 0}, B = {db, n, k, k, 1, 0};
     gemm_bind(&g, &A, &B, dc, nout, 0, ws);
     char what[160];
-    snprintf(what, sizeof what, "gemm %s %lldx%dx%d bm%d bn%d c%d s%d split%d", name, m, n, k, g.cfg.bm, g.cfg.bn,
-             g.cfg.cluster_m, g.cfg.stages, g.cfg.splitk);
+    snprintf(what, sizeof what, "gemm %s %lldx%dx%d bm%d bn%d s%d split%d", name, m, n, k, g.cfg.bm, g.cfg.bn,
+             g.cfg.stages, g.cfg.splitk);
     if (verify && epi != GEMM_EPI_SWIGLU) {
         poison(c, dc, nc * esz);
         gemm_enqueue(&g, c->s);
@@ -403,8 +404,8 @@ static void bench_grouped(struct check *c, const char *name, int experts, int ro
     struct gemm_arg ga = {&g};
     double us = time_us(c, gemm_launch, &ga, 10);
     char what[160];
-    snprintf(what, sizeof what, "grouped %s %dx%d rows, %dx%d bm%d bn%d c%d s%d", name, experts, rows, n, k, g.cfg.bm,
-             g.cfg.bn, g.cfg.cluster_m, g.cfg.stages);
+    snprintf(what, sizeof what, "grouped %s %dx%d rows, %dx%d bm%d bn%d s%d", name, experts, rows, n, k, g.cfg.bm,
+             g.cfg.bn, g.cfg.stages);
     bench_line(c, what, us, gemm_bytes((double)total, n, k, 1, experts, epi), gemm_flops((double)total, n, k, 1));
     free(tiles);
     dev_free(da, na * 2), dev_free(db, nb * 2), dev_free(dc, (size_t)total * nout * 2), dev_free(dt, 0), dev_free(dn, 4);
@@ -439,6 +440,62 @@ static void check_gemm(struct check *c) {
     bench_grouped(c, "experts2", 256, 4, 7168, 2048, GEMM_EPI_BF16);
     bench_grouped(c, "experts13", 256, 256, 4096, 7168, GEMM_EPI_SWIGLU);
     bench_grouped(c, "experts2", 256, 256, 7168, 2048, GEMM_EPI_BF16);
+}
+
+// Configuration variants of compute-bound products (tile, cluster, TMA-store epilogue), timed
+// side by side to pick the defaults.
+static void bench_gemm_variant(struct check *c, const char *name, long long m, int n, int k, int epi, bool grouped,
+                               int rows, struct gemm_config cfg, int tma_store) {
+    int experts = grouped ? (int)(m / rows) : 1;
+    struct lwb_gemm g;
+    gemm_plan_config(&g, name, m, n, k, 1, epi, grouped, cfg);
+    jit_build(&c->jit, (struct lwb_kreq *[]){&g.req}, 1);
+    size_t na = (size_t)m * k, nb = (size_t)experts * n * k;
+    int nout = epi == GEMM_EPI_SWIGLU ? n / 2 : n;
+    CUdeviceptr da = dev_alloc(na * 2, "A"), db = dev_alloc(nb * 2, "B"), dc = dev_alloc((size_t)m * nout * 2, "C");
+    init_fill_bf16(&c->init, c->s, da, (long long)na, 51, -1.f, 1.f);
+    init_fill_bf16(&c->init, c->s, db, (long long)nb, 52, -2.f / sqrtf((float)k), 2.f / sqrtf((float)k));
+    struct lwb_operand A = {da, m, k, k, 1, 0}, B = {db, n, k, k, experts, (long long)n * k};
+    gemm_bind(&g, &A, &B, dc, nout, 0, 0);
+    if (!tma_store) g.tma_store = 0;
+    CUdeviceptr dt = 0, dn = 0;
+    if (grouped) {
+        int tr = gemm_tile_rows(&g), nt = 0, *tiles = xcalloc((size_t)experts * LWB_CEIL_DIV(rows, tr) * 4, sizeof(int));
+        for (int e = 0; e < experts; e++)
+            for (int r0 = 0; r0 < rows; r0 += tr, nt++)
+                tiles[4 * nt] = e, tiles[4 * nt + 1] = e * rows + r0, tiles[4 * nt + 2] = (e + 1) * rows;
+        dt = upload(tiles, (size_t)nt * 16), dn = upload(&nt, 4);
+        gemm_bind_tiles(&g, dt, dn, nt);
+        free(tiles);
+    }
+    struct gemm_arg ga = {&g};
+    double us = time_us(c, gemm_launch, &ga, 10);
+    char what[160];
+    snprintf(what, sizeof what, "%s %lldx%dx%d bm%d bn%d s%d %s", name, m, n, k, cfg.bm, cfg.bn, cfg.stages,
+             g.tma_store ? "tma-store" : "direct");
+    bench_line(c, what, us, gemm_bytes((double)m, n, k, 1, experts, epi), gemm_flops((double)m, n, k, 1));
+    dev_free(da, na * 2), dev_free(db, nb * 2), dev_free(dc, (size_t)m * nout * 2);
+    if (dt) dev_free(dt, 0), dev_free(dn, 0);
+}
+
+static void check_gemm_variants(struct check *c) {
+    // Compute-bound shapes: pipeline depth of 128 x 256 tiles, and 128 x 128 for comparison.
+    struct gemm_config v[] = {{128, 256, 2, 1, 1}, {128, 256, 3, 1, 1}, {128, 128, 4, 1, 1}, {128, 128, 3, 1, 1}};
+    for (size_t i = 0; i < LWB_ARRAY_LEN(v); i++) {
+        bench_gemm_variant(c, "square", 8192, 8192, 8192, GEMM_EPI_BF16, false, 0, v[i], 1);
+        bench_gemm_variant(c, "q_b", 8193, 24576, 1536, GEMM_EPI_BF16, false, 0, v[i], 1);
+        bench_gemm_variant(c, "kv_b", 8193, 32768, 512, GEMM_EPI_BF16, false, 0, v[i], 1);
+        bench_gemm_variant(c, "o_proj", 8193, 7168, 16384, GEMM_EPI_BF16, false, 0, v[i], 1);
+        bench_gemm_variant(c, "experts13", 256 * 256, 4096, 7168, GEMM_EPI_SWIGLU, true, 256, v[i], 1);
+        bench_gemm_variant(c, "experts2", 256 * 256, 7168, 2048, GEMM_EPI_BF16, true, 256, v[i], 1);
+    }
+    // Memory-bound decode shapes: tile width and depth.
+    struct gemm_config d[] = {{128, 64, 6, 1, 1}, {128, 128, 4, 1, 1}, {64, 128, 4, 1, 2}, {64, 64, 6, 1, 2}};
+    for (size_t i = 0; i < LWB_ARRAY_LEN(d); i++) {
+        bench_gemm_variant(c, "q_b", 128, 24576, 1536, GEMM_EPI_BF16, false, 0, d[i], 1);
+        bench_gemm_variant(c, "o_proj", 128, 7168, 16384, GEMM_EPI_BF16, false, 0, d[i], 1);
+        bench_gemm_variant(c, "shared13", 128, 4096, 7168, GEMM_EPI_SWIGLU, false, 0, d[i], 1);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -603,11 +660,16 @@ static void check_mla_prefill_case(struct check *c, int batch, int qlen, int kv_
 
 static void check_mla_prefill(struct check *c) {
     check_mla_prefill_case(c, 2, 200, 200, 16, true);
-    check_mla_prefill_case(c, 3, 77, 300, 16, true); // chunked context: 223 cached keys
     check_mla_prefill_case(c, 1, 129, 129, 128, true);
+    check_mla_prefill_case(c, 3, 77, 300, 16, true); // chunked context: 223 cached keys
     check_mla_prefill_case(c, 1, 8193, 8193, 128, false); // DeepSeek CTX default
     check_mla_prefill_case(c, 4, 2048, 4096, 128, false);
 }
+// Separate cases, one process each, to tell which shape breaks.
+static void check_prefill_past(struct check *c) { check_mla_prefill_case(c, 1, 77, 300, 16, true); }
+static void check_prefill_reuse(struct check *c) { check_mla_prefill_case(c, 1, 384, 384, 16, true); }
+static void check_prefill_full(struct check *c) { check_mla_prefill_case(c, 1, 128, 384, 16, true); }
+static void check_prefill_two(struct check *c) { check_mla_prefill_case(c, 1, 256, 256, 16, true); }
 
 // ---------------------------------------------------------------------------------------------
 // moe_route: routing against the C reference; permutation and combine by their invariants
@@ -841,31 +903,61 @@ static void check_jit(struct check *c) {
 
 // ---------------------------------------------------------------------------------------------
 
+static void check_setup(struct check *c) {
+    device_open(&c->dev, 0);
+    CU_CHECK(lwb_cu.cuStreamCreate(&c->s, CU_STREAM_NON_BLOCKING));
+    jit_init(&c->jit, c->dev.arch, true);
+    init_request(&c->init);
+    jit_build(&c->jit, (struct lwb_kreq *[]){&c->init}, 1);
+    c->flush_bytes = (size_t)c->dev.l2_bytes * 4;
+    c->flush = dev_alloc(c->flush_bytes, "L2 flush");
+    check_copy(c); // every floor needs it
+}
+
+static const struct {
+    const char *name;
+    void (*fn)(struct check *);
+    bool by_default;
+} families[] = {
+    {"init", check_init, true},           {"rmsnorm", check_rmsnorm, true},
+    {"gemm", check_gemm, true},           {"gemmvar", check_gemm_variants, false},
+    {"mla_decode", check_mla_decode, true}, {"mla_prefill", check_mla_prefill, true},
+    {"prefill_past", check_prefill_past, false}, {"prefill_reuse", check_prefill_reuse, false},
+    {"prefill_full", check_prefill_full, false}, {"prefill_two", check_prefill_two, false},
+    {"moe_route", check_moe_route, true}, {"mla_rope", check_mla_rope, true},
+    {"jit", check_jit, true},
+};
+
+// Each family runs in its own process, so a kernel that faults (the context is lost) does not
+// stop the others; the parent never touches the GPU.
 int main(int argc, char **argv) {
     lwb_proc_init("gpu_check");
-    struct check c = {.rng = {12345}};
-    device_open(&c.dev, 0);
-    printf("device: %s, %s, %d SMs, %.1f GiB, L2 %d MiB\n", c.dev.name, c.dev.arch, c.dev.sm_count,
-           c.dev.total_mem / 1073741824.0, c.dev.l2_bytes >> 20);
-    CU_CHECK(lwb_cu.cuStreamCreate(&c.s, CU_STREAM_NON_BLOCKING));
-    jit_init(&c.jit, c.dev.arch, true);
-    init_request(&c.init);
-    jit_build(&c.jit, (struct lwb_kreq *[]){&c.init}, 1);
-    c.flush_bytes = (size_t)c.dev.l2_bytes * 4;
-    c.flush = dev_alloc(c.flush_bytes, "L2 flush");
-    check_copy(&c); // every floor needs it
-    static const struct {
-        const char *name;
-        void (*fn)(struct check *);
-    } fams[] = {{"init", check_init}, {"rmsnorm", check_rmsnorm}, {"gemm", check_gemm},
-                 {"mla_decode", check_mla_decode}, {"mla_prefill", check_mla_prefill},
-                 {"moe_route", check_moe_route}, {"mla_rope", check_mla_rope}, {"jit", check_jit}};
-    for (size_t i = 0; i < LWB_ARRAY_LEN(fams); i++) {
-        bool run = argc < 2;
-        for (int a = 1; a < argc; a++) run |= !strcmp(argv[a], fams[i].name);
-        if (run) fams[i].fn(&c);
+    int failed_families = 0, ran = 0;
+    for (size_t i = 0; i < LWB_ARRAY_LEN(families); i++) {
+        bool run = argc < 2 && families[i].by_default;
+        for (int a = 1; a < argc; a++) run |= !strcmp(argv[a], families[i].name);
+        if (!run) continue;
+        ran++;
+        printf("== %s\n", families[i].name);
+        fflush(stdout);
+        pid_t pid = fork();
+        if (pid == 0) {
+            struct check c = {.rng = {12345}};
+            check_setup(&c);
+            families[i].fn(&c);
+            jit_summary(&c.jit, stdout);
+            printf("%s: %d of %d checks failed\n", families[i].name, c.failures, c.checks);
+            fflush(stdout);
+            _exit(c.failures ? 1 : 0);
+        }
+        int st = 0;
+        waitpid(pid, &st, 0);
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+            failed_families++;
+            printf("FAIL  family %s (%s %d)\n", families[i].name, WIFEXITED(st) ? "exit" : "signal",
+                   WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+        }
     }
-    jit_summary(&c.jit, stdout);
-    printf("%d of %d checks failed\n", c.failures, c.checks);
-    return c.failures ? 1 : 0;
+    printf("%d of %d families failed\n", failed_families, ran);
+    return failed_families ? 1 : 0;
 }
