@@ -50,6 +50,7 @@ struct lwb_gemm {
     long long z_stride_out; // elements between batches of C
     CUdeviceptr ws;         // split-K partials (gemm_workspace_bytes), owned by the caller
     CUdeviceptr tiles, num_tiles; // GROUPED: int4 tile list and its length, on the device
+    int a_zmul, b_zmul;     // 1: the operand has one matrix per batch; 0: one for all batches
     unsigned smem;          // dynamic shared memory per block
 };
 
@@ -154,6 +155,10 @@ static void gemm_bind(struct lwb_gemm *g, const struct lwb_operand *a, const str
     g->ld_out = ld_out;
     g->z_stride_out = z_stride_out;
     g->ws = ws;
+    g->a_zmul = a->z > 1;
+    g->b_zmul = b->z > 1;
+    if ((a->z > 1 && a->z != g->batch && !g->grouped) || (b->z > 1 && b->z != g->batch && !g->grouped))
+        LWB_BUG("gemm %s: batch %d but operands hold %d and %d matrices", g->name, g->batch, a->z, b->z);
     if (g->cfg.splitk > 1 && !ws) LWB_BUG("gemm %s: split-K needs a workspace", g->name);
     // bf16 outputs whose rows are 16-byte aligned leave full tiles through TMA stores.
     int out_cols = g->epilogue == GEMM_EPI_SWIGLU ? g->n / 2 : g->n;
@@ -185,7 +190,7 @@ static void gemm_enqueue(struct lwb_gemm *g, CUstream s) {
     long long ld = c.splitk > 1 ? g->n : g->ld_out;
     long long split_stride = (long long)g->m * g->n;
     void *args[] = {&g->a_map, &g->b_map, &g->c_map, &g->tma_store, &out, &ld, &g->z_stride_out, &M, &N,
-                    &g->tiles, &g->num_tiles, &split_stride};
+                    &g->tiles, &g->num_tiles, &split_stride, &g->a_zmul, &g->b_zmul};
     cu_launch(kreq_func(&g->req, "lwb_gemm"),
               (struct lwb_launch){{gx, gy, gz}, {(unsigned)(128 * (c.bm / 64 + 1))}, g->smem}, s, args);
     if (c.splitk > 1) {

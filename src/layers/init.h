@@ -14,6 +14,7 @@ static void init_request(struct lwb_kreq *r) {
     kreq_set(r, "VEC", 8);
     kreq_entry(r, "lwb_fill_uniform_bf16");
     kreq_entry(r, "lwb_fill_uniform_f32");
+    kreq_entry(r, "lwb_transpose_bf16");
 }
 
 static void init_launch(const struct lwb_kreq *r, const char *entry, CUstream s, CUdeviceptr p, long long n,
@@ -33,6 +34,16 @@ static void init_fill_bf16(const struct lwb_kreq *r, CUstream s, CUdeviceptr p, 
 static void init_fill_f32(const struct lwb_kreq *r, CUstream s, CUdeviceptr p, long long n,
                           unsigned long long seed, float lo, float hi) {
     init_launch(r, "lwb_fill_uniform_f32", s, p, n, seed, lo, hi, 1);
+}
+
+// dst[z] = src[z]^T: z matrices of rows x cols (row strides src_ld, dst_ld; batch strides in
+// elements).
+static void init_transpose(const struct lwb_kreq *r, CUstream s, CUdeviceptr src, long long src_ld, long long src_z,
+                           CUdeviceptr dst, long long dst_ld, long long dst_z, int rows, int cols, int z) {
+    void *args[] = {&src, &src_ld, &src_z, &dst, &dst_ld, &dst_z, &rows, &cols};
+    cu_launch(kreq_func(r, "lwb_transpose_bf16"),
+              (struct lwb_launch){{(unsigned)LWB_CEIL_DIV(cols, 32), (unsigned)LWB_CEIL_DIV(rows, 32), (unsigned)z}, {32, 8}},
+              s, args);
 }
 
 static int init_samples(struct lwb_kreq *out, int max) {

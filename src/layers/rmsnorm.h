@@ -42,17 +42,18 @@ static void rmsnorm_request(struct lwb_kreq *r, struct rmsnorm_config c) {
     kreq_entry(r, "lwb_rmsnorm");
 }
 
-// out[i] = norm(x[i] (+ residual[i])) * weight for `rows` rows. Strides are in elements; with the
-// vector path they must keep rows 16-byte aligned.
+// out[i] = norm(x[i] (+ residual[i])) * weight for `rows` rows; with a residual the sum goes
+// to res_out (which may be the residual itself). Strides are in elements; with the vector path
+// they must keep rows 16-byte aligned.
 static void rmsnorm_enqueue(const struct lwb_kreq *r, struct rmsnorm_config c, CUstream s,
-                            CUdeviceptr x, long long x_stride, CUdeviceptr residual,
+                            CUdeviceptr x, long long x_stride, CUdeviceptr residual, CUdeviceptr res_out,
                             long long res_stride, CUdeviceptr weight, CUdeviceptr out,
                             long long out_stride, int rows, float eps) {
     if (c.hidden % 8 == 0 &&
         (x_stride % 8 || out_stride % 8 || (c.residual && res_stride % 8) || (x | out | weight) % 16))
         LWB_BUG("rmsnorm: rows are not 16-byte aligned");
     if (rows == 0) return;
-    void *args[] = {&x, &x_stride, &residual, &res_stride, &weight, &out, &out_stride, &rows, &eps};
+    void *args[] = {&x, &x_stride, &residual, &res_out, &res_stride, &weight, &out, &out_stride, &rows, &eps};
     cu_launch(kreq_func(r, "lwb_rmsnorm"), (struct lwb_launch){{(unsigned)rows}, {(unsigned)c.threads}},
               s, args);
 }

@@ -145,7 +145,7 @@ struct rms_arg {
 };
 static void rms_launch(void *p, CUstream s) {
     struct rms_arg *a = p;
-    rmsnorm_enqueue(a->r, a->cfg, s, a->x, a->xs, a->res, a->rs, a->w, a->y, a->ys, a->rows, 1e-6f);
+    rmsnorm_enqueue(a->r, a->cfg, s, a->x, a->xs, a->res, a->res, a->rs, a->w, a->y, a->ys, a->rows, 1e-6f);
 }
 
 static void check_rmsnorm_case(struct check *c, int hidden, bool residual, int rows, int xs, int ys) {

@@ -44,14 +44,14 @@ struct probe {
 static void forward(struct probe *pb) {
     const long long h = pb->cfg.hidden;
     lwb_nvtx_push("MLA");
-    rmsnorm_enqueue(&pb->req, pb->cfg, pb->s, pb->x, h, 0, 0, pb->w, pb->out1, h, pb->rows, 1e-6f);
+    rmsnorm_enqueue(&pb->req, pb->cfg, pb->s, pb->x, h, 0, 0, 0, pb->w, pb->out1, h, pb->rows, 1e-6f);
     lwb_nvtx_pop();
     lwb_nvtx_push("Deepseekv3MoE");
     lwb_nvtx_push("DeepseekV3Gate");
-    rmsnorm_enqueue(&pb->req, pb->cfg, pb->s, pb->out1, h, 0, 0, pb->w, pb->out2, h, pb->rows, 1e-6f);
+    rmsnorm_enqueue(&pb->req, pb->cfg, pb->s, pb->out1, h, 0, 0, 0, pb->w, pb->out2, h, pb->rows, 1e-6f);
     lwb_nvtx_pop();
     lwb_nvtx_push("MoE");
-    rmsnorm_enqueue(&pb->req, pb->cfg, pb->s, pb->out2, h, 0, 0, pb->w, pb->out3, h, pb->rows, 1e-6f);
+    rmsnorm_enqueue(&pb->req, pb->cfg, pb->s, pb->out2, h, 0, 0, 0, pb->w, pb->out3, h, pb->rows, 1e-6f);
     CU_CHECK(lwb_cu.cuMemsetD8Async(pb->scratch, 0, pb->scratch_bytes, pb->s));
     CU_CHECK(lwb_cu.cuMemcpyDtoDAsync(pb->copy_dst, pb->copy_src, pb->copy_bytes, pb->s));
     lwb_nvtx_pop();
