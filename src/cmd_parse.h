@@ -1,7 +1,264 @@
-// cmd_parse.h: `lwb parse` (under construction).
+// cmd_parse.h: `lwb parse`: a profile (an nsys export or lwb's own) to a per-module kernel
+// breakdown on stdout and in .csv, .json and .html files beside it; for profiles without
+// layer-wise markers, kernel time per NVTX range.
+//
+// Defines: parse_opts, parse_help, cmd_parse, parse_resolve_input (which file to read, exporting
+// an .nsys-rep with nsys when needed).
+//
+// Does not: read SQLite (trace.h) or format anything (report.h); it picks the input and the
+// outputs and prints the header lines.
+// Tested by test/test_report.c (whole runs on the layer-wise fixture against golden files) and
+// test/cli_parse.sh (the command line: inputs, errors, exit codes, files written).
 #pragma once
+#include <sys/wait.h>
+
 static const struct lwb_opt parse_opts[] = {
-    {"file_path", LWB_OPT_STR, "FILE", NULL, "profile to parse"},
+    {"file_path", LWB_OPT_STR, "FILE", NULL,
+     "profile to parse: .sqlite (an nsys export or lwb's own) or .nsys-rep (exported with nsys)"},
+    {"profile_dir", LWB_OPT_STR, "DIR", "profiles", "where --world-size looks for report_npN_rankR.*"},
+    {"world_size", LWB_OPT_INT, "N", NULL, "parse DIR/report_npN_rankR of a run on N ranks (also --np)",
+     NULL, LWB_OPT_POSITIVE},
+    {"np", LWB_OPT_INT, "N", NULL, "same as --world-size", NULL, LWB_OPT_POSITIVE | LWB_OPT_HIDDEN},
+    {"rank", LWB_OPT_INT, "R", "0", "rank whose profile to parse (with --world-size)", NULL, LWB_OPT_NONNEG},
+    {"module", LWB_OPT_STR, "NAME", NULL,
+     "keep only kernels inside NVTX ranges with exactly this name (one per run)"},
+    {"warmup_times", LWB_OPT_INT, "N", NULL,
+     "runs dropped per problem (default: warmup_times recorded in the profile)", NULL, LWB_OPT_NONNEG},
+    {"query", LWB_OPT_STR, "LIST", NULL,
+     "comma-separated substrings: print the summed time of the rows whose path contains each"},
+    {"error_on_unknown_kernel", LWB_OPT_BOOL, NULL, "false",
+     "fail when a torch elementwise kernel is not in the short-name table"},
+    {"output_dir", LWB_OPT_STR, "DIR", NULL, "write the .csv, .json and .html here (default: beside the profile)"},
+    {"trace_json", LWB_OPT_STR, "FILE", NULL,
+     "also write a Chrome/Perfetto trace: GPU activities per stream, NVTX ranges per thread"},
 };
-static const struct lwb_cmd_help parse_help = {"parse", "[options]", "Turn a profile into a per-module kernel breakdown.", NULL};
-static int cmd_parse(int argc, char **argv) { (void)argc; (void)argv; lwb_fatal("parse: not implemented yet"); }
+
+static const struct lwb_cmd_help parse_help = {
+    "parse", "(--file-path FILE | --world-size N [--rank R]) [options]",
+    "Turn a profile into a per-module kernel breakdown: stdout, CSV, JSON and HTML.",
+    "Reads an Nsight Systems SQLite export (any version from 2022.2 on) or a profile written by\n"
+    "lwb run. With layer_wise_benchmarks markers (lwb run, or TensorRT-LLM's layer-wise\n"
+    "benchmarks under nsys) it prints the mean time of every kernel per problem after warm-up,\n"
+    "grouped by the NVTX module ranges around its launch (CUDA-graph kernels by the ranges open\n"
+    "when they were captured), plus Overlap, Space and Total. Other profiles get kernel time per\n"
+    "NVTX range. Writes STEM.csv, STEM.json (the timeline that lwb correlate reads) and STEM.html\n"
+    "(one self-contained page) beside the profile or in --output-dir.\n"
+    "An .nsys-rep is exported to .sqlite with 'nsys export' when nsys is on the PATH."};
+
+// The directory of `path` ("." when it has none).
+static char *parse_dirname(const char *path) {
+    const char *s = strrchr(path, '/');
+    return s ? xstrndup(path, s == path ? 1 : (size_t)(s - path)) : xstrdup(".");
+}
+// The file name of `path` without its last extension (".sqlite", ".nsys-rep", ...).
+static char *parse_stem(const char *path) {
+    const char *base = path_base(path), *dot = strrchr(base, '.');
+    return dot && dot != base ? xstrndup(base, (size_t)(dot - base)) : xstrdup(base);
+}
+static bool parse_exists(const char *path, struct stat *sb) {
+    struct stat tmp;
+    return stat(path, sb ? sb : &tmp) == 0;
+}
+
+static bool parse_on_path(const char *prog) {
+    const char *path = getenv("PATH");
+    if (!path) return false;
+    char *copy = xstrdup(path);
+    bool found = false;
+    for (char *save = NULL, *d = strtok_r(copy, ":", &save); d && !found; d = strtok_r(NULL, ":", &save)) {
+        char *p = lwb_path_join(*d ? d : ".", prog);
+        found = access(p, X_OK) == 0;
+        free(p);
+    }
+    free(copy);
+    return found;
+}
+
+// Export an .nsys-rep to `sqlite` when the export is missing or older (as the reference does).
+static void parse_export(const char *rep, const char *sqlite) {
+    struct stat r, s;
+    if (!parse_exists(rep, &r)) lwb_user_error("parse: %s: %s", rep, strerror(errno));
+    bool have = parse_exists(sqlite, &s);
+    bool stale = have && (s.st_mtim.tv_sec < r.st_mtim.tv_sec ||
+                          (s.st_mtim.tv_sec == r.st_mtim.tv_sec && s.st_mtim.tv_nsec < r.st_mtim.tv_nsec));
+    if (have && !stale) return;
+    if (!parse_on_path("nsys")) {
+        if (have) {
+            lwb_warn("%s is older than %s and nsys is not on the PATH to export it again; reading it as is",
+                     sqlite, rep);
+            return;
+        }
+        lwb_user_error("parse: %s must be exported to SQLite first and nsys is not on the PATH; run "
+                       "'nsys export --type sqlite -o %s --force-overwrite=true %s' where nsys is installed, "
+                       "then parse the .sqlite",
+                       rep, sqlite, rep);
+    }
+    fprintf(stderr, "lwb: exporting %s with nsys\n", rep);
+    fflush(stdout), fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) lwb_fatal("parse: cannot start nsys: %s", strerror(errno));
+    if (pid == 0) {
+        dup2(2, 1); // nsys's chatter goes to stderr; stdout stays the report
+        execlp("nsys", "nsys", "export", "--type", "sqlite", "-o", sqlite, "--force-overwrite=true", rep,
+               (char *)NULL);
+        _exit(127);
+    }
+    int st;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0 || !parse_exists(sqlite, NULL))
+        lwb_fatal("parse: 'nsys export --type sqlite -o %s --force-overwrite=true %s' failed (%s %d)", sqlite,
+                  rep, WIFEXITED(st) ? "exit" : "signal", WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+}
+
+// The SQLite file to read (malloc'd), from --file-path or --profile-dir/--world-size/--rank.
+static char *parse_resolve_input(const struct lwb_args *a) {
+    const char *file = arg_str(a, "file_path");
+    long long ws = arg_set(a, "world_size") ? arg_int(a, "world_size") : arg_set(a, "np") ? arg_int(a, "np") : 0;
+    if (arg_set(a, "world_size") && arg_set(a, "np"))
+        lwb_user_error("parse: give --world-size or --np, not both (they are the same option)");
+    if (!file == !ws)
+        lwb_user_error("parse: give exactly one of --file-path FILE and --world-size N (lwb parse --help)");
+    if (file) {
+        if (!str_ends(file, ".nsys-rep")) return xstrdup(file);
+        struct lwb_str s = {0};
+        str_printf(&s, "%.*s.sqlite", (int)(strlen(file) - strlen(".nsys-rep")), file);
+        parse_export(file, s.s);
+        return str_take(&s);
+    }
+    long long rank = arg_int(a, "rank");
+    if (rank >= ws)
+        lwb_user_error("parse: --rank %lld is not a rank of --world-size %lld (ranks are 0..%lld)", rank, ws, ws - 1);
+    struct lwb_str base = {0}, rep = {0}, sql = {0};
+    str_printf(&base, "report_np%lld_rank%lld", ws, rank);
+    char *b = lwb_path_join(arg_str(a, "profile_dir"), base.s);
+    str_printf(&rep, "%s.nsys-rep", b);
+    str_printf(&sql, "%s.sqlite", b);
+    if (parse_exists(rep.s, NULL)) parse_export(rep.s, sql.s);
+    else if (!parse_exists(sql.s, NULL))
+        lwb_user_error("parse: no profile for rank %lld of %lld: neither %s nor %s exists (lwb run writes "
+                       "them; --profile-dir says where)",
+                       rank, ws, sql.s, rep.s);
+    free(b), str_free(&base), str_free(&rep);
+    return str_take(&sql);
+}
+
+static const char *plural(size_t n, const char *one, const char *many) { return n == 1 ? one : many; }
+
+static void parse_print_header(const struct lwb_trace *t) {
+    printf("lwb parse: %s", t->path);
+    if (t->product[0] || t->version[0])
+        printf(" (%s%s%s)", t->product[0] ? t->product : "nsys", t->version[0] ? " " : "", t->version);
+    printf(": %zu %s, %zu %s, %zu %s, %zu NVTX %s\n", t->count[0], plural(t->count[0], "kernel", "kernels"),
+           t->count[1], plural(t->count[1], "memcpy", "memcpys"), t->count[2],
+           plural(t->count[2], "memset", "memsets"), t->nr, plural(t->nr, "range", "ranges"));
+}
+
+static json_t *parse_config_json(const struct lwb_args *a, const char *input, const struct lwb_breakdown *b) {
+    json_t *parse = json_object();
+    json_object_set_new(parse, "profile", json_str(input));
+    for (int i = 0; i < a->nopts; i++) {
+        const struct lwb_opt *o = &a->opts[i];
+        const struct lwb_val *v = &a->vals[i];
+        if (!v->set || (o->flags & LWB_OPT_HIDDEN)) continue;
+        json_t *j = o->type == LWB_OPT_BOOL ? json_boolean(v->b)
+                    : o->type == LWB_OPT_INT ? json_integer(v->i)
+                                             : json_str(v->s);
+        json_object_set_new(parse, o->key, j);
+    }
+    if (b && b->np) {
+        json_object_set_new(parse, "warmup_times_used", json_integer(b->warmup));
+        json_object_set_new(parse, "problems", json_integer(b->np));
+    }
+    json_t *c = json_object();
+    if (b && b->run_args) json_object_set(c, "run", b->run_args);
+    json_object_set_new(c, "parse", parse);
+    return c;
+}
+
+static int cmd_parse(int argc, char **argv) {
+    struct lwb_args a;
+    args_init(&a, "parse", parse_opts, (int)LWB_ARRAY_LEN(parse_opts));
+    args_parse(&a, &parse_help, argc, argv, 0, NULL);
+    args_apply_defaults(&a);
+    char *input = parse_resolve_input(&a);
+    char *outdir = arg_str(&a, "output_dir") ? xstrdup(arg_str(&a, "output_dir")) : parse_dirname(input);
+    if (lwb_mkdirs(outdir) != 0) lwb_user_error("parse: cannot create --output-dir %s: %s", outdir, strerror(errno));
+
+    struct lwb_trace t;
+    trace_open(&t, input);
+    parse_print_header(&t);
+    struct lwb_bd_opts bo = {arg_str(&a, "module"), arg_set(&a, "warmup_times") ? (int)arg_int(&a, "warmup_times") : -1};
+    struct lwb_breakdown b;
+    struct lwb_nvtx_sum s = {0};
+    struct lwb_report rep;
+    json_t *json;
+    if (breakdown_build(&t, &bo, &b)) {
+        if (arg_bool(&a, "error_on_unknown_kernel") && t.unknown_kernels)
+            lwb_user_error("parse: %d torch kernel %s not in the short-name table (warnings above); drop "
+                           "--error-on-unknown-kernel to parse anyway",
+                           t.unknown_kernels, plural((size_t)t.unknown_kernels, "name is", "names are"));
+        printf("Warm-up: %d %s dropped per problem (%s)\n", b.warmup, plural((size_t)b.warmup, "run", "runs"),
+               b.warmup_from_profile ? "warmup_times of the profile" : "--warmup-times");
+        printf("Run args:\n");
+        if (b.run_args) {
+            char *ra = json_dumps(b.run_args, 0);
+            printf("%s\n", ra);
+            free(ra);
+        } else {
+            printf("(none: the profile has no 'layer_wise_benchmarks args' range)\n");
+        }
+        printf("Problem set:\n");
+        for (int i = 0; i < b.np; i++) {
+            printf("- \"%s\"    %d runs    Ranges: [", b.p[i].text, b.p[i].nruns);
+            for (int j = 0; j < b.p[i].nranges; j++) printf("%s%s", j ? ", " : "", trace_str(&t, b.p[i].ranges[j]));
+            printf("]\n");
+        }
+        report_from_breakdown(&rep, &b);
+        json = report_timeline_json(&b);
+    } else {
+        if (bo.module || bo.warmup >= 0)
+            lwb_warn("--module and --warmup-times apply to layer-wise profiles only; %s has no "
+                     "layer_wise_benchmarks markers", input);
+        nvtx_sum_build(&t, &s);
+        printf("No layer_wise_benchmarks markers: kernel time per NVTX range open at each launch "
+               "(%zu of %zu GPU activities inside a range%s)\n",
+               t.enclosed, t.nk, t.has_nvtx ? "" : "; the profile has no NVTX_EVENTS table");
+        report_from_summary(&rep, &t, &s);
+        json = report_summary_json(&t, &s);
+    }
+    rep.config = parse_config_json(&a, input, &b);
+    report_print_table(stdout, &rep);
+    if (arg_str(&a, "query")) report_print_query(stdout, &rep, arg_str(&a, "query"));
+
+    // Every output is complete before any is renamed into place.
+    char *stem = parse_stem(input), *paths[3];
+    static const char *ext[] = {".csv", ".json", ".html"};
+    struct lwb_str body = {0};
+    for (int i = 0; i < 3; i++) {
+        struct lwb_str name = {0};
+        str_printf(&name, "%s%s", stem, ext[i]);
+        paths[i] = lwb_path_join(outdir, name.s);
+        str_free(&name);
+        if (!strcmp(paths[i], input)) lwb_user_error("parse: output %s would overwrite the profile", paths[i]);
+        FILE *f = report_out_open(paths[i]);
+        str_clear(&body);
+        if (i == 0) report_csv(&rep, &body);
+        if (i == 2) report_html(&rep, &body);
+        if (i == 1) report_json(json, f);
+        else report_out_str(f, &body);
+    }
+    if (arg_str(&a, "trace_json")) report_write_trace(&t, report_out_open(arg_str(&a, "trace_json")));
+    report_out_commit();
+    printf("Wrote %s, %s, %s%s%s\n", paths[0], paths[1], paths[2], arg_str(&a, "trace_json") ? ", " : "",
+           arg_str(&a, "trace_json") ? arg_str(&a, "trace_json") : "");
+    for (int i = 0; i < 3; i++) free(paths[i]);
+    str_free(&body);
+    free(stem), free(outdir), free(input);
+    json_decref(json);
+    report_free(&rep);
+    breakdown_free(&b);
+    nvtx_sum_free(&s);
+    trace_free(&t);
+    args_free(&a);
+    return 0;
+}
