@@ -216,7 +216,7 @@ static int compare_fixtures(const char *dir, const char *extra) {
     struct lwb_bd_opts o = {NULL, -1};
     assert_true(breakdown_build(&ta, &o, &a));
     assert_true(breakdown_build(&tb, &o, &b));
-    int n = breakdown_compare(&a, &b, 0.05, stderr);
+    int n = breakdown_compare(&a, &b, 0.05, 0, stderr);
     breakdown_free(&a), breakdown_free(&b), trace_free(&ta), trace_free(&tb);
     free(pa), free(pb);
     return n;

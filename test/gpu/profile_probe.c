@@ -125,345 +125,64 @@ static void problems(struct probe *pb, struct lwb_profiler *prof, bool run_windo
 }
 
 // ---------------------------------------------------------------------------------------------
-// Module breakdown of a profile (lwb's or an nsys export), by the rules the parser follows
+// Checks, through lwb's own parser (src/trace.h): the module breakdown of a profile of this
+// program must hold, per problem, the five (module, kernel) rows of the forward once per run,
+// graph kernels included; two profiles of it must agree (rows and counts, means within 5 % or
+// 0.5 us).
 
-struct chk_range {
-    int64_t start, end; // end: INT64_MAX when the range never ended
-    int64_t tid;        // globalTid
-    char *text;
-};
-struct chk_node {
-    int64_t id, orig; // orig: -1 for a node created by capture (NULL in the file)
-    int64_t start, end, tid;
-};
-struct chk_api {
-    int64_t pid, corr; // pid: globalTid with the thread bits cleared
-    int64_t start, end, tid;
-};
-struct chk_row {
-    int problem;
-    char *run, *path, *name;
-    int64_t count;
-    double sum_ns;
-};
-struct chk_table {
-    struct chk_row *rows;
-    size_t nrows, caprows;
-    int64_t activities, unlaunched, graph, graph_cloned, graph_unresolved;
-    int warmup, timed; // from the args marker, -1 when absent
+static const char *const probe_rows[][2] = {
+    {"MLA", "lwb_rmsnorm"},
+    {"Deepseekv3MoE > DeepseekV3Gate", "lwb_rmsnorm"},
+    {"Deepseekv3MoE > MoE", "lwb_rmsnorm"},
+    {"Deepseekv3MoE > MoE", "Memset"},
+    {"Deepseekv3MoE > MoE", "Memcpy"},
 };
 
-static bool chk_has(sqlite3 *db, const char *table, const char *col) {
-    char sql[256];
-    snprintf(sql, sizeof sql, "SELECT count(*) FROM pragma_table_info('%s')%s%s%s", table,
-             col ? " WHERE name = '" : "", col ? col : "", col ? "'" : "");
-    sqlite3_stmt *st;
-    int64_t n = 0;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
-        n = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    return n > 0;
-}
-
-static sqlite3_stmt *chk_query(sqlite3 *db, const char *sql) {
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
-        lwb_fatal("check: %s: %s", sqlite3_errmsg(db), sql);
-    return st;
-}
-
-static int64_t col_i64(sqlite3_stmt *st, int i, int64_t null_value) {
-    return sqlite3_column_type(st, i) == SQLITE_NULL ? null_value : sqlite3_column_int64(st, i);
-}
-
-static int chk_api_cmp(const void *a, const void *b) {
-    const struct chk_api *x = a, *y = b;
-    if (x->pid != y->pid) return x->pid < y->pid ? -1 : 1;
-    return x->corr < y->corr ? -1 : x->corr > y->corr;
-}
-static int chk_node_cmp(const void *a, const void *b) {
-    const struct chk_node *x = a, *y = b;
-    return x->id < y->id ? -1 : x->id > y->id;
-}
-static int chk_range_cmp(const void *a, const void *b) {
-    const struct chk_range *x = a, *y = b;
-    if (x->start != y->start) return x->start < y->start ? -1 : 1;
-    return x->end > y->end ? -1 : x->end < y->end; // outer first
-}
-
-static bool is_run(const char *t) { return str_starts(t, "b="); }
-static bool is_marker(const char *t) { return str_starts(t, "layer_wise_benchmarks "); }
-
-// The module path ("Deepseekv3MoE/MoE") at [start, end] on thread tid.
-static void chk_path(const struct chk_range *r, size_t n, int64_t tid, int64_t start, int64_t end,
-                     struct lwb_str *out) {
-    str_clear(out);
-    for (size_t i = 0; i < n && r[i].start <= start; i++) {
-        if (r[i].tid != tid || r[i].end < end || is_run(r[i].text) || is_marker(r[i].text)) continue;
-        str_printf(out, "%s%s", out->len ? "/" : "", r[i].text);
-    }
-    if (!out->len) str_puts(out, "-");
-}
-
-static void chk_load(const char *file, struct chk_table *t) {
-    sqlite3 *db;
-    if (sqlite3_open_v2(file, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK)
-        lwb_user_error("check: cannot open %s: %s", file, sqlite3_errmsg(db));
-    *t = (struct chk_table){.warmup = -1, .timed = -1};
-    // Strings.
-    char **str = NULL;
-    size_t nstr = 0;
-    sqlite3_stmt *st = chk_query(db, "SELECT id, value FROM StringIds");
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        int64_t id = sqlite3_column_int64(st, 0);
-        if (id < 0 || id > 50000000) continue;
-        if ((size_t)id >= nstr) {
-            size_t n = (size_t)id + 1;
-            str = xrealloc(str, n * sizeof *str);
-            memset(str + nstr, 0, (n - nstr) * sizeof *str);
-            nstr = n;
-        }
-        str[id] = xstrdup((const char *)sqlite3_column_text(st, 1));
-    }
-    sqlite3_finalize(st);
-#define STR(id) ((id) >= 0 && (size_t)(id) < nstr && str[id] ? str[id] : "?")
-    // Push/pop ranges, and the problem_spec and args markers among them.
-    struct chk_range *r = NULL;
-    size_t nr = 0, capr = 0;
-    int64_t *problems = NULL;
-    size_t np = 0, capp = 0;
-    st = chk_query(db, "SELECT start, end, globalTid, text, textId FROM NVTX_EVENTS "
-                       "WHERE eventType = 59 ORDER BY start");
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        const char *text = (const char *)sqlite3_column_text(st, 3);
-        if (!text) text = STR(col_i64(st, 4, -1));
-        struct chk_range x = {sqlite3_column_int64(st, 0), col_i64(st, 1, INT64_MAX),
-                              sqlite3_column_int64(st, 2), xstrdup(text)};
-        if (str_starts(text, "layer_wise_benchmarks problem_spec")) LWB_PUSH(problems, np, capp, x.start);
-        if (str_starts(text, "layer_wise_benchmarks args ")) {
-            json_t *a = json_loads(text + strlen("layer_wise_benchmarks args "), 0, NULL);
-            if (a) {
-                t->warmup = (int)json_integer_value(json_object_get(a, "warmup_times"));
-                t->timed = (int)json_integer_value(json_object_get(a, "run_times"));
-                json_decref(a);
-            }
-        }
-        LWB_PUSH(r, nr, capr, x);
-    }
-    sqlite3_finalize(st);
-    qsort(r, nr, sizeof *r, chk_range_cmp);
-    // Launches.
-    struct chk_api *api = NULL;
-    size_t na = 0, capa = 0;
-    st = chk_query(db, "SELECT correlationId, globalTid, start, end FROM CUPTI_ACTIVITY_KIND_RUNTIME "
-                       "WHERE eventClass IN (0, 1)");
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        int64_t gtid = sqlite3_column_int64(st, 1);
-        struct chk_api a = {gtid & ~(int64_t)0xFFFFFF, sqlite3_column_int64(st, 0),
-                            sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3), gtid};
-        LWB_PUSH(api, na, capa, a);
-    }
-    sqlite3_finalize(st);
-    qsort(api, na, sizeof *api, chk_api_cmp);
-    // Graph nodes.
-    struct chk_node *nodes = NULL;
-    size_t nn = 0, capn = 0;
-    if (chk_has(db, "CUDA_GRAPH_NODE_EVENTS", NULL)) {
-        st = chk_query(db, "SELECT graphNodeId, originalGraphNodeId, start, end, globalTid "
-                           "FROM CUDA_GRAPH_NODE_EVENTS");
-        while (sqlite3_step(st) == SQLITE_ROW) {
-            struct chk_node g = {sqlite3_column_int64(st, 0), col_i64(st, 1, -1),
-                                 sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3),
-                                 sqlite3_column_int64(st, 4)};
-            LWB_PUSH(nodes, nn, capn, g);
-        }
-        sqlite3_finalize(st);
-        qsort(nodes, nn, sizeof *nodes, chk_node_cmp);
-    }
-    // Kernels, copies, memsets.
-    static const struct {
-        const char *table, *name;
-    } kinds[] = {{"CUPTI_ACTIVITY_KIND_KERNEL", NULL},
-                 {"CUPTI_ACTIVITY_KIND_MEMCPY", "[memcpy]"},
-                 {"CUPTI_ACTIVITY_KIND_MEMSET", "[memset]"}};
-    struct lwb_str path = {0}, sql = {0};
-    for (size_t k = 0; k < LWB_ARRAY_LEN(kinds); k++) {
-        if (!chk_has(db, kinds[k].table, NULL)) continue;
-        bool graph = chk_has(db, kinds[k].table, "graphNodeId");
-        str_clear(&sql);
-        str_printf(&sql, "SELECT start, end, correlationId, globalPid, %s, %s FROM %s ORDER BY start",
-                   graph ? "graphNodeId" : "NULL", kinds[k].name ? "NULL" : "shortName",
-                   kinds[k].table);
-        st = chk_query(db, sql.s);
-        while (sqlite3_step(st) == SQLITE_ROW) {
-            int64_t start = sqlite3_column_int64(st, 0), end = sqlite3_column_int64(st, 1);
-            struct chk_api key = {col_i64(st, 3, 0), col_i64(st, 2, -1), 0, 0, 0};
-            int64_t node = col_i64(st, 4, -1);
-            const char *name = kinds[k].name ? kinds[k].name : STR(col_i64(st, 5, -1));
-            t->activities++;
-            const struct chk_api *a = bsearch(&key, api, na, sizeof *api, chk_api_cmp);
-            if (!a) {
-                t->unlaunched++;
-                continue;
-            }
-            // The iteration: the run range around the launch.
-            const char *run = "(outside runs)";
-            for (size_t i = 0; i < nr && r[i].start <= a->start; i++)
-                if (r[i].tid == a->tid && r[i].end >= a->end && is_run(r[i].text)) run = r[i].text;
-            // The module path: around the launch, or around the node's creation at capture.
-            if (node >= 0) {
-                t->graph++;
-                struct chk_node q = {.id = node};
-                const struct chk_node *g = bsearch(&q, nodes, nn, sizeof *nodes, chk_node_cmp);
-                if (g && g->orig >= 0) t->graph_cloned++;
-                for (int hop = 0; g && g->orig >= 0 && hop < 16; hop++) {
-                    q.id = g->orig;
-                    g = bsearch(&q, nodes, nn, sizeof *nodes, chk_node_cmp);
-                }
-                if (!g || g->orig >= 0) {
-                    t->graph_unresolved++;
-                    str_clear(&path);
-                    str_puts(&path, "(node unknown)");
-                } else {
-                    chk_path(r, nr, g->tid, g->start, g->end, &path);
-                }
-            } else {
-                chk_path(r, nr, a->tid, a->start, a->end, &path);
-            }
-            int problem = -1;
-            for (size_t i = 0; i < np; i++)
-                if (problems[i] <= start) problem = (int)i;
-            struct chk_row *row = NULL;
-            for (size_t i = 0; i < t->nrows && !row; i++) {
-                struct chk_row *x = &t->rows[i];
-                if (x->problem == problem && !strcmp(x->run, run) && !strcmp(x->path, path.s) &&
-                    !strcmp(x->name, name))
-                    row = x;
-            }
-            if (!row) {
-                struct chk_row x = {problem, xstrdup(run), xstrdup(path.s), xstrdup(name), 0, 0};
-                LWB_PUSH(t->rows, t->nrows, t->caprows, x);
-                row = &t->rows[t->nrows - 1];
-            }
-            row->count++;
-            row->sum_ns += (double)(end - start);
-        }
-        sqlite3_finalize(st);
-    }
-#undef STR
-    str_free(&path), str_free(&sql);
-    for (size_t i = 0; i < nr; i++) free(r[i].text);
-    for (size_t i = 0; i < nstr; i++) free(str[i]);
-    free(r), free(str), free(problems), free(api), free(nodes);
-    sqlite3_close(db);
-}
-
-static void chk_print(const char *path, const struct chk_table *t) {
-    printf("%s: %" PRId64 " kernels/copies/memsets, %" PRId64 " without a launch record; %" PRId64
-           " from graphs (%" PRId64 " through cloned nodes, %" PRId64 " unresolved)\n",
-           path, t->activities, t->unlaunched, t->graph, t->graph_cloned, t->graph_unresolved);
-    printf("  %-7s %-28s %-34s %-14s %6s %10s\n", "problem", "run", "module path", "name", "count",
-           "mean us");
-    for (size_t i = 0; i < t->nrows; i++) {
-        const struct chk_row *x = &t->rows[i];
-        printf("  %-7d %-28s %-34s %-14s %6" PRId64 " %10.2f\n", x->problem, x->run, x->path,
-               x->name, x->count, x->sum_ns / (double)x->count / 1000.0);
-    }
-}
-
-static void chk_free(struct chk_table *t) {
-    for (size_t i = 0; i < t->nrows; i++) free(t->rows[i].run), free(t->rows[i].path), free(t->rows[i].name);
-    free(t->rows);
-}
-
-// What the probe's contract says a profile of it holds: per problem, one run name and five
-// (path, name) rows of W+T each, every graph kernel resolved to its capture. Returns failures.
-static int chk_expect(const struct chk_table *t) {
-    int bad = 0;
-    if (t->warmup < 0 || t->timed < 0) {
-        printf("check: no `layer_wise_benchmarks args` marker with warmup_times and run_times\n");
+static int check_one(const char *path, struct lwb_trace *t, struct lwb_breakdown *b) {
+    trace_open(t, path);
+    struct lwb_bd_opts o = {.module = NULL, .warmup = -1};
+    if (!breakdown_build(t, &o, b)) {
+        printf("check: %s has no layer-wise markers\n", path);
         return 1;
     }
-    static const char *const want[][2] = {
-        {"MLA", "lwb_rmsnorm"},
-        {"Deepseekv3MoE/DeepseekV3Gate", "lwb_rmsnorm"},
-        {"Deepseekv3MoE/MoE", "lwb_rmsnorm"},
-        {"Deepseekv3MoE/MoE", "[memset]"},
-        {"Deepseekv3MoE/MoE", "[memcpy]"},
-    };
-    const int64_t n = t->warmup + t->timed;
-    for (int problem = 0; problem < 2; problem++)
-        for (size_t k = 0; k < LWB_ARRAY_LEN(want); k++) {
-            int64_t got = 0;
-            for (size_t i = 0; i < t->nrows; i++) {
-                const struct chk_row *x = &t->rows[i];
-                if (x->problem == problem && is_run(x->run) && !strcmp(x->path, want[k][0]) &&
-                    !strcmp(x->name, want[k][1]))
-                    got += x->count;
-            }
-            if (got != n) {
-                printf("check: problem %d, %s %s: %" PRId64 " in runs, expected %" PRId64 "\n",
-                       problem, want[k][0], want[k][1], got, n);
-                bad++;
-            }
-        }
-    if (t->unlaunched) printf("check: %" PRId64 " records without a launch\n", t->unlaunched), bad++;
-    if (t->graph != 5 * n) // 3 kernels, a memset and a copy per replay
-        printf("check: %" PRId64 " graph records, expected %" PRId64 "\n", t->graph, 5 * n), bad++;
-    if (t->graph_unresolved)
-        printf("check: %" PRId64 " graph records whose node chain ends nowhere\n", t->graph_unresolved), bad++;
-    if (t->graph_cloned != t->graph)
-        printf("check: %" PRId64 " of %" PRId64 " graph records ran as nodes that are not clones "
-               "(TensorRT-LLM's parser needs exec node -> original)\n",
-               t->graph - t->graph_cloned, t->graph), bad++;
-    printf("check: %s (%d warm-up + %d timed iterations per problem)\n", bad ? "FAILED" : "ok",
-           t->warmup, t->timed);
-    return bad;
-}
-
-// Same rows (outside-run rows aside: a narrower window legitimately misses them), same counts,
-// means within 5 %.
-static int chk_compare(const struct chk_table *a, const char *na, const struct chk_table *b,
-                       const char *nb) {
     int bad = 0;
-    for (int pass = 0; pass < 2; pass++) {
-        const struct chk_table *x = pass ? b : a, *y = pass ? a : b;
-        for (size_t i = 0; i < x->nrows; i++) {
-            const struct chk_row *p = &x->rows[i], *q = NULL;
-            if (!is_run(p->run)) continue;
-            for (size_t j = 0; j < y->nrows && !q; j++)
-                if (y->rows[j].problem == p->problem && !strcmp(y->rows[j].run, p->run) &&
-                    !strcmp(y->rows[j].path, p->path) && !strcmp(y->rows[j].name, p->name))
-                    q = &y->rows[j];
-            if (!q) {
-                printf("compare: only in %s: %d %s %s %s\n", pass ? nb : na, p->problem, p->run,
-                       p->path, p->name);
-                bad++;
-                continue;
-            }
-            if (pass) continue;
-            double mp = p->sum_ns / (double)p->count, mq = q->sum_ns / (double)q->count;
-            if (p->count != q->count || fabs(mp - mq) > 0.05 * LWB_MAX(mp, mq)) {
-                printf("compare: %d %s %s %s: %" PRId64 " x %.2f us vs %" PRId64 " x %.2f us\n",
-                       p->problem, p->run, p->path, p->name, p->count, mp / 1000, q->count, mq / 1000);
+    printf("%s: %d problems\n  %-8s %-34s %-12s %5s %10s\n", path, b->np, "problem", "module", "name", "count",
+           "mean us");
+    for (int p = 0; p < b->np; p++) {
+        struct lwb_module_row *rows;
+        int n = breakdown_module_rows(b, p, &rows);
+        for (int i = 0; i < n; i++)
+            printf("  %-8d %-34s %-12s %5d %10.2f\n", p, rows[i].path[0] ? rows[i].path : "-", rows[i].short_name,
+                   rows[i].count, rows[i].mean_ns / 1000);
+        for (size_t k = 0; k < LWB_ARRAY_LEN(probe_rows); k++) {
+            int found = 0;
+            for (int i = 0; i < n; i++)
+                found += !strcmp(rows[i].path, probe_rows[k][0]) && !strcmp(rows[i].short_name, probe_rows[k][1]) &&
+                         rows[i].count == 1;
+            if (found != 1) {
+                printf("check: problem %d: %s under %s: %d rows, expected 1\n", p, probe_rows[k][1], probe_rows[k][0],
+                       found);
                 bad++;
             }
         }
+        free(rows);
     }
-    printf("compare: %s\n", bad ? "DIFFERENT" : "same rows and counts, means within 5 %");
+    if (b->np != 2) printf("check: %d problems, expected 2\n", b->np), bad++;
+    printf("check: %s\n", bad ? "FAILED" : "ok");
     return bad;
 }
 
 static int check_main(int argc, char **argv) {
-    struct chk_table t[2];
+    struct lwb_trace t[2];
+    struct lwb_breakdown b[2];
     int bad = 0;
-    for (int i = 0; i < argc; i++) {
-        chk_load(argv[i], &t[i]);
-        chk_print(argv[i], &t[i]);
-        bad += chk_expect(&t[i]);
+    for (int i = 0; i < argc; i++) bad += check_one(argv[i], &t[i], &b[i]);
+    if (argc == 2) {
+        int d = breakdown_compare(&b[0], &b[1], 0.05, 500, stdout);
+        printf("compare: %s\n", d ? "DIFFERENT" : "same rows and counts, means within 5 % (or 0.5 us)");
+        bad += d;
     }
-    if (argc == 2) bad += chk_compare(&t[0], argv[0], &t[1], argv[1]);
-    for (int i = 0; i < argc; i++) chk_free(&t[i]);
+    for (int i = 0; i < argc; i++) breakdown_free(&b[i]), trace_free(&t[i]);
     return bad ? 1 : 0;
 }
 
