@@ -16,12 +16,15 @@
 #include "src/model.h"       // defines: lwb_model, model_load (HF config.json / presets)
 #include "src/routing.h"     // defines: balance methods (expert selection on the CPU)
 #include "src/layers/rmsnorm.h" // defines: rmsnorm_choose_config, rmsnorm_request, rmsnorm_enqueue
+#include "src/gpuspec.h"     // defines: datasheet peaks of known GPUs
+#include "src/memplan.h"     // defines: lwb_mem, mem_alloc (dry or real), mem_check_fits
 #include "src/layers/init.h"  // defines: init_request, init_fill_bf16 (seeded device fills)
 #include "src/layers/gemm.h"  // defines: lwb_operand, lwb_gemm, gemm_plan, gemm_bind, gemm_enqueue
 #include "src/layers/mla_decode.h" // defines: absorbed MLA attention over the paged cache
 #include "src/layers/mla_prefill.h" // defines: causal MLA attention of the context phase
 #include "src/layers/mla_rope.h" // defines: MLA rotary embedding, cache writes and gathers
 #include "src/layers/moe_route.h" // defines: DeepSeek-V3 routing and the expert permutation
+#include "src/layers/deepseek.h" // defines: the DeepSeek-V3 decoder layer (MLA, MoE, MLP), costs
 #include "src/kernels.h"     // defines: lwb_kfamilies
 #include "src/profile.h"     // defines: built-in profiler (CUPTI -> nsys-shaped SQLite)
 #include "src/trace.h"       // defines: profile reader (nsys or lwb SQLite: kernels, NVTX, attribution)
@@ -29,7 +32,9 @@
 #include "src/cmd_kernels.h" // defines: cmd_kernels
 #include "src/cmd_version.h" // defines: cmd_version
 #include "src/config.h"      // defines: run_opts, config_load (YAML + flags)
-#include "src/cmd_run.h"     // defines: cmd_run
+#include "src/runner.h"      // defines: problem loop, warm-up checks, graphs, timing, module timings
+#include "src/dump.h"        // defines: dump_first_problem (--dump)
+#include "src/cmd_run.h"     // defines: cmd_run, run_plan_build
 #include "src/cmd_parse.h"   // defines: cmd_parse
 #include "src/cmd_correlate.h" // defines: cmd_correlate
 

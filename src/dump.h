@@ -1,0 +1,184 @@
+// dump.h: `lwb run --dump DIR`: the first problem's layers as safetensors files that a
+// reference implementation can load: DIR/layer<i>.safetensors per selected layer and
+// DIR/meta.json.
+//
+// Each file holds the layer's weights under a DeepSeek-V3 checkpoint's own tensor names and
+// layouts (model.layers.<i>.self_attn.q_a_proj.weight, ..., mlp.experts.<e>.gate_proj.weight: the
+// fused and interleaved forms lwb keeps are split back), and lwb's tensors:
+//   lwb.input.hidden_states, lwb.input.residual       (tokens, hidden) the layer's inputs
+//   lwb.output.hidden_states, lwb.output.residual     (tokens, hidden) its outputs
+//   lwb.position_ids                                  (tokens) int64
+//   lwb.moe.hidden_states, lwb.moe.topk_ids, lwb.moe.topk_weights  (MoE layers) the routed
+//       input (after post_attention_layernorm) and the routing lwb applied
+//   lwb.past_kv.latent (batch, past, kv_lora) and lwb.past_kv.k_pe (batch, past, rope): the
+//       cached tokens as the layer saw them (after kv_a_layernorm; after RoPE)
+// Tensors are streamed from the device one at a time, so a 22 GB MoE layer needs one host
+// buffer of its largest tensor, not 22 GB of host memory.
+//
+// Does not: compare anything (test/gpu/check_layer.py does, against transformers).
+// Tested by test/test_plan.c (names and shapes of a dump plan); on the GPU by check_layer.py.
+#pragma once
+
+// Rows `first + i * step` (i < rows) of a row-major device matrix with `row_bytes` per row.
+struct dump_src {
+    CUdeviceptr base;
+    size_t row_bytes;
+    long long first, step, rows;
+    const void *host; // or host bytes
+};
+
+static int dump_fill(void *ctx, const char *name, void *dst, size_t bytes) {
+    const struct dump_src *s = ctx;
+    (void)name;
+    if (s->host) {
+        memcpy(dst, s->host, bytes);
+        return 0;
+    }
+    if ((size_t)s->rows * s->row_bytes != bytes) return -1;
+    if (s->step == 1) {
+        CU_CHECK(lwb_cu.cuMemcpyDtoH(dst, s->base + (CUdeviceptr)(s->first * (long long)s->row_bytes), bytes));
+        return 0;
+    }
+    size_t span = (size_t)((s->rows - 1) * s->step + 1) * s->row_bytes;
+    char *tmp = xmalloc(span);
+    CU_CHECK(lwb_cu.cuMemcpyDtoH(tmp, s->base + (CUdeviceptr)(s->first * (long long)s->row_bytes), span));
+    for (long long i = 0; i < s->rows; i++)
+        memcpy((char *)dst + i * s->row_bytes, tmp + (size_t)(i * s->step) * s->row_bytes, s->row_bytes);
+    free(tmp);
+    return 0;
+}
+
+// Where a checkpoint tensor of `layer` lives in lwb's weights.
+static struct dump_src dump_weight_src(const struct ds_layer *L, const struct ds_dims *d, const struct lwb_weight *w) {
+    // The name after "model.layers.<i>.".
+    const char *n = w->name + (str_starts(w->name, "model.layers.") ? strlen("model.layers.") : 0);
+    while (isdigit((unsigned char)*n)) n++;
+    if (*n == '.') n++;
+    const size_t H2 = (size_t)d->hidden * 2;
+    const struct ds_weights *x = &L->w;
+#define ROWS(b, rb, f, st, n_) ((struct dump_src){b, rb, f, st, n_, NULL})
+    if (!strcmp(n, "input_layernorm.weight")) return ROWS(x->in_norm, H2, 0, 1, 1);
+    if (!strcmp(n, "post_attention_layernorm.weight")) return ROWS(x->post_norm, H2, 0, 1, 1);
+    if (!strcmp(n, "self_attn.q_a_proj.weight")) return ROWS(x->fused_a, H2, 0, 1, d->q_lora);
+    if (!strcmp(n, "self_attn.kv_a_proj_with_mqa.weight")) return ROWS(x->fused_a, H2, d->q_lora, 1, d->kv_row);
+    if (!strcmp(n, "self_attn.q_a_layernorm.weight")) return ROWS(x->q_a_norm, (size_t)d->q_lora * 2, 0, 1, 1);
+    if (!strcmp(n, "self_attn.kv_a_layernorm.weight")) return ROWS(x->kv_a_norm, (size_t)d->kv_lora * 2, 0, 1, 1);
+    if (!strcmp(n, "self_attn.q_b_proj.weight")) return ROWS(x->q_b, (size_t)d->q_lora * 2, 0, 1, (long long)d->heads * d->qk);
+    if (!strcmp(n, "self_attn.kv_b_proj.weight"))
+        return ROWS(x->kv_b, (size_t)d->kv_lora * 2, 0, 1, (long long)d->heads * (d->nope + d->v));
+    if (!strcmp(n, "self_attn.o_proj.weight")) return ROWS(x->o_proj, (size_t)d->heads * d->v * 2, 0, 1, d->hidden);
+    if (!strcmp(n, "mlp.gate.weight")) return ROWS(x->gate, H2, 0, 1, d->experts);
+    if (!strcmp(n, "mlp.gate.e_score_correction_bias")) return ROWS(x->bias, (size_t)d->experts * 4, 0, 1, 1);
+    if (!strcmp(n, "mlp.shared_experts.gate_proj.weight")) return ROWS(x->s13, H2, 0, 2, d->shared_inter);
+    if (!strcmp(n, "mlp.shared_experts.up_proj.weight")) return ROWS(x->s13, H2, 1, 2, d->shared_inter);
+    if (!strcmp(n, "mlp.shared_experts.down_proj.weight")) return ROWS(x->s2, (size_t)d->shared_inter * 2, 0, 1, d->hidden);
+    if (!strcmp(n, "mlp.gate_proj.weight")) return ROWS(x->d13, H2, 0, 2, d->inter);
+    if (!strcmp(n, "mlp.up_proj.weight")) return ROWS(x->d13, H2, 1, 2, d->inter);
+    if (!strcmp(n, "mlp.down_proj.weight")) return ROWS(x->d2, (size_t)d->inter * 2, 0, 1, d->hidden);
+    if (w->expert >= 0) {
+        long long e = w->expert, I = d->moe_inter;
+        if (strstr(n, "gate_proj")) return ROWS(x->w13, H2, e * 2 * I, 2, I);
+        if (strstr(n, "up_proj")) return ROWS(x->w13, H2, e * 2 * I + 1, 2, I);
+        if (strstr(n, "down_proj")) return ROWS(x->w2, (size_t)I * 2, e * d->hidden, 1, d->hidden);
+    }
+#undef ROWS
+    LWB_BUG("dump: no source for %s", w->name);
+}
+
+static void *dump_download(CUdeviceptr p, size_t bytes) {
+    void *h = xmalloc(bytes);
+    CU_CHECK(lwb_cu.cuMemcpyDtoH(h, p, bytes));
+    return h;
+}
+
+static void dump_first_problem(struct lwb_runner *r, const struct lwb_model *model, long long seed, const char *dir) {
+    if (lwb_mkdirs(dir) != 0) lwb_fatal("--dump: cannot create %s: %s", dir, strerror(errno));
+    const struct ds_dims *d = &r->d;
+    const struct ds_problem *q = &r->problems[0];
+    const long long T = q->tokens, H = d->hidden;
+    const size_t act = (size_t)T * H * 2;
+    runner_setup_problem(r, 0);
+    for (int l = 0; l < r->nlayers; l++) {
+        struct ds_run *run = runner_run(r, 0, l);
+        const struct ds_layer *L = run->L;
+        stream_wait(r->s, 600, "the dump");
+        void *in_h = dump_download(l == 0 ? r->buf.hidden_in : r->buf.hidden, act);
+        void *in_r = dump_download(l == 0 ? r->buf.residual_in : r->buf.residual, act);
+        ds_forward(run, d, &r->buf, r->s, l == 0);
+        stream_wait(r->s, 600, "the dump");
+        void *out_h = dump_download(r->buf.hidden, act), *out_r = dump_download(r->buf.residual, act);
+        void *moe_x = NULL, *ids = NULL, *wts = NULL;
+        if (L->moe) {
+            moe_x = dump_download(r->buf.x, act);
+            ids = dump_download(r->buf.ids, (size_t)T * d->top_k * 4);
+            wts = dump_download(r->buf.weights, (size_t)T * d->top_k * 4);
+        }
+        int64_t *pos = xmalloc(sizeof(int64_t) * (size_t)T);
+        for (long long t = 0; t < T; t++) pos[t] = q->past + t % q->qlen;
+        // Past tokens as cached: gathered per request, split into latent and rope parts.
+        void *lat = NULL, *kpe = NULL;
+        if (q->past) {
+            size_t rows = (size_t)q->batch * q->past;
+            CUdeviceptr g = dev_alloc(rows * d->kv_row * 2, "dump gather");
+            mla_gather_enqueue(&run->r_rope, r->s, L->cache, r->buf.block_table, r->buf.max_blocks, q->past, q->batch, g);
+            stream_wait(r->s, 600, "the dump");
+            uint16_t *all = dump_download(g, rows * d->kv_row * 2);
+            dev_free(g, rows * d->kv_row * 2);
+            lat = xmalloc(rows * d->kv_lora * 2), kpe = xmalloc(rows * d->rope * 2);
+            for (size_t i = 0; i < rows; i++) {
+                memcpy((uint16_t *)lat + i * d->kv_lora, all + i * d->kv_row, (size_t)d->kv_lora * 2);
+                memcpy((uint16_t *)kpe + i * d->rope, all + i * d->kv_row + d->kv_lora, (size_t)d->rope * 2);
+            }
+            free(all);
+        }
+        char name[64];
+        snprintf(name, sizeof name, "layer%d.safetensors", L->index);
+        char *path = lwb_path_join(dir, name);
+        struct lwb_st_writer *w = st_writer_begin(path);
+        struct lwb_weight *ws;
+        int nw = model_layer_weights(model, L->index, &ws);
+        struct dump_src *src = xcalloc((size_t)nw + 16, sizeof *src);
+        for (int i = 0; i < nw; i++) {
+            src[i] = dump_weight_src(L, d, &ws[i]);
+            int64_t shape[2] = {ws[i].shape[0], ws[i].shape[1]};
+            st_add_fill(w, ws[i].name, ws[i].dtype, shape, ws[i].ndim, dump_fill, &src[i]);
+        }
+        int64_t sh_th[2] = {T, H}, sh_t[1] = {T}, sh_tk[2] = {T, d->top_k};
+        st_add(w, "lwb.input.hidden_states", "BF16", sh_th, 2, in_h, act);
+        st_add(w, "lwb.input.residual", "BF16", sh_th, 2, in_r, act);
+        st_add(w, "lwb.output.hidden_states", "BF16", sh_th, 2, out_h, act);
+        st_add(w, "lwb.output.residual", "BF16", sh_th, 2, out_r, act);
+        st_add(w, "lwb.position_ids", "I64", sh_t, 1, pos, sizeof(int64_t) * (size_t)T);
+        if (L->moe) {
+            st_add(w, "lwb.moe.hidden_states", "BF16", sh_th, 2, moe_x, act);
+            st_add(w, "lwb.moe.topk_ids", "I32", sh_tk, 2, ids, (size_t)T * d->top_k * 4);
+            st_add(w, "lwb.moe.topk_weights", "F32", sh_tk, 2, wts, (size_t)T * d->top_k * 4);
+        }
+        if (q->past) {
+            int64_t sl[3] = {q->batch, q->past, d->kv_lora}, sk[3] = {q->batch, q->past, d->rope};
+            st_add(w, "lwb.past_kv.latent", "BF16", sl, 3, lat, (size_t)q->batch * q->past * d->kv_lora * 2);
+            st_add(w, "lwb.past_kv.k_pe", "BF16", sk, 3, kpe, (size_t)q->batch * q->past * d->rope * 2);
+        }
+        char v[64];
+        snprintf(v, sizeof v, "%d", L->index);
+        st_metadata(w, "layer", v);
+        st_metadata(w, "run_type", q->ctx ? "CTX" : "GEN");
+        st_writer_finish(w);
+        printf("dump: %s (%d weights)\n", path, nw);
+        free(path), free(ws), free(src), free(in_h), free(in_r), free(out_h), free(out_r), free(moe_x), free(ids);
+        free(wts), free(pos), free(lat), free(kpe);
+    }
+    json_t *meta = json_pack("{s:o, s:o, s:I, s:s, s:f, s:i, s:b, s:s}", "config", model_config_json(model),
+                             "problem", problem_spec_json(q), "seed", (json_int_t)seed, "run_type",
+                             q->ctx ? "CTX" : "GEN", "softmax_scale", (double)d->sm_scale, "tokens_per_block", d->page,
+                             "rope_interleave", model->rope_interleave, "lwb_version", LWB_VERSION);
+    json_object_set_new(meta, "balance_method", json_string(balance_method_name(r->routing[0].method)));
+    json_t *layers = json_array();
+    for (int l = 0; l < r->nlayers; l++) json_array_append_new(layers, json_integer(r->layers[l].index));
+    json_object_set_new(meta, "layers", layers);
+    char *text = json_dumps(meta, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    char *path = lwb_path_join(dir, "meta.json");
+    if (lwb_write_file_atomic(path, text, strlen(text)) != 0) lwb_fatal("cannot write %s: %s", path, strerror(errno));
+    free(text), free(path);
+    json_decref(meta);
+}
