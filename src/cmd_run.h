@@ -255,20 +255,21 @@ static struct floor_of floor_us(double flops, double bytes, double peak_tflops, 
     return (struct floor_of){LWB_MAX(tm, tc), tm >= tc};
 }
 
-static void print_roofline(const struct ds_problem *q, const struct lwb_module_time *t, int n, double peak, double bw,
-                           bool measured) {
-    printf("  %-6s %-16s %10s %10s %7s %9s %9s\n", "layer", "module", measured ? "time us" : "", "floor us",
-           "bound", "TFLOP/s", measured ? "of floor" : "");
+static void print_roofline(const struct lwb_module_time *t, int n, double peak, double bw, bool measured) {
+    if (measured)
+        printf("  %-6s %-16s %10s %10s %7s %9s %9s\n", "layer", "module", "time us", "floor us", "bound", "TFLOP/s",
+               "of floor");
+    else
+        printf("  %-6s %-16s %10s %7s %10s %10s\n", "layer", "module", "floor us", "bound", "GFLOP", "GB");
     for (int i = 0; i < n; i++) {
         struct floor_of f = floor_us(t[i].flops, t[i].bytes, peak, bw);
         if (measured)
             printf("  %-6d %-16s %10.1f %10.1f %7s %9.1f %8.1f%%\n", t[i].layer, t[i].module, t[i].us, f.us,
                    f.memory ? "memory" : "math", t[i].flops / t[i].us * 1e-6, 100 * f.us / t[i].us);
         else
-            printf("  %-6d %-16s %10s %10.1f %7s %9s\n", t[i].layer, t[i].module, "", f.us, f.memory ? "memory" : "math",
-                   "");
+            printf("  %-6d %-16s %10.1f %7s %10.2f %10.3f\n", t[i].layer, t[i].module, f.us, f.memory ? "memory" : "math",
+                   t[i].flops * 1e-9, t[i].bytes * 1e-9);
     }
-    (void)q;
 }
 
 static json_t *args_json(struct lwb_args *a) {
@@ -339,7 +340,7 @@ static void print_plan(struct run_plan *p, struct ds_run *runs, const struct lwb
             int nc = ds_cost(&p->d, q, p->layers[l].moe, ds_active_experts_expected(&p->d, q->tokens), c);
             for (int k = 0; k < nc; k++) t[n++] = (struct lwb_module_time){p->layers[l].index, c[k].module, 0, c[k].flops, c[k].bytes};
         }
-        print_roofline(q, t, n, spec->bf16_tflops, spec->hbm_tbs * 1e12, false);
+        print_roofline(t, n, spec->bf16_tflops, spec->hbm_tbs * 1e12, false);
     }
 }
 
@@ -490,7 +491,7 @@ static int cmd_run(int argc, char **argv) {
         iteration_text(&p.problems[i], 1, text, sizeof text);
         printf("roofline %s (each module alone; floor = max(bytes / %.2f TB/s, FLOPs / %.0f TFLOP/s)):\n", text,
                r.copy_bw * 1e-12, r.spec.bf16_tflops);
-        print_roofline(&p.problems[i], t, n, r.spec.bf16_tflops, r.copy_bw, true);
+        print_roofline(t, n, r.spec.bf16_tflops, r.copy_bw, true);
         json_t *rec = problem_spec_json(&p.problems[i]);
         json_object_set_new(rec, "rank", json_integer(0));
         json_object_set_new(rec, "mean_us", json_real(stats[i].mean));

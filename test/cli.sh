@@ -102,6 +102,24 @@ expect 2 "missing config" -- ./lwb run "$tmp/none.yaml"
 has err "cannot open the config file"; one_line_err
 done_case "missing config file"
 
+# --dry-run needs no GPU: the plan, the kernels, memory by category and floors.
+expect 0 "dry run gen" -- ./lwb run configs/config_gen.yaml --dry-run
+has out "layers: 5 (MLA + MoE)"; has out "mla_decode_h128_p32_q1"; has out "KV cache"; has out "Deepseekv3MoE"
+has out "the plan fits in NVIDIA H100"
+done_case "lwb run configs/config_gen.yaml --dry-run prints the plan"
+
+expect 0 "dry run ctx" -- ./lwb run configs/config_ctx.yaml --dry-run --gpu H200
+has out "context phase"; has out "mla_prefill_h128"; has out "floors on NVIDIA H200"
+done_case "lwb run configs/config_ctx.yaml --dry-run --gpu H200"
+
+expect 2 "plan too big" -- ./lwb run configs/config_gen.yaml --dry-run --layer-indices 3,4,5,6,7
+has err "GiB short"; one_line_err
+done_case "a plan larger than the GPU is refused, saying by how much"
+
+expect 0 "list models" -- ./lwb run --list-models
+has out "deepseek-ai/DeepSeek-R1"; has out "nvidia/DeepSeek-R1-0528-FP4-v2"
+done_case "lwb run --list-models"
+
 # The main job on a machine without a GPU: one clear line, exit 1, no crash.
 if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
     echo "skip lwb run without a GPU (this machine has one)"

@@ -1,0 +1,272 @@
+// test_plan.c: `lwb run` without a GPU: the run plan (problems, defaults, errors), the memory
+// plan, the kernels a plan asks for (they must compile), statistics, the NVTX texts, the
+// roofline costs, and the dump's mapping from checkpoint names to lwb's weights.
+#include "test_common.h"
+
+// Parse a command line (after "run") plus its config into a plan. argv must outlive the plan.
+static void plan_from(struct run_plan *p, struct lwb_args *a, int argc, char **argv) {
+    args_init(a, "run", run_opts, (int)LWB_ARRAY_LEN(run_opts));
+    args_parse(a, &run_help, argc, argv, 1, "CONFIG.yaml");
+    config_load(a, a->pos[0]);
+    args_apply_defaults(a);
+    run_plan_build(p, a, a->pos[0]);
+}
+
+static void test_gen_defaults(void **state) {
+    (void)state;
+    struct run_plan p;
+    struct lwb_args a;
+    char *argv[] = {"configs/config_gen.yaml"};
+    plan_from(&p, &a, 1, argv);
+    assert_false(p.ctx);
+    assert_int_equal(p.nproblems, 1);
+    assert_int_equal(p.problems[0].batch, 128);
+    assert_int_equal(p.problems[0].qlen, 1);
+    assert_int_equal(p.problems[0].past, 8193);
+    assert_int_equal(p.problems[0].kv_len, 8194);
+    assert_int_equal(p.max_batch, 128);     // largest batch
+    assert_int_equal(p.max_seq_len, 9220);  // from the YAML
+    assert_int_equal(p.max_num_tokens, 4096);
+    assert_true(p.graph);
+    assert_int_equal(p.warmup, 20);
+    assert_int_equal(p.timed, 100);
+    assert_int_equal(p.nlayers, 1);
+    assert_int_equal(p.layers[0].index, 5);
+    assert_true(p.layers[0].moe);
+    assert_int_equal(p.routing[0].method, LWB_BALANCE_BALANCED);
+    assert_int_equal(p.d.hidden, 7168);
+    assert_int_equal(p.d.experts, 256);
+    assert_true(fabsf(p.d.sm_scale - 0.13523f) < 1e-4f);
+}
+
+// The reference's product order: batch outermost, balance ratio innermost.
+static void test_problem_order(void **state) {
+    (void)state;
+    struct run_plan p;
+    struct lwb_args a;
+    char *argv[] = {"configs/config_gen.yaml", "--batch-size", "1,4", "--seq-len-q", "1,2", "--seq-len-kv-cache",
+                    "100,200", "--balance-method", "ImbalancedExperts", "--balance-ratio", "0,0.5"};
+    plan_from(&p, &a, (int)LWB_ARRAY_LEN(argv), argv);
+    assert_int_equal(p.nproblems, 16);
+    assert_int_equal(p.problems[0].batch, 1);
+    assert_int_equal(p.problems[1].ratio * 10, 5);
+    assert_int_equal(p.problems[2].past, 200);
+    assert_int_equal(p.problems[4].qlen, 2);
+    assert_int_equal(p.problems[8].batch, 4);
+    assert_int_equal(p.max_batch, 4);
+    assert_int_equal(p.max_num_tokens, 4096); // from the YAML, not recomputed
+    for (int i = 0; i < 16; i++) assert_true(p.problems[i].has_ratio);
+}
+
+struct plan_case {
+    int argc;
+    char *argv[12];
+};
+static void plan_child(void *arg) {
+    struct plan_case *c = arg;
+    struct run_plan p;
+    struct lwb_args a;
+    plan_from(&p, &a, c->argc, c->argv);
+}
+static struct child_result *plan_exit(int code, int argc, ...) {
+    static struct child_result r;
+    struct plan_case c = {.argc = argc};
+    va_list ap;
+    va_start(ap, argc);
+    for (int i = 0; i < argc; i++) c.argv[i] = va_arg(ap, char *);
+    va_end(ap);
+    run_child(plan_child, &c, &r);
+    if (r.status != code) fprintf(stderr, "exit %d, stderr: %s\n", r.status, r.err);
+    assert_int_equal(r.status, code);
+    assert_int_equal(count_lines(r.err), 1);
+    return &r;
+}
+
+static void test_plan_errors(void **state) {
+    (void)state;
+    struct child_result *r;
+    r = plan_exit(2, 3, "configs/config_gen.yaml", "--load-format", "AUTO");
+    assert_non_null(strstr(r->err, "AUTO"));
+    r = plan_exit(2, 5, "configs/config_gen.yaml", "--batch-size", "200", "--max-batch-size", "128");
+    assert_non_null(strstr(r->err, "larger than --max-batch-size 128"));
+    r = plan_exit(2, 3, "configs/config_gen.yaml", "--seq-len-kv-cache", "9300");
+    assert_non_null(strstr(r->err, "--max-seq-len 9220"));
+    r = plan_exit(2, 3, "configs/config_ctx.yaml", "--batch-size", "3");
+    assert_non_null(strstr(r->err, "--max-num-tokens 20480"));
+    r = plan_exit(2, 3, "configs/config_gen.yaml", "--balance-method", "ImbalancedRanks");
+    assert_non_null(strstr(r->err, "needs a --balance-ratio"));
+    r = plan_exit(2, 3, "configs/config_gen.yaml", "--tokens-per-block", "48");
+    assert_non_null(strstr(r->err, "power of two"));
+    r = plan_exit(2, 3, "configs/config_gen.yaml", "--layer-indices", "61");
+    r = plan_exit(2, 3, "configs/config_gen.yaml", "--model", "deepseek-ai/DeepSeek-R2");
+    assert_non_null(strstr(r->err, "deepseek-ai/DeepSeek-R1"));
+    r = plan_exit(2, 3, "configs/config_gen.yaml", "--balance-ratio", "1.5");
+    assert_non_null(strstr(r->err, "outside 0..1"));
+}
+
+// The dry memory plan: weights exactly the checkpoint's bytes of the layer plus the transposed
+// W_UK lwb keeps; the KV cache as many blocks as the slots need.
+static void test_memory_plan(void **state) {
+    (void)state;
+    struct run_plan p;
+    struct lwb_args a;
+    char *argv[] = {"configs/config_gen.yaml"};
+    plan_from(&p, &a, 1, argv);
+    struct lwb_device dev = dry_device(gpuspec_find("H100"));
+    struct ds_buffers b;
+    struct ds_run *runs = plan_runs(&p, &dev, &b);
+    struct lwb_mem m;
+    mem_init(&m, true);
+    struct fill_plan f = {0};
+    plan_memory(&p, &m, &b, &f, &dev);
+    const struct ds_dims *d = &p.d;
+    size_t w_uk = (size_t)d->heads * d->kv_lora * d->nope * 2;
+    size_t want = model_layer_weight_bytes(&p.model, 5) + w_uk;
+    assert_true(m.bytes[MEM_WEIGHTS] >= want);
+    assert_true(m.bytes[MEM_WEIGHTS] - want < 32 * LWB_MEM_ALIGN); // alignment of each tensor only
+    size_t kv = (size_t)128 * LWB_CEIL_DIV(9220, 32) * 32 * 576 * 2;
+    assert_int_equal(m.bytes[MEM_KV], LWB_CEIL_DIV(kv, LWB_MEM_ALIGN) * LWB_MEM_ALIGN);
+    // A real plan must allocate identically: a second dry pass gives the same numbers.
+    struct lwb_mem m2;
+    mem_init(&m2, true);
+    struct ds_buffers b2;
+    plan_runs(&p, &dev, &b2);
+    plan_memory(&p, &m2, &b2, &f, &dev);
+    assert_memory_equal(m.bytes, m2.bytes, sizeof m.bytes);
+    free(runs);
+}
+
+// Every kernel a plan asks for compiles (GEN and CTX, dense and MoE layers, MTP).
+static void test_plan_kernels_compile(void **state) {
+    (void)state;
+    char *gen[] = {"configs/config_gen.yaml", "--layer-indices", "2,3", "--seq-len-q", "1,4"};
+    char *ctx[] = {"configs/config_ctx.yaml", "--layer-indices", "2,3", "--seq-len-kv-cache", "0,100"};
+    char **cases[] = {gen, ctx};
+    struct lwb_jit j;
+    jit_init(&j, "sm_90a", false);
+    j.no_cache = true;
+    for (int c = 0; c < 2; c++) {
+        struct run_plan p;
+        struct lwb_args a;
+        plan_from(&p, &a, 5, cases[c]);
+        struct lwb_device dev = dry_device(gpuspec_find("H100"));
+        struct ds_buffers b;
+        struct ds_run *runs = plan_runs(&p, &dev, &b);
+        struct lwb_kreq **reqs = xcalloc(64 * (size_t)p.nproblems * p.nlayers, sizeof *reqs);
+        int n = 0;
+        for (int i = 0; i < p.nproblems * p.nlayers; i++) n += ds_run_requests(&runs[i], reqs + n);
+        jit_build(&j, reqs, n);
+        for (int i = 0; i < n; i++) assert_true(reqs[i]->cubin_size > 0);
+        free(reqs);
+    }
+}
+
+static void test_stats(void **state) {
+    (void)state;
+    double v[10] = {10, 1, 9, 2, 8, 3, 7, 4, 6, 5};
+    struct lwb_stats s = stats_compute(v, 10);
+    assert_true(fabs(s.mean - 5.5) < 1e-12);
+    assert_true(fabs(s.median - 5.5) < 1e-12);
+    assert_true(fabs(s.p90 - 9.1) < 1e-12); // numpy.percentile([1..10], 90)
+    assert_true(s.min == 1 && s.max == 10);
+    double one = 3;
+    s = stats_compute(&one, 1);
+    assert_true(s.p90 == 3 && s.median == 3);
+}
+
+static void test_nvtx_texts(void **state) {
+    (void)state;
+    char t[128];
+    struct ds_problem p = {.batch = 128, .qlen = 1, .past = 8193};
+    iteration_text(&p, 1, t, sizeof t);
+    assert_string_equal(t, "b=128 s=1 past=8193 NP1");
+    p = (struct ds_problem){.batch = 32, .qlen = 1, .past = 2090, .has_ratio = true, .ratio = 0.5};
+    iteration_text(&p, 4, t, sizeof t);
+    assert_string_equal(t, "b=32 s=1 past=2090 balance=0.5 NP4");
+    json_t *j = problem_spec_json(&p);
+    char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    assert_string_equal(s, "{\"batch_size\":32,\"seq_len_q\":1,\"seq_len_kv_cache\":2090,\"balance_ratio\":0.5}");
+    free(s);
+    json_decref(j);
+    // The args marker carries the reference's list spellings and warmup_times (the parser reads it).
+    struct run_plan pl;
+    struct lwb_args a;
+    char *argv[] = {"configs/config_gen.yaml", "--warmup-times", "3"};
+    plan_from(&pl, &a, 3, argv);
+    json_t *args = args_json(&a);
+    assert_int_equal(json_integer_value(json_object_get(args, "warmup_times")), 3);
+    assert_true(json_is_array(json_object_get(args, "batch_size_list")));
+    assert_true(json_is_null(json_array_get(json_object_get(args, "balance_ratio_list"), 0)));
+    json_decref(args);
+}
+
+// Floors: the MLA of a decode problem is memory-bound by its weights and the cache; the MoE
+// by the active experts' weights.
+static void test_costs(void **state) {
+    (void)state;
+    struct run_plan p;
+    struct lwb_args a;
+    char *argv[] = {"configs/config_gen.yaml"};
+    plan_from(&p, &a, 1, argv);
+    struct ds_cost c[5];
+    int n = ds_cost(&p.d, &p.problems[0], true, 256, c);
+    assert_int_equal(n, 5);
+    assert_string_equal(c[0].module, "MLA");
+    // The cache, plus fused_a, q_b, kv_b and o_proj weights (374,210,560 bytes), plus activations.
+    double cache = 128.0 * 8194 * 576 * 2, weights = 2.0 * (2112 * 7168 + 24576 * 1536 + 32768 * 512 + 7168 * 16384);
+    assert_true(c[0].bytes > cache + weights && c[0].bytes < cache + weights + 30e6);
+    assert_string_equal(c[4].module, "MoE");
+    double experts = 256.0 * 3 * 7168 * 2048 * 2;
+    assert_true(c[4].bytes > experts && c[4].bytes < experts * 1.01);
+    // Every active expert's weights; half the experts, half the bytes (about).
+    struct ds_cost h[5];
+    ds_cost(&p.d, &p.problems[0], true, 128, h);
+    assert_true(fabs(h[4].bytes / c[4].bytes - 0.5) < 0.01);
+    assert_true(fabs(ds_active_experts_expected(&p.d, 128) - 256 * (1 - pow(1 - 8.0 / 256, 128))) < 1e-9);
+}
+
+// Every checkpoint tensor of a layer maps to lwb's weights with the right number of bytes.
+static void test_dump_mapping(void **state) {
+    (void)state;
+    struct run_plan p;
+    struct lwb_args a;
+    char *argv[] = {"configs/config_gen.yaml", "--layer-indices", "2,5"};
+    plan_from(&p, &a, 3, argv);
+    struct lwb_mem m;
+    mem_init(&m, true);
+    for (int l = 0; l < 2; l++) {
+        struct ds_layer *L = &p.layers[l];
+        ds_layer_alloc(&m, L, &p.d, 4);
+        struct lwb_weight *w;
+        int n = model_layer_weights(&p.model, L->index, &w);
+        for (int i = 0; i < n; i++) {
+            struct dump_src s = dump_weight_src(L, &p.d, &w[i]);
+            if ((uint64_t)s.rows * s.row_bytes != w[i].bytes)
+                fail_msg("%s: %lld rows of %zu bytes for %" PRIu64 " bytes", w[i].name, s.rows, s.row_bytes, w[i].bytes);
+            assert_true(s.base != 0);
+        }
+        free(w);
+    }
+}
+
+static void test_gpuspec(void **state) {
+    (void)state;
+    assert_string_equal(gpuspec_find("H200")->key, "H200");
+    assert_string_equal(gpuspec_find("NVIDIA H100 80GB HBM3")->key, "H100");
+    assert_null(gpuspec_find("A100"));
+    struct lwb_device d = {.sm_count = 100, .sm_clock_khz = 1500000};
+    snprintf(d.name, sizeof d.name, "NVIDIA Future");
+    struct lwb_gpuspec g = gpuspec_for_device(&d);
+    assert_true(fabs(g.bf16_tflops - 4096.0 * 100 * 1.5e9 / 1e12) < 1e-6);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_gen_defaults),  cmocka_unit_test(test_problem_order),
+        cmocka_unit_test(test_plan_errors),   cmocka_unit_test(test_memory_plan),
+        cmocka_unit_test(test_plan_kernels_compile), cmocka_unit_test(test_stats),
+        cmocka_unit_test(test_nvtx_texts),    cmocka_unit_test(test_costs),
+        cmocka_unit_test(test_dump_mapping),  cmocka_unit_test(test_gpuspec),
+    };
+    return cmocka_run_group_tests_name("plan", tests, NULL, NULL);
+}
