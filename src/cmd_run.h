@@ -163,10 +163,22 @@ struct fill_plan {
     struct lwb_gemm *g;        // per layer
 };
 
-static void fill_plan_alloc(struct fill_plan *f, struct run_plan *p, struct lwb_mem *m, const struct lwb_device *dev,
-                            int max_past) {
+// Kernels of the fill (once, before compiling); buffers come from fill_alloc in both passes.
+static void fill_plan_kernels(struct fill_plan *f, struct run_plan *p, const struct lwb_device *dev, int max_past) {
     const struct ds_dims *d = &p->d;
     f->chunk = LWB_MIN(max_past, 4096);
+    if (f->chunk == 0) return;
+    f->n_in = rmsnorm_choose_config(d->hidden, false);
+    f->n_kv = rmsnorm_choose_config(d->kv_lora, false);
+    rmsnorm_request(&f->r_in, f->n_in);
+    rmsnorm_request(&f->r_kv, f->n_kv);
+    mla_rope_request(&f->r_rope, (struct mla_rope_config){d->heads, d->nope, d->rope, d->kv_lora, d->page});
+    f->g = xcalloc((size_t)p->nlayers, sizeof *f->g);
+    for (int l = 0; l < p->nlayers; l++)
+        gemm_plan(&f->g[l], "cache_fill", f->chunk, d->kv_row, d->hidden, 1, GEMM_EPI_BF16, false, 0, dev);
+}
+
+static void fill_alloc(struct fill_plan *f, const struct ds_dims *d, struct lwb_mem *m, int max_past) {
     if (f->chunk == 0) return;
     f->hidden = mem_alloc(m, MEM_WS, DS_BF16(f->chunk, d->hidden), "cache fill input");
     f->x = mem_alloc(m, MEM_WS, DS_BF16(f->chunk, d->hidden), "cache fill norm");
@@ -174,14 +186,6 @@ static void fill_plan_alloc(struct fill_plan *f, struct run_plan *p, struct lwb_
     f->latent = mem_alloc(m, MEM_WS, DS_BF16(f->chunk, d->kv_lora), "cache fill latent");
     f->kv_new = mem_alloc(m, MEM_WS, DS_BF16(f->chunk, d->kv_row), "cache fill rows");
     f->lens = mem_alloc(m, MEM_WS, (size_t)LWB_CEIL_DIV(max_past, f->chunk) * 4, "cache fill lengths");
-    f->n_in = rmsnorm_choose_config(d->hidden, false);
-    f->n_kv = rmsnorm_choose_config(d->kv_lora, false);
-    rmsnorm_request(&f->r_in, f->n_in);
-    rmsnorm_request(&f->r_kv, f->n_kv);
-    mla_rope_request(&f->r_rope, (struct mla_rope_config){d->heads, d->nope, d->rope, d->kv_lora, d->page});
-    if (!f->g) f->g = xcalloc((size_t)p->nlayers, sizeof *f->g);
-    for (int l = 0; l < p->nlayers; l++)
-        gemm_plan(&f->g[l], "cache_fill", f->chunk, d->kv_row, d->hidden, 1, GEMM_EPI_BF16, false, 0, dev);
 }
 
 static void fill_cache(struct fill_plan *f, struct lwb_runner *r, int max_past, unsigned long long seed) {
@@ -225,13 +229,12 @@ static int max_past_of(const struct run_plan *p) {
 }
 
 // All planning that sizes memory: the same calls in a dry plan and in the real one.
-static void plan_memory(struct run_plan *p, struct lwb_mem *m, struct ds_buffers *b, struct fill_plan *f,
-                        const struct lwb_device *dev) {
+static void plan_memory(struct run_plan *p, struct lwb_mem *m, struct ds_buffers *b, struct fill_plan *f) {
     bool any_moe = false, any_dense = false;
     for (int l = 0; l < p->nlayers; l++) any_moe |= p->layers[l].moe, any_dense |= !p->layers[l].moe;
     int blocks = p->max_batch * p->blocks_per_request;
     for (int l = 0; l < p->nlayers; l++) ds_layer_alloc(m, &p->layers[l], &p->d, blocks);
-    fill_plan_alloc(f, p, m, dev, max_past_of(p));
+    fill_alloc(f, &p->d, m, max_past_of(p));
     for (int l = 0; f->chunk && l < p->nlayers; l++) b->gemm_ws_bytes = LWB_MAX(b->gemm_ws_bytes, gemm_workspace_bytes(&f->g[l]));
     ds_buffers_alloc(m, b, &p->d, p->ctx, any_moe, any_dense);
 }
@@ -377,8 +380,9 @@ static int cmd_run(int argc, char **argv) {
     struct lwb_mem m;
     mem_init(&m, true);
     struct fill_plan fill = {0};
+    fill_plan_kernels(&fill, &p, &r.dev, max_past_of(&p));
     r.buf = plan_buf;
-    plan_memory(&p, &m, &r.buf, &fill, &r.dev);
+    plan_memory(&p, &m, &r.buf, &fill);
     if (dry) {
         print_plan(&p, r.runs, &m, &r.dev, named);
         mem_check_fits(&m, (size_t)(named->mem_gib * 1073741824.0) - ((size_t)2 << 30), named->name);
@@ -417,7 +421,7 @@ static int cmd_run(int argc, char **argv) {
     struct lwb_mem real;
     mem_init(&real, false);
     r.buf = plan_buf;
-    plan_memory(&p, &real, &r.buf, &fill, &r.dev);
+    plan_memory(&p, &real, &r.buf, &fill);
     r.flush_bytes = (size_t)r.dev.l2_bytes * 2;
     r.flush = dev_alloc(r.flush_bytes, "L2 flush");
 

@@ -118,7 +118,8 @@ static void test_memory_plan(void **state) {
     struct lwb_mem m;
     mem_init(&m, true);
     struct fill_plan f = {0};
-    plan_memory(&p, &m, &b, &f, &dev);
+    fill_plan_kernels(&f, &p, &dev, 8193);
+    plan_memory(&p, &m, &b, &f);
     const struct ds_dims *d = &p.d;
     size_t w_uk = (size_t)d->heads * d->kv_lora * d->nope * 2;
     size_t want = model_layer_weight_bytes(&p.model, 5) + w_uk;
@@ -131,7 +132,7 @@ static void test_memory_plan(void **state) {
     mem_init(&m2, true);
     struct ds_buffers b2;
     plan_runs(&p, &dev, &b2);
-    plan_memory(&p, &m2, &b2, &f, &dev);
+    plan_memory(&p, &m2, &b2, &f);
     assert_memory_equal(m.bytes, m2.bytes, sizeof m.bytes);
     free(runs);
 }
