@@ -1,50 +1,8 @@
 #!/usr/bin/env bash
 # cli.sh: the command line as a user meets it: help, version, errors (one line, right exit
 # code, a suggestion), and `lwb run` on a machine without a GPU. Ends with "N passed, N failed".
-set -u
-cd "$(dirname "$0")/.."
-pass=0
-fail=0
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-
-# expect RC DESCRIPTION -- CMD...: run CMD, check its exit code; output in $tmp/out, $tmp/err.
-expect() {
-    local rc=$1 what=$2
-    shift 3
-    "$@" >"$tmp/out" 2>"$tmp/err"
-    local got=$?
-    if [ "$got" = "$rc" ]; then
-        last_ok=1
-    else
-        last_ok=0
-        echo "FAIL $what: exit $got, wanted $rc"
-        sed 's/^/    /' "$tmp/err" | head -5
-    fi
-}
-# has FILE TEXT: the output contains TEXT.
-has() {
-    if [ "$last_ok" = 1 ] && ! grep -qF -- "$2" "$tmp/$1"; then
-        last_ok=0
-        echo "FAIL: $1 lacks \"$2\""
-        sed 's/^/    /' "$tmp/$1" | head -5
-    fi
-}
-one_line_err() {
-    if [ "$last_ok" = 1 ] && [ "$(wc -l <"$tmp/err")" != 1 ]; then
-        last_ok=0
-        echo "FAIL: stderr is not one line:"
-        sed 's/^/    /' "$tmp/err" | head -5
-    fi
-}
-done_case() {
-    if [ "$last_ok" = 1 ]; then
-        pass=$((pass + 1))
-        echo "ok   $1"
-    else
-        fail=$((fail + 1))
-    fi
-}
+# shellcheck source=test/lib_cli.sh
+source "$(dirname "$0")/lib_cli.sh"
 
 expect 0 "help" -- ./lwb --help
 has out "usage: lwb COMMAND"; has out "correlate"; has out "lwb run configs/config_gen.yaml"
@@ -129,5 +87,4 @@ else
     done_case "lwb run configs/config_gen.yaml without a GPU fails with one line"
 fi
 
-echo "$pass passed, $fail failed"
-[ "$fail" = 0 ]
+cli_finish

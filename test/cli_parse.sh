@@ -2,56 +2,8 @@
 # cli_parse.sh: `lwb parse` and `lwb correlate` as a user meets them: inputs (--file-path,
 # --profile-dir/--np/--rank, .nsys-rep with and without nsys on the PATH), outputs, errors (one
 # line, right exit code, nothing half-written). Ends with "N passed, M failed".
-set -u
-cd "$(dirname "$0")/.."
-pass=0
-fail=0
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-lwb=$PWD/lwb
-
-# expect RC DESCRIPTION -- CMD...: run CMD, check its exit code; output in $tmp/out, $tmp/err.
-expect() {
-    local rc=$1 what=$2
-    shift 3
-    "$@" >"$tmp/out" 2>"$tmp/err"
-    local got=$?
-    if [ "$got" = "$rc" ]; then
-        last_ok=1
-    else
-        last_ok=0
-        echo "FAIL $what: exit $got, wanted $rc"
-        sed 's/^/    /' "$tmp/err" | head -5
-    fi
-}
-has() { # has FILE TEXT
-    if [ "$last_ok" = 1 ] && ! grep -qF -- "$2" "$1"; then
-        last_ok=0
-        echo "FAIL: $1 lacks \"$2\""
-        sed 's/^/    /' "$1" | head -8
-    fi
-}
-check() { # check DESCRIPTION CONDITION...
-    if [ "$last_ok" = 1 ] && ! eval "$2"; then
-        last_ok=0
-        echo "FAIL: $1"
-    fi
-}
-one_line_err() {
-    if [ "$last_ok" = 1 ] && [ "$(wc -l <"$tmp/err")" != 1 ]; then
-        last_ok=0
-        echo "FAIL: stderr is not one line:"
-        sed 's/^/    /' "$tmp/err" | head -5
-    fi
-}
-done_case() {
-    if [ "$last_ok" = 1 ]; then
-        pass=$((pass + 1))
-        echo "ok   $1"
-    else
-        fail=$((fail + 1))
-    fi
-}
+# shellcheck source=test/lib_cli.sh
+source "$(dirname "$0")/lib_cli.sh"
 
 expect 0 "parse help" -- "$lwb" parse --help
 has "$tmp/out" "--file-path FILE"; has "$tmp/out" "--world-size N"; has "$tmp/out" "--[no-]error-on-unknown-kernel"
@@ -151,5 +103,4 @@ has "$tmp/err" "ambiguous reference data"; one_line_err
 check "no page" "[ ! -e '$tmp/corr2.html' ]"
 done_case "correlate refuses a reference with two timelines"
 
-echo "$pass passed, $fail failed"
-[ "$fail" = 0 ]
+cli_finish
