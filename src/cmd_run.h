@@ -62,6 +62,10 @@ static void run_plan_build(struct run_plan *p, struct lwb_args *a, const char *c
     model_check_layers(&p->model, li->ints, li->n, li->source);
     int scaled = arg_set(a, "scaled_from") ? (int)arg_int(a, "scaled_from") : 0;
     if (scaled) model_check_scaled_from(&p->model, scaled, 1, arg_bool(a, "enable_attention_dp"));
+    if (!p->model.rope_interleave)
+        lwb_user_error("run: model %s sets rope_interleave false; lwb's rope kernel takes DeepSeek checkpoints' "
+                       "interleaved rope dimensions only",
+                       p->model.name);
     p->page = (int)arg_int(a, "tokens_per_block");
     if (p->page < 8 || p->page > 256 || (p->page & (p->page - 1)))
         lwb_user_error("run: --tokens-per-block must be a power of two from 8 to 256 (got %d)", p->page);
@@ -143,7 +147,7 @@ static struct ds_run *plan_runs(struct run_plan *p, const struct lwb_device *dev
     for (int i = 0; i < p->nproblems; i++) {
         const struct ds_problem *q = &p->problems[i];
         b->max_tokens = LWB_MAX(b->max_tokens, q->tokens);
-        b->max_keys = LWB_MAX(b->max_keys, (long long)q->batch * q->kv_len);
+        b->max_keys = LWB_MAX(b->max_keys, (long long)q->batch * mla_prefill_pitch(q->kv_len));
         for (int l = 0; l < p->nlayers; l++) {
             struct ds_run *r = &runs[(size_t)i * p->nlayers + l];
             ds_run_plan(r, &p->layers[l], &p->d, q, dev, p->routing[i].method != LWB_BALANCE_NOT_MODIFIED);
@@ -194,7 +198,7 @@ static void fill_cache(struct fill_plan *f, struct lwb_runner *r, int max_past, 
     const int nchunks = LWB_CEIL_DIV(max_past, f->chunk);
     int *lens = xmalloc(sizeof(int) * (size_t)nchunks);
     for (int c = 0; c < nchunks; c++) lens[c] = LWB_MIN(max_past, (c + 1) * f->chunk);
-    CU_CHECK(lwb_cu.cuMemcpyHtoD(f->lens, lens, sizeof(int) * (size_t)nchunks));
+    upload_wait(r->s, f->lens, lens, sizeof(int) * (size_t)nchunks);
     for (int l = 0; l < r->nlayers; l++) {
         const struct ds_layer *L = &r->layers[l];
         struct lwb_operand x = {f->x, f->chunk, d->hidden, d->hidden, 1, 0};
@@ -434,8 +438,8 @@ static int cmd_run(int argc, char **argv) {
         model_rope_inv_freq(&p.model, inv);
         float *cs = xmalloc(sizeof(float) * (size_t)p.max_seq_len * half), *sn = xmalloc(sizeof(float) * (size_t)p.max_seq_len * half);
         mla_rope_tables(inv, half, p.max_seq_len, model_rope_attention_factor(&p.model), cs, sn);
-        CU_CHECK(lwb_cu.cuMemcpyHtoD(r.buf.cos_t, cs, sizeof(float) * (size_t)p.max_seq_len * half));
-        CU_CHECK(lwb_cu.cuMemcpyHtoD(r.buf.sin_t, sn, sizeof(float) * (size_t)p.max_seq_len * half));
+        upload_wait(r.s, r.buf.cos_t, cs, sizeof(float) * (size_t)p.max_seq_len * half);
+        upload_wait(r.s, r.buf.sin_t, sn, sizeof(float) * (size_t)p.max_seq_len * half);
         free(inv), free(cs), free(sn);
         int nb = p.max_batch * p.blocks_per_request;
         int *table = xmalloc(sizeof(int) * (size_t)nb);
@@ -446,7 +450,10 @@ static int cmd_run(int argc, char **argv) {
             int j = (int)((rng.s >> 33) % (uint64_t)(i + 1)), t = table[i];
             table[i] = table[j], table[j] = t;
         }
-        CU_CHECK(lwb_cu.cuMemcpyHtoD(r.buf.block_table, table, sizeof(int) * (size_t)nb));
+        upload_wait(r.s, r.buf.block_table, table, sizeof(int) * (size_t)nb);
+        // Rows between requests' keys in the context phase are never attended; keep them finite.
+        if (r.buf.kv_all)
+            CU_CHECK(lwb_cu.cuMemsetD8Async(r.buf.kv_all, 0, (size_t)r.buf.max_keys * p.d.kv_row * 2, r.s));
         free(table);
         // torch.rand inputs, as the reference's run pack has.
         init_fill_bf16(&r.init, r.s, r.buf.hidden_in, r.buf.max_tokens * p.d.hidden, seed * 31 + 1, 0.f, 1.f);
@@ -482,7 +489,8 @@ static int cmd_run(int argc, char **argv) {
     if (profiling) {
         const char *dir = arg_str(&a, "profile_dir");
         if (lwb_mkdirs(dir) != 0) lwb_fatal("cannot create the profile folder %s: %s", dir, strerror(errno));
-        printf("profile: %s (lwb parse --file-path it)\n", profile_write(&prof, dir));
+        const char *path = profile_write(&prof, dir);
+        if (path) printf("profile: %s (lwb parse --file-path it)\n", path);
         profile_free(&prof);
     }
 

@@ -239,3 +239,11 @@ static void stream_wait(CUstream s, double timeout_s, const char *what) {
         if (spin > 1000) usleep(spin > 100000 ? 1000 : 50);
     }
 }
+
+// Copy host bytes to the device in stream order and wait for them: a plain cuMemcpyHtoD from
+// pageable memory may still be in flight when it returns, and lwb's streams do not wait for the
+// legacy stream.
+static void upload_wait(CUstream s, CUdeviceptr dst, const void *src, size_t bytes) {
+    CU_CHECK(lwb_cu.cuMemcpyHtoDAsync(dst, src, bytes, s));
+    stream_wait(s, 60, "a host-to-device copy");
+}

@@ -120,7 +120,8 @@ static void dump_first_problem(struct lwb_runner *r, const struct lwb_model *mod
         if (q->past) {
             size_t rows = (size_t)q->batch * q->past;
             CUdeviceptr g = dev_alloc(rows * d->kv_row * 2, "dump gather");
-            mla_gather_enqueue(&run->r_rope, r->s, L->cache, r->buf.block_table, r->buf.max_blocks, q->past, q->batch, g);
+            mla_gather_enqueue(&run->r_rope, r->s, L->cache, r->buf.block_table, r->buf.max_blocks, q->past, q->past,
+                               q->batch, g);
             stream_wait(r->s, 600, "the dump");
             uint16_t *all = dump_download(g, rows * d->kv_row * 2);
             dev_free(g, rows * d->kv_row * 2);

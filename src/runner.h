@@ -75,14 +75,13 @@ static void runner_setup_problem(struct lwb_runner *r, int pi) {
     const struct ds_problem *p = &r->problems[pi];
     int *lens = xmalloc(sizeof(int) * (size_t)p->batch);
     for (int b = 0; b < p->batch; b++) lens[b] = p->kv_len;
-    CU_CHECK(lwb_cu.cuStreamSynchronize(r->s));
-    CU_CHECK(lwb_cu.cuMemcpyHtoD(r->buf.kv_lens, lens, sizeof(int) * (size_t)p->batch));
+    upload_wait(r->s, r->buf.kv_lens, lens, sizeof(int) * (size_t)p->batch);
     free(lens);
     const struct lwb_routing *ro = &r->routing[pi];
     if (ro->method != LWB_BALANCE_NOT_MODIFIED && r->buf.override) {
         int32_t *ids = xmalloc(sizeof(int32_t) * (size_t)p->tokens * r->d.top_k);
         if (routing_select(ro, ids))
-            CU_CHECK(lwb_cu.cuMemcpyHtoD(r->buf.override, ids, sizeof(int32_t) * (size_t)p->tokens * r->d.top_k));
+            upload_wait(r->s, r->buf.override, ids, sizeof(int32_t) * (size_t)p->tokens * r->d.top_k);
         free(ids);
     }
     for (int l = 0; l < r->nlayers; l++) ds_run_bind(runner_run(r, pi, l), &r->d, &r->buf);

@@ -136,7 +136,9 @@ static void ds_layer_alloc(struct lwb_mem *m, struct ds_layer *L, const struct d
 
 // Random weights scaled like a trained model's: Linear weights uniform with standard deviation
 // 1/sqrt(fan_in) (activations keep their scale through each product, router logits are O(1),
-// so routing is spread and nothing overflows); norm weights around 1; a small correction bias.
+// nothing overflows); norm weights around 1; a small correction bias. With the reference's
+// torch.rand inputs (all positive, a shared mean), unmodified routing sends most tokens to a few
+// experts; the balance methods set the distribution explicitly.
 // The cache is filled with finite values everywhere (past tokens are overwritten by ds_fill_cache).
 static void ds_layer_init(struct ds_layer *L, const struct ds_dims *d, const struct lwb_kreq *init, CUstream s,
                           unsigned long long seed) {
@@ -181,7 +183,7 @@ static void ds_layer_init(struct ds_layer *L, const struct ds_dims *d, const str
 
 struct ds_buffers {
     long long max_tokens; // rows of every (tokens, .) buffer
-    long long max_keys;   // rows of the context phase's expanded keys (batch x kv_len)
+    long long max_keys;   // rows of the context phase's keys: batch x mla_prefill_pitch(kv_len)
     int max_batch, max_blocks, positions;
     CUdeviceptr hidden_in, residual_in; // (T, H) problem inputs, never written by a forward
     CUdeviceptr hidden, residual;       // (T, H) the stream between layers
@@ -193,10 +195,11 @@ struct ds_buffers {
     CUdeviceptr q_abs;                  // (T, heads, kv_row) generation
     CUdeviceptr kv_new;                 // (T, kv_row)
     CUdeviceptr o_lat;                  // (T, heads, kv_lora) generation
-    CUdeviceptr kv_all;                 // (K, kv_row) context with cached tokens
+    CUdeviceptr kv_all;                 // (K, kv_row) context: every request's rows, pitch apart
+                                        // (the rows between are zeroed once and never attended)
     CUdeviceptr kn;                     // (K, heads, nope) context
     CUdeviceptr vt;                     // (heads, v, key_stride) context
-    long long key_stride;               // row length of vt (K rounded up to 8)
+    long long key_stride;               // row length of vt (K, a multiple of 8)
     CUdeviceptr attn;                   // (T, heads * v)
     CUdeviceptr attn_out;               // (T, H)
     CUdeviceptr logits;                 // (T, E) fp32
@@ -232,7 +235,7 @@ static void ds_buffers_alloc(struct lwb_mem *m, struct ds_buffers *b, const stru
         b->q_abs = mem_alloc(m, MEM_ACT, DS_BF16(T * d->heads, d->kv_row), "absorbed queries");
         b->o_lat = mem_alloc(m, MEM_ACT, DS_BF16(T * d->heads, d->kv_lora), "attention latents");
     } else {
-        b->key_stride = LWB_CEIL_DIV(K, 8) * 8;
+        b->key_stride = K;
         b->kv_all = mem_alloc(m, MEM_ACT, DS_BF16(K, d->kv_row), "cached rows");
         b->kn = mem_alloc(m, MEM_ACT, DS_BF16(K * d->heads, d->nope), "keys");
         b->vt = mem_alloc(m, MEM_ACT, DS_BF16((size_t)d->heads * d->v, b->key_stride), "values");
@@ -324,10 +327,9 @@ static void ds_run_plan(struct ds_run *r, const struct ds_layer *L, const struct
         r->dec.cfg = mla_decode_choose(d->heads, d->page, p->qlen, p->batch, p->kv_len, dev->sm_count);
         mla_decode_request(&r->dec.req, r->dec.cfg);
     } else {
-        long long keys = (long long)p->batch * p->kv_len;
+        long long keys = (long long)p->batch * mla_prefill_pitch(p->kv_len);
         gemm_plan(&r->g_kn, "k_nope", keys, d->nope, d->kv_lora, d->heads, GEMM_EPI_BF16, false, 0, dev);
-        gemm_plan(&r->g_vt, "v_t", d->v, (int)LWB_CEIL_DIV(keys, 8) * 8, d->kv_lora, d->heads, GEMM_EPI_BF16, false, 0,
-                  dev);
+        gemm_plan(&r->g_vt, "v_t", d->v, (int)keys, d->kv_lora, d->heads, GEMM_EPI_BF16, false, 0, dev);
         mla_prefill_request(&r->pre, d->heads);
     }
     gemm_plan(&r->g_o, "o_proj", T, d->hidden, d->heads * d->v, 1, GEMM_EPI_BF16, false, 0, dev);
@@ -405,16 +407,14 @@ static void ds_run_bind(struct ds_run *r, const struct ds_dims *d, const struct 
         gemm_bind(&r->g_uv, &ol, &uv, b->attn, (long long)d->heads * d->v, d->v, b->gemm_ws);
         mla_decode_bind(&r->dec, b->q_abs, (int)T, r->L->cache, r->L->blocks);
     } else {
-        const long long keys = (long long)p->batch * p->kv_len;
-        CUdeviceptr rows = p->past ? b->kv_all : b->kv_new; // no cached tokens: the new rows are all
+        const long long keys = (long long)p->batch * mla_prefill_pitch(p->kv_len);
+        const CUdeviceptr rows = b->kv_all;
         struct lwb_operand lat = {rows, keys, d->kv_lora, d->kv_row, 1, 0};
         struct lwb_operand uk = {w->kv_b, d->nope, d->kv_lora, d->kv_lora, d->heads, kvb_head};
         gemm_bind(&r->g_kn, &lat, &uk, b->kn, (long long)d->heads * d->nope, d->nope, b->gemm_ws);
         struct lwb_operand uv = {w->kv_b + (CUdeviceptr)d->nope * d->kv_lora * 2, d->v, d->kv_lora, d->kv_lora,
                                  d->heads, kvb_head};
-        struct lwb_operand lat_n = lat;
-        lat_n.rows = LWB_CEIL_DIV(keys, 8) * 8; // padded columns of vt read zero rows
-        gemm_bind(&r->g_vt, &uv, &lat_n, b->vt, b->key_stride, (long long)d->v * b->key_stride, b->gemm_ws);
+        gemm_bind(&r->g_vt, &uv, &lat, b->vt, b->key_stride, (long long)d->v * b->key_stride, b->gemm_ws);
         mla_prefill_bind(&r->pre, b->q, (int)T, b->kn, rows, (int)keys, b->vt, (int)b->key_stride);
     }
     struct lwb_operand at = {b->attn, T, d->heads * d->v, (long long)d->heads * d->v, 1, 0};
@@ -478,8 +478,8 @@ static void ds_module_mla(struct ds_run *r, const struct ds_dims *d, const struc
         mla_decode_enqueue(&r->dec, s, b->block_table, b->max_blocks, b->kv_lens, d->sm_scale, b->o_lat, b->mla_ws);
         gemm_enqueue(&r->g_uv, s);
     } else {
-        if (p->past) mla_gather_enqueue(&r->r_rope, s, r->L->cache, b->block_table, b->max_blocks, p->kv_len, p->batch,
-                                        b->kv_all);
+        mla_gather_enqueue(&r->r_rope, s, r->L->cache, b->block_table, b->max_blocks, p->kv_len,
+                           mla_prefill_pitch(p->kv_len), p->batch, b->kv_all);
         gemm_enqueue(&r->g_kn, s);
         gemm_enqueue(&r->g_vt, s);
         mla_prefill_enqueue(&r->pre, s, p->batch, p->qlen, p->kv_len, d->sm_scale, b->attn);

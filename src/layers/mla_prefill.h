@@ -5,8 +5,9 @@
 // mla_prefill_enqueue, mla_prefill_flops / mla_prefill_bytes, mla_prefill_samples.
 //
 // Tensors (bf16): q (tokens, heads, 192); k_nope (keys, heads, 128); k_rope: rows of 576 whose
-// columns 512..575 are the roped key (the gathered cache rows); v^T (heads, 128, key_stride)
-// with key_stride a multiple of 8. Output (tokens, heads, 128).
+// columns 512..575 are the roped key (the gathered cache rows); v^T (heads, 128, key_stride).
+// Request b's keys are rows (columns of v^T) b * key_pitch ..; key_pitch and key_stride are
+// multiples of 8 (mla_prefill_pitch). Output (tokens, heads, 128).
 //
 // Does not: expand the latent (two gemm products do) or write the cache.
 // Tested by test/gpu/check.c against test/ref/mla_prefill.c.
@@ -44,9 +45,13 @@ static void mla_prefill_bind(struct lwb_mla_prefill *p, CUdeviceptr q, int token
                                        CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)p->smem));
 }
 
+// Rows between requests' keys: TMA boxes along the keys of v^T must start 16-byte aligned.
+static int mla_prefill_pitch(int kv_len) { return LWB_CEIL_DIV(kv_len, 8) * 8; }
+
 static void mla_prefill_enqueue(struct lwb_mla_prefill *p, CUstream s, int batch, int qlen, int kv_len,
                                 float sm_scale, CUdeviceptr out) {
-    void *args[] = {&p->q_map, &p->kn_map, &p->kr_map, &p->vt_map, &qlen, &kv_len, &sm_scale, &out};
+    int pitch = mla_prefill_pitch(kv_len);
+    void *args[] = {&p->q_map, &p->kn_map, &p->kr_map, &p->vt_map, &qlen, &kv_len, &pitch, &sm_scale, &out};
     cu_launch(kreq_func(&p->req, "lwb_mla_prefill"),
               (struct lwb_launch){{(unsigned)LWB_CEIL_DIV(qlen, 128), (unsigned)p->heads, (unsigned)batch}, {384}, p->smem},
               s, args);

@@ -54,11 +54,12 @@ static void mla_rope_enqueue(const struct lwb_kreq *r, CUstream s, struct mla_ro
     cu_launch(kreq_func(r, "lwb_mla_rope"), (struct lwb_launch){{(unsigned)a->tokens}, {128}}, s, args);
 }
 
-// out: (batch * kv_len, 576): every request's cached rows, in order.
+// out: (batch * pitch, 576): request b's first kv_len cached rows at rows b * pitch ...
 static void mla_gather_enqueue(const struct lwb_kreq *r, CUstream s, CUdeviceptr cache, CUdeviceptr block_table,
-                               int max_blocks, int kv_len, int batch, CUdeviceptr out) {
+                               int max_blocks, int kv_len, int pitch, int batch, CUdeviceptr out) {
     if (kv_len == 0 || batch == 0) return;
-    void *args[] = {&cache, &block_table, &max_blocks, &kv_len, &out};
+    if (pitch < kv_len) LWB_BUG("gather: pitch %d below %d rows", pitch, kv_len);
+    void *args[] = {&cache, &block_table, &max_blocks, &pitch, &out};
     cu_launch(kreq_func(r, "lwb_mla_gather"), (struct lwb_launch){{(unsigned)kv_len, (unsigned)batch}, {96}}, s, args);
 }
 

@@ -11,10 +11,12 @@
 #define MLA_PREFILL_ATOL 2e-2
 #define MLA_PREFILL_RTOL 5e-2
 
-// q: (batch*qlen, heads, 192); kn: (batch*kv_len, heads, 128); kv: (batch*kv_len, 576) rope in
-// 512..575; vt: (heads, 128, key_stride). out: (batch*qlen, heads, 128) floats.
+// q: (batch*qlen, heads, 192); kn: (batch*pitch, heads, 128); kv: (batch*pitch, 576) rope in
+// 512..575; vt: (heads, 128, key_stride); request b's keys start at row b*pitch.
+// out: (batch*qlen, heads, 128) floats.
 static void ref_mla_prefill(const uint16_t *q, const uint16_t *kn, const uint16_t *kv, const uint16_t *vt,
-                            long key_stride, int batch, int qlen, int kv_len, int heads, float scale, float *out) {
+                            long key_stride, int pitch, int batch, int qlen, int kv_len, int heads, float scale,
+                            float *out) {
     double *p = malloc(sizeof(double) * (size_t)kv_len);
     int past = kv_len - qlen;
     for (int b = 0; b < batch; b++)
@@ -24,7 +26,7 @@ static void ref_mla_prefill(const uint16_t *q, const uint16_t *kn, const uint16_
                 int n = past + i + 1;
                 double mx = -1e300, sum = 0;
                 for (int j = 0; j < n; j++) {
-                    size_t key = (size_t)b * kv_len + j;
+                    size_t key = (size_t)b * pitch + j;
                     const uint16_t *k1 = kn + (key * heads + h) * 128, *k2 = kv + key * 576 + 512;
                     double s = 0;
                     for (int d = 0; d < 128; d++) s += (double)ref_bf16_to_f32(qr[d]) * ref_bf16_to_f32(k1[d]);
@@ -36,7 +38,7 @@ static void ref_mla_prefill(const uint16_t *q, const uint16_t *kn, const uint16_
                 float *o = out + (((size_t)b * qlen + i) * heads + h) * 128;
                 for (int d = 0; d < 128; d++) {
                     double acc = 0;
-                    const uint16_t *vr = vt + ((size_t)h * 128 + d) * key_stride + (size_t)b * kv_len;
+                    const uint16_t *vr = vt + ((size_t)h * 128 + d) * key_stride + (size_t)b * pitch;
                     for (int j = 0; j < n; j++) acc += p[j] * ref_bf16_to_f32(vr[j]);
                     o[d] = (float)(acc / sum);
                 }
