@@ -504,6 +504,8 @@ static int cmd_run(int argc, char **argv) {
         printf("roofline %s (each module alone; floor = max(bytes / %.2f TB/s, FLOPs / %.0f TFLOP/s)):\n", text,
                r.copy_bw * 1e-12, r.spec.bf16_tflops);
         print_roofline(t, n, r.spec.bf16_tflops, r.copy_bw, true);
+        printf("  (memory floors use the copy bandwidth, bytes read + written; traffic that is mostly reads can "
+               "run a little faster than that)\n");
         json_t *rec = problem_spec_json(&p.problems[i]);
         json_object_set_new(rec, "rank", json_integer(0));
         json_object_set_new(rec, "mean_us", json_real(stats[i].mean));
