@@ -10,19 +10,28 @@
 static const struct lwb_cmd_help version_help = {
     "version", "", "Print lwb's version and the driver, NVRTC, NCCL and CUPTI versions found.", NULL};
 
-// The kernel module's version line ("580.159.04"), when the driver exposes it.
+// The kernel module's version ("580.159.04"): the first word of the driver's version line that
+// looks like one ("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.159.04 ...").
+static void driver_version_from(char *text, char *out, size_t n) {
+    out[0] = 0;
+    char *nl = strchr(text, '\n');
+    if (nl) *nl = 0;
+    for (char *save = NULL, *w = strtok_r(text, " \t", &save); w; w = strtok_r(NULL, " \t", &save)) {
+        int dots = 0;
+        bool ok = isdigit((unsigned char)w[0]);
+        for (const char *c = w; *c && ok; c++) ok = isdigit((unsigned char)*c) || (*c == '.' && ++dots);
+        if (ok && dots >= 1) {
+            snprintf(out, n, "%s", w);
+            break;
+        }
+    }
+}
+
 static void kernel_driver_version(char *out, size_t n) {
     out[0] = 0;
     char *text = lwb_read_file("/proc/driver/nvidia/version", NULL);
     if (!text) return;
-    const char *p = strstr(text, "Kernel Module");
-    if (p) {
-        p += strlen("Kernel Module");
-        while (*p == ' ') p++;
-        size_t k = 0;
-        while (p[k] && p[k] != ' ' && p[k] != '\n' && k + 1 < n) k++;
-        snprintf(out, n, "%.*s", (int)k, p);
-    }
+    driver_version_from(text, out, n);
     free(text);
 }
 

@@ -47,9 +47,22 @@ static void test_nvrtc_loads(void **state) {
     assert_true(lwb_nvrtc.major >= 12);
 }
 
+static void test_driver_version_line(void **state) {
+    (void)state;
+    char text[] = "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.159.04  Release Build  (dvs-builder@U)\n"
+                  "GCC version:  gcc version 12.3.0\n";
+    char v[32];
+    driver_version_from(text, v, sizeof v);
+    assert_string_equal(v, "580.159.04");
+    char other[] = "NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.54.03  Tue Jun  6 22:20:39 UTC 2023\n";
+    driver_version_from(other, v, sizeof v);
+    assert_string_equal(v, "535.54.03");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_missing_library), cmocka_unit_test(test_missing_symbol),
-        cmocka_unit_test(test_versioned_names), cmocka_unit_test(test_nvrtc_loads)};
+        cmocka_unit_test(test_versioned_names), cmocka_unit_test(test_nvrtc_loads),
+        cmocka_unit_test(test_driver_version_line)};
     return cmocka_run_group_tests_name("libs", tests, NULL, NULL);
 }
