@@ -151,7 +151,7 @@ static struct ds_run *plan_runs(struct run_plan *p, const struct lwb_device *dev
         for (int l = 0; l < p->nlayers; l++) {
             struct ds_run *r = &runs[(size_t)i * p->nlayers + l];
             ds_run_plan(r, &p->layers[l], &p->d, q, dev, p->routing[i].method != LWB_BALANCE_NOT_MODIFIED);
-            ds_run_workspace(r, &b->gemm_ws_bytes, &b->mla_ws_bytes);
+            ds_run_workspace(r, b);
         }
     }
     return runs;

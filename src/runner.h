@@ -131,7 +131,7 @@ static void runner_warmup_check(struct lwb_runner *r, int pi) {
         ds_module_post_norm(run, d, b, r->s);
         if (run->L->moe) {
             if (d->shared_inter) ds_module_shared(run, r->s);
-            ds_module_gate(run, d, b, r->s);
+            ds_module_gate(run, r->s);
             ds_module_experts(run, d, b, r->s);
         } else {
             ds_module_mlp(run, r->s);
@@ -224,11 +224,11 @@ typedef void (*module_fn)(struct lwb_runner *r, struct ds_run *run);
 static void mt_mla(struct lwb_runner *r, struct ds_run *run) { ds_module_mla(run, &r->d, &r->buf, r->s); }
 static void mt_moe(struct lwb_runner *r, struct ds_run *run) {
     if (r->d.shared_inter) ds_module_shared(run, r->s);
-    ds_module_gate(run, &r->d, &r->buf, r->s);
+    ds_module_gate(run, r->s);
     ds_module_experts(run, &r->d, &r->buf, r->s);
 }
 static void mt_shared(struct lwb_runner *r, struct ds_run *run) { ds_module_shared(run, r->s); }
-static void mt_gate(struct lwb_runner *r, struct ds_run *run) { ds_module_gate(run, &r->d, &r->buf, r->s); }
+static void mt_gate(struct lwb_runner *r, struct ds_run *run) { ds_module_gate(run, r->s); }
 static void mt_experts(struct lwb_runner *r, struct ds_run *run) { ds_module_experts(run, &r->d, &r->buf, r->s); }
 static void mt_mlp(struct lwb_runner *r, struct ds_run *run) { ds_module_mlp(run, r->s); }
 

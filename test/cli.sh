@@ -70,6 +70,14 @@ expect 0 "dry run ctx" -- ./lwb run configs/config_ctx.yaml --dry-run --gpu H200
 has out "context phase"; has out "mla_prefill_h128"; has out "floors on NVIDIA H200"
 done_case "lwb run configs/config_ctx.yaml --dry-run --gpu H200"
 
+expect 0 "tiles override" -- env LWB_GEMM_TILES="gate=64,64,6,16" ./lwb run configs/config_gen.yaml --dry-run
+has out "gemm_gate_bm64_bn64_s6_k448_x16_e1"
+done_case "LWB_GEMM_TILES replaces a product's tiles"
+
+expect 2 "bad tiles" -- env LWB_GEMM_TILES="gate=64,48,6,16" ./lwb run configs/config_gen.yaml --dry-run
+has err "LWB_GEMM_TILES: gate=64,48,6,16"; has err "BN must be"; one_line_err
+done_case "an impossible LWB_GEMM_TILES entry is refused in one line"
+
 expect 2 "plan too big" -- ./lwb run configs/config_gen.yaml --dry-run --layer-indices 3,4,5,6,7
 has err "GiB short"; one_line_err
 done_case "a plan larger than the GPU is refused, saying by how much"

@@ -226,6 +226,35 @@ static void test_costs(void **state) {
     assert_true(fabs(ds_active_experts_expected(&p.d, 128) - 256 * (1 - pow(1 - 8.0 / 256, 128))) < 1e-9);
 }
 
+// GEMM tiles on a 132-multiprocessor device: few tiles get narrower columns, then K splits; the
+// LWB_GEMM_TILES override replaces the choice of the product it names.
+static void test_gemm_tiles(void **state) {
+    (void)state;
+    const int sms = 132, smem = 232448;
+    struct gemm_config c = gemm_choose_config(128, 256, 7168, 1, false, 0, sms, smem); // decode router
+    assert_int_equal(c.bm, 128), assert_int_equal(c.bn, 64), assert_int_equal(c.splitk, 16);
+    c = gemm_choose_config(8193, 256, 7168, 1, false, 0, sms, smem); // prefill router: 130 tiles, no split
+    assert_int_equal(c.bn, 128), assert_int_equal(c.splitk, 1);
+    c = gemm_choose_config(8193, 24576, 1536, 1, false, 0, sms, smem); // q_b prefill
+    assert_int_equal(c.bm, 128), assert_int_equal(c.bn, 256), assert_int_equal(c.stages, 3);
+    c = gemm_choose_config(128, 2112, 7168, 1, false, 0, sms, smem); // fused_a decode: 33 tiles, 4 splits
+    assert_int_equal(c.bn, 64), assert_int_equal(c.splitk, 4);
+    struct gemm_config t = {0};
+    assert_false(gemm_tiles_from_spec(NULL, "gate", 256, 7168, GEMM_EPI_F32, false, smem, &t));
+    assert_false(gemm_tiles_from_spec("gate2=64,64,4,16", "gate", 256, 7168, GEMM_EPI_F32, false, smem, &t));
+    assert_true(gemm_tiles_from_spec("q_b=128,256,3,1;gate=64,32,6,8", "gate", 256, 7168, GEMM_EPI_F32, false, smem, &t));
+    assert_int_equal(t.bm, 64), assert_int_equal(t.bn, 32), assert_int_equal(t.stages, 6);
+    assert_int_equal(t.splitk, 8), assert_int_equal(t.min_blocks, 2);
+    // Kept partials: no workspace, the output holds every slab.
+    struct lwb_gemm g;
+    c = gemm_choose_config(128, 256, 7168, 1, false, 0, sms, smem);
+    gemm_plan_config(&g, "gate", 128, 256, 7168, 1, GEMM_EPI_F32, false, c);
+    assert_int_equal(gemm_workspace_bytes(&g), 16 * 128 * 256 * 4);
+    gemm_keep_partials(&g);
+    assert_int_equal(gemm_workspace_bytes(&g), 0);
+    assert_int_equal(gemm_output_bytes(&g), 16 * 128 * 256 * 4);
+}
+
 // Every checkpoint tensor of a layer maps to lwb's weights with the right number of bytes.
 static void test_dump_mapping(void **state) {
     (void)state;
@@ -268,6 +297,7 @@ int main(void) {
         cmocka_unit_test(test_plan_kernels_compile), cmocka_unit_test(test_stats),
         cmocka_unit_test(test_nvtx_texts),    cmocka_unit_test(test_costs),
         cmocka_unit_test(test_dump_mapping),  cmocka_unit_test(test_gpuspec),
+        cmocka_unit_test(test_gemm_tiles),
     };
     return cmocka_run_group_tests_name("plan", tests, NULL, NULL);
 }

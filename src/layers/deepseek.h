@@ -202,7 +202,8 @@ struct ds_buffers {
     long long key_stride;               // row length of vt (K, a multiple of 8)
     CUdeviceptr attn;                   // (T, heads * v)
     CUdeviceptr attn_out;               // (T, H)
-    CUdeviceptr logits;                 // (T, E) fp32
+    CUdeviceptr logits;                 // (logit_splits, T, E) fp32: the gate's split-K partials
+    int logit_splits;                   // the most partial slabs a gate GEMM writes
     CUdeviceptr ids, weights, override; // (T, top_k) int32, fp32, int32
     struct moe_perm perm;
     CUdeviceptr x_perm, h_perm, y_perm; // (T*k, H), (T*k, moe_inter), (T*k, H)
@@ -244,7 +245,7 @@ static void ds_buffers_alloc(struct lwb_mem *m, struct ds_buffers *b, const stru
     b->attn_out = mem_alloc(m, MEM_ACT, DS_BF16(T, H), "o_proj output");
     if (any_moe) {
         const int E = d->experts;
-        b->logits = mem_alloc(m, MEM_ACT, (size_t)T * E * 4, "router logits");
+        b->logits = mem_alloc(m, MEM_ACT, (size_t)LWB_MAX(b->logit_splits, 1) * T * E * 4, "router logits");
         b->ids = mem_alloc(m, MEM_ACT, (size_t)T * kk * 4, "expert ids");
         b->weights = mem_alloc(m, MEM_ACT, (size_t)T * kk * 4, "expert weights");
         b->override = mem_alloc(m, MEM_ACT, (size_t)T * kk * 4, "balance override");
@@ -338,6 +339,7 @@ static void ds_run_plan(struct ds_run *r, const struct ds_layer *L, const struct
     if (L->moe) {
         double rows = (double)T * d->top_k / d->experts;
         gemm_plan(&r->g_gate, "gate", T, d->experts, d->hidden, 1, GEMM_EPI_F32, false, 0, dev);
+        gemm_keep_partials(&r->g_gate); // the top-k sums them
         gemm_plan(&r->g_e13, "experts13", T * d->top_k, 2 * d->moe_inter, d->hidden, 1, GEMM_EPI_SWIGLU, true, rows, dev);
         gemm_plan(&r->g_e2, "experts2", T * d->top_k, d->hidden, d->moe_inter, 1, GEMM_EPI_BF16, true, rows, dev);
         if (d->shared_inter) {
@@ -375,11 +377,15 @@ static int ds_run_requests(struct ds_run *r, struct lwb_kreq **out) {
     return n;
 }
 
-static void ds_run_workspace(struct ds_run *r, size_t *gemm_ws, size_t *mla_ws) {
+// Grow the shared buffers' sizes to what this run needs (split-K workspace, attention split
+// partials, the gate's partial slabs).
+static void ds_run_workspace(struct ds_run *r, struct ds_buffers *b) {
     struct lwb_gemm *g[16];
     int n = ds_run_gemms(r, g);
-    for (int i = 0; i < n; i++) *gemm_ws = LWB_MAX(*gemm_ws, gemm_workspace_bytes(g[i]));
-    if (r->dec.req.family) *mla_ws = LWB_MAX(*mla_ws, mla_decode_workspace(&r->dec.cfg, r->p.tokens));
+    for (int i = 0; i < n; i++) b->gemm_ws_bytes = LWB_MAX(b->gemm_ws_bytes, gemm_workspace_bytes(g[i]));
+    if (r->dec.req.family)
+        b->mla_ws_bytes = LWB_MAX(b->mla_ws_bytes, mla_decode_workspace(&r->dec.cfg, r->p.tokens));
+    if (r->L->moe) b->logit_splits = LWB_MAX(b->logit_splits, r->g_gate.cfg.splitk);
 }
 
 // Tensor maps and pointers, once buffers and weights exist (the kernels must be loaded).
@@ -498,15 +504,14 @@ static void ds_module_shared(struct ds_run *r, CUstream s) {
     gemm_enqueue(&r->g_s13, s);
     gemm_enqueue(&r->g_s2, s);
 }
-// Deepseekv3MoE > DeepseekV3Gate: router logits, expert choice (and the balance override).
-static void ds_module_gate(struct ds_run *r, const struct ds_dims *d, const struct ds_buffers *b, CUstream s) {
-    gemm_enqueue(&r->g_gate, s);
-    moe_topk_enqueue(&r->r_route, s, b->logits, r->L->w.bias, r->p.tokens, d->scaling, r->use_override ? b->override : 0,
-                     b->ids, b->weights);
-}
-// Deepseekv3MoE > MoE: permute, the two grouped expert products, combine (adding the shared
-// experts' output) into the layer's hidden output.
+// Deepseekv3MoE > DeepseekV3Gate: the router logits (as split-K partials), nothing more: as in
+// TensorRT-LLM, whose DeepseekV3Gate module computes logits and leaves routing to the MoE.
+static void ds_module_gate(struct ds_run *r, CUstream s) { gemm_enqueue(&r->g_gate, s); }
+// Deepseekv3MoE > MoE: expert choice (and the balance override), permute, the two grouped expert
+// products, combine (adding the shared experts' output) into the layer's hidden output.
 static void ds_module_experts(struct ds_run *r, const struct ds_dims *d, struct ds_buffers *b, CUstream s) {
+    moe_topk_enqueue(&r->r_route, s, b->logits, r->g_gate.cfg.splitk, r->p.tokens * (long long)d->experts,
+                     r->L->w.bias, r->p.tokens, d->scaling, r->use_override ? b->override : 0, b->ids, b->weights);
     moe_permute_enqueue(&r->r_route, r->route_cfg, s, &b->perm, b->ids, r->p.tokens, gemm_tile_rows(&r->g_e13),
                         gemm_tile_rows(&r->g_e2), b->x, b->x_perm);
     gemm_enqueue(&r->g_e13, s);
@@ -535,7 +540,7 @@ static void ds_forward(struct ds_run *r, const struct ds_dims *d, struct ds_buff
             lwb_nvtx_pop();
         }
         lwb_nvtx_push("DeepseekV3Gate");
-        ds_module_gate(r, d, b, s);
+        ds_module_gate(r, s);
         lwb_nvtx_pop();
         lwb_nvtx_push("MoE");
         ds_module_experts(r, d, b, s);
@@ -593,7 +598,8 @@ static int ds_cost(const struct ds_dims *d, const struct ds_problem *p, bool moe
         double gf = gemm_flops(T, d->experts, (int)H, 1);
         double gb = 2.0 * d->experts * H + 2.0 * T * H + 4.0 * T * d->experts;
         double ef = gemm_flops(routed_rows, 2 * d->moe_inter, (int)H, 1) + gemm_flops(routed_rows, (int)H, d->moe_inter, 1);
-        double eb = 2.0 * 3 * H * d->moe_inter * active_experts + 2.0 * T * H * 2 + 2.0 * routed_rows * (2 * H + 2 * d->moe_inter);
+        double eb = 2.0 * 3 * H * d->moe_inter * active_experts + 2.0 * T * H * 2 + 2.0 * routed_rows * (2 * H + 2 * d->moe_inter)
+                    + 4.0 * T * d->experts + 8.0 * routed_rows; // routing: logits in, choices out
         out[n++] = (struct ds_cost){"Deepseekv3MoE", sf + gf + ef, sb + gb + eb};
         if (d->shared_inter) out[n++] = (struct ds_cost){"GatedMLP", sf, sb};
         out[n++] = (struct ds_cost){"DeepseekV3Gate", gf, gb};

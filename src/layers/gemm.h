@@ -49,6 +49,7 @@ struct lwb_gemm {
     long long ld_out;       // elements between rows of C
     long long z_stride_out; // elements between batches of C
     CUdeviceptr ws;         // split-K partials (gemm_workspace_bytes), owned by the caller
+    bool partials_out;      // split-K partials are the output (at `out`): the consumer sums them
     CUdeviceptr tiles, num_tiles; // GROUPED: int4 tile list and its length, on the device
     int a_zmul, b_zmul;     // 1: the operand has one matrix per batch; 0: one for all batches
     unsigned smem;          // dynamic shared memory per block
@@ -59,10 +60,12 @@ static unsigned gemm_smem_bytes(struct gemm_config c) {
 }
 
 // Tiles: BM 64 when there are few rows (decode), else 128; BN 256 for compute-bound shapes, 128
-// otherwise. While the grid cannot fill the machine, split K (fp32 partials, summed by a second
-// kernel) as long as each split keeps at least 8 steps of 64. Stages: 3 for 128 x 256 tiles
-// (measured fastest on an H100: deeper pipelines were slower), else as many as fit in the
-// shared memory of the blocks that share a multiprocessor, up to 6.
+// otherwise. While the grid fills less than three quarters of the machine, halve BN (down to 64),
+// then split K (fp32 partials, summed by a second kernel or by the consumer) while the grid still
+// fits in one wave and each split keeps at least 4 steps of 64 (8 when the grid is already a
+// quarter full). Stages: 3 for 128 x 256 tiles (measured fastest on an H100: deeper pipelines
+// were slower), else as many as fit in the shared memory of the blocks that share a
+// multiprocessor, up to 6.
 static struct gemm_config gemm_choose_config(long long m, int n, int k, int batch, bool grouped,
                                              double rows_per_group, int sm_count, int smem_optin) {
     struct gemm_config c = {.splitk = 1, .min_blocks = 1};
@@ -74,13 +77,13 @@ static struct gemm_config gemm_choose_config(long long m, int n, int k, int batc
     if (c.bm == 64) c.min_blocks = 2;
     if (!grouped) {
         long long tiles = LWB_CEIL_DIV(m, c.bm) * LWB_CEIL_DIV(n, c.bn) * (long long)batch;
-        if (tiles < sm_count && c.bn > 64 && n > 64) {
-            c.bn = 64;
+        while (tiles * 4 < sm_count * 3LL && c.bn > 64 && n > 64) {
+            c.bn /= 2;
             tiles = LWB_CEIL_DIV(m, c.bm) * LWB_CEIL_DIV(n, c.bn) * (long long)batch;
         }
-        int steps = k / 64;
+        int steps = k / 64, min_steps = tiles * 4 < sm_count ? 4 : 8;
         while (tiles * c.splitk * 2 <= sm_count && steps % (c.splitk * 2) == 0 &&
-               steps / (c.splitk * 2) >= 8)
+               steps / (c.splitk * 2) >= min_steps)
             c.splitk *= 2;
     }
     int budget = smem_optin / c.min_blocks - 2048;
@@ -117,15 +120,61 @@ static void gemm_plan_config(struct lwb_gemm *g, const char *name, long long m, 
     g->smem = gemm_smem_bytes(c);
 }
 
+// LWB_GEMM_TILES="name=BM,BN,STAGES,SPLITK;name=..." replaces the chosen tiles of the products
+// so named (the names in kernel labels: gate, q_b, experts13, ...), for tuning without a rebuild.
+// Returns true when `spec` names `name`; a malformed or impossible entry is a user error.
+static bool gemm_tiles_from_spec(const char *spec, const char *name, int n, int k, int epilogue, bool grouped,
+                                 int smem_optin, struct gemm_config *c) {
+    for (const char *e = spec; e && *e; e = strchr(e, ';') ? strchr(e, ';') + 1 : NULL) {
+        const char *eq = strchr(e, '=');
+        size_t len = strlen(name);
+        if (!eq || (size_t)(eq - e) != len || strncmp(e, name, len)) continue;
+        struct gemm_config t = {0};
+        int used = 0;
+        if (sscanf(eq + 1, "%d,%d,%d,%d%n", &t.bm, &t.bn, &t.stages, &t.splitk, &used) != 4 ||
+            (eq[1 + used] && eq[1 + used] != ';'))
+            lwb_user_error("LWB_GEMM_TILES: entry for %s must read %s=BM,BN,STAGES,SPLITK", name, name);
+        t.min_blocks = t.bm == 64 ? 2 : 1;
+        const char *why = t.bm != 64 && t.bm != 128                            ? "BM must be 64 or 128"
+                          : t.bn < 16 || t.bn > 256 || t.bn & (t.bn - 1)      ? "BN must be 16, 32, 64, 128 or 256"
+                          : t.splitk < 1 || (k / 64) % t.splitk               ? "SPLITK must divide K / 64"
+                          : grouped && t.splitk > 1                           ? "grouped products are not split"
+                          : t.stages < 2                                      ? "STAGES must be at least 2"
+                          : (int)gemm_smem_bytes(t) * t.min_blocks > smem_optin ? "the stages do not fit in shared memory"
+                          : t.stages * (t.bm + t.bn) < (t.bm / 64) * (epilogue == GEMM_EPI_SWIGLU ? t.bn / 2 : t.bn) ? "too few stages for the epilogue"
+                                                                                    : NULL;
+        if (why) lwb_user_error("LWB_GEMM_TILES: %s=%d,%d,%d,%d (N %d, K %d): %s", name, t.bm, t.bn, t.stages,
+                                t.splitk, n, k, why);
+        *c = t;
+        return true;
+    }
+    return false;
+}
+
 // Plan a product; the request is built here, the tensor maps once the operands exist (gemm_bind).
 static void gemm_plan(struct lwb_gemm *g, const char *name, long long m, int n, int k, int batch,
                       int epilogue, bool grouped, double rows_per_group, const struct lwb_device *dev) {
-    gemm_plan_config(g, name, m, n, k, batch, epilogue, grouped,
-                     gemm_choose_config(m, n, k, batch, grouped, rows_per_group, dev->sm_count, dev->smem_optin));
+    struct gemm_config c = gemm_choose_config(m, n, k, batch, grouped, rows_per_group, dev->sm_count, dev->smem_optin);
+    gemm_tiles_from_spec(getenv("LWB_GEMM_TILES"), name, n, k, epilogue, grouped, dev->smem_optin, &c);
+    gemm_plan_config(g, name, m, n, k, batch, epilogue, grouped, c);
+}
+
+// Leave the split-K partials as the product's output (fp32 epilogue only): `out` holds
+// cfg.splitk slabs of m x n floats, m * n apart, and whoever reads them sums them (the router's
+// top-k does), which saves the reduce kernel's launch. Call between plan and bind.
+static void gemm_keep_partials(struct lwb_gemm *g) {
+    if (g->epilogue != GEMM_EPI_F32 || g->batch != 1) LWB_BUG("gemm %s: only fp32 products keep partials", g->name);
+    g->partials_out = g->cfg.splitk > 1;
+}
+
+// Bytes of the output buffer (all partial slabs when they are the output).
+static size_t gemm_output_bytes(const struct lwb_gemm *g) {
+    size_t slabs = g->partials_out ? (size_t)g->cfg.splitk : 1;
+    return slabs * g->batch * g->m * g->n * (g->epilogue == GEMM_EPI_F32 ? 4 : 2);
 }
 
 static size_t gemm_workspace_bytes(const struct lwb_gemm *g) {
-    if (g->cfg.splitk == 1) return 0;
+    if (g->cfg.splitk == 1 || g->partials_out) return 0;
     return (size_t)g->cfg.splitk * g->batch * g->m * g->n * sizeof(float);
 }
 
@@ -159,7 +208,7 @@ static void gemm_bind(struct lwb_gemm *g, const struct lwb_operand *a, const str
     g->b_zmul = b->z > 1;
     if ((a->z > 1 && a->z != g->batch && !g->grouped) || (b->z > 1 && b->z != g->batch && !g->grouped))
         LWB_BUG("gemm %s: batch %d but operands hold %d and %d matrices", g->name, g->batch, a->z, b->z);
-    if (g->cfg.splitk > 1 && !ws) LWB_BUG("gemm %s: split-K needs a workspace", g->name);
+    if (g->cfg.splitk > 1 && !ws && !g->partials_out) LWB_BUG("gemm %s: split-K needs a workspace", g->name);
     // bf16 outputs whose rows are 16-byte aligned leave full tiles through TMA stores.
     int out_cols = g->epilogue == GEMM_EPI_SWIGLU ? g->n / 2 : g->n;
     int tile_cols = g->epilogue == GEMM_EPI_SWIGLU ? g->cfg.bn / 2 : g->cfg.bn;
@@ -186,14 +235,15 @@ static void gemm_enqueue(struct lwb_gemm *g, CUstream s) {
     unsigned gy = g->grouped ? (unsigned)g->max_tiles : (unsigned)LWB_CEIL_DIV(g->m, c.bm);
     unsigned gz = (unsigned)(g->batch * c.splitk);
     int M = (int)g->m, N = g->n;
-    CUdeviceptr out = c.splitk > 1 ? g->ws : g->out;
+    const bool reduce = c.splitk > 1 && !g->partials_out;
+    CUdeviceptr out = reduce ? g->ws : g->out;
     long long ld = c.splitk > 1 ? g->n : g->ld_out;
     long long split_stride = (long long)g->m * g->n;
     void *args[] = {&g->a_map, &g->b_map, &g->c_map, &g->tma_store, &out, &ld, &g->z_stride_out, &M, &N,
                     &g->tiles, &g->num_tiles, &split_stride, &g->a_zmul, &g->b_zmul};
     cu_launch(kreq_func(&g->req, "lwb_gemm"),
               (struct lwb_launch){{gx, gy, gz}, {(unsigned)(128 * (c.bm / 64 + 1))}, g->smem}, s, args);
-    if (c.splitk > 1) {
+    if (reduce) {
         int splits = c.splitk, batch = g->batch;
         unsigned blocks = (unsigned)LWB_CEIL_DIV((long long)M * (N / 2), 256);
         void *rargs[] = {&g->ws, &split_stride, &splits, &M, &N, &g->out, &g->ld_out, &g->z_stride_out, &batch};

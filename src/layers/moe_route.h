@@ -30,11 +30,14 @@ static void moe_route_request(struct lwb_kreq *r, struct moe_route_config c) {
     kreq_entry(r, "lwb_moe_combine");
 }
 
-// logits: (tokens, experts) fp32; bias: (experts) fp32; override: (tokens, top_k) int32 or 0.
-static void moe_topk_enqueue(const struct lwb_kreq *r, CUstream s, CUdeviceptr logits, CUdeviceptr bias, int tokens,
-                             float scaling, CUdeviceptr override_ids, CUdeviceptr ids, CUdeviceptr weights) {
+// logits: `splits` slabs of (tokens, experts) fp32, `split_stride` floats apart, that sum to the
+// router logits (the gate GEMM's split-K partials); bias: (experts) fp32; override: (tokens,
+// top_k) int32 or 0.
+static void moe_topk_enqueue(const struct lwb_kreq *r, CUstream s, CUdeviceptr logits, int splits,
+                             long long split_stride, CUdeviceptr bias, int tokens, float scaling,
+                             CUdeviceptr override_ids, CUdeviceptr ids, CUdeviceptr weights) {
     if (tokens == 0) return;
-    void *args[] = {&logits, &bias, &tokens, &scaling, &override_ids, &ids, &weights};
+    void *args[] = {&logits, &splits, &split_stride, &bias, &tokens, &scaling, &override_ids, &ids, &weights};
     cu_launch(kreq_func(r, "lwb_moe_topk"), (struct lwb_launch){{(unsigned)LWB_CEIL_DIV(tokens, 8)}, {256}}, s, args);
 }
 

@@ -674,14 +674,20 @@ static void check_prefill_odd(struct check *c) {
 // ---------------------------------------------------------------------------------------------
 // moe_route: routing against the C reference; permutation and combine by their invariants
 
+// The logits arrive as `splits` partial slabs (as the gate GEMM leaves them); the reference sums
+// them in the kernel's order.
 static void check_moe_route_case(struct check *c, int tokens, struct moe_route_config rc, int rows_a, int rows_b,
-                                 bool with_override) {
+                                 bool with_override, int splits) {
     struct lwb_kreq req;
     moe_route_request(&req, rc);
     jit_build(&c->jit, (struct lwb_kreq *[]){&req}, 1);
     const int E = rc.experts, K = rc.top_k, H = rc.hidden, n = tokens * K;
-    float *logits = xmalloc(sizeof(float) * (size_t)tokens * E), *bias = xmalloc(sizeof(float) * E);
-    for (size_t i = 0; i < (size_t)tokens * E; i++) logits[i] = ref_uniform(&c->rng, -2.5f, 2.5f);
+    const size_t nl = (size_t)tokens * E;
+    float *parts = xmalloc(sizeof(float) * nl * splits), *logits = xcalloc(nl, sizeof(float));
+    float *bias = xmalloc(sizeof(float) * E);
+    for (size_t i = 0; i < nl * splits; i++) parts[i] = ref_uniform(&c->rng, -2.5f, 2.5f) / (float)splits;
+    for (int sp = 0; sp < splits; sp++)
+        for (size_t i = 0; i < nl; i++) logits[i] += parts[sp * nl + i];
     for (int e = 0; e < E; e++) bias[e] = ref_uniform(&c->rng, -0.05f, 0.05f);
     int *ovr = NULL;
     if (with_override) { // a balanced-like selection: distinct experts per token
@@ -689,10 +695,10 @@ static void check_moe_route_case(struct check *c, int tokens, struct moe_route_c
         for (int t = 0; t < tokens; t++)
             for (int k = 0; k < K; k++) ovr[t * K + k] = (t * K + k * 7) % E;
     }
-    CUdeviceptr dl = upload(logits, sizeof(float) * (size_t)tokens * E), db = upload(bias, sizeof(float) * E);
+    CUdeviceptr dl = upload(parts, sizeof(float) * nl * splits), db = upload(bias, sizeof(float) * E);
     CUdeviceptr dov = ovr ? upload(ovr, sizeof(int) * (size_t)n) : 0;
     CUdeviceptr dids = dev_alloc(sizeof(int) * (size_t)n, "ids"), dw = dev_alloc(sizeof(float) * (size_t)n, "w");
-    moe_topk_enqueue(&req, c->s, dl, db, tokens, 2.5f, dov, dids, dw);
+    moe_topk_enqueue(&req, c->s, dl, splits, (long long)nl, db, tokens, 2.5f, dov, dids, dw);
     // Permute random hidden states, treat them as expert outputs, combine with a shared term.
     size_t nx = (size_t)tokens * H;
     CUdeviceptr dx = dev_alloc(nx * 2, "x"), dxp = dev_alloc((size_t)n * H * 2, "x_perm"), dsh = dev_alloc(nx * 2, "sh"),
@@ -718,8 +724,8 @@ static void check_moe_route_case(struct check *c, int tokens, struct moe_route_c
         if (fabsf(w[i] - want_w[i]) > 1e-4f * fabsf(want_w[i]) + 1e-6f) bad_w++;
     }
     char what[160];
-    snprintf(what, sizeof what, "moe_topk t=%d e=%d k=%d g=%d/%d%s", tokens, E, K, rc.topk_group, rc.groups,
-             with_override ? " override" : "");
+    snprintf(what, sizeof what, "moe_topk t=%d e=%d k=%d g=%d/%d splits=%d%s", tokens, E, K, rc.topk_group,
+             rc.groups, splits, with_override ? " override" : "");
     struct ref_diff d = {.bad = bad_ids + bad_w};
     verdict(c, what, d, 0);
 
@@ -766,18 +772,18 @@ static void check_moe_route_case(struct check *c, int tokens, struct moe_route_c
         }
     snprintf(what, sizeof what, "moe_combine t=%d h=%d", tokens, H);
     verdict(c, what, ref_compare("out", got, want, nx, 2e-2, 1e-2, 1), 1e-2);
-    free(logits), free(bias), free(ovr), free(ids), free(want_ids), free(w), free(want_w), free(counts), free(offs);
+    free(parts), free(logits), free(bias), free(ovr), free(ids), free(want_ids), free(w), free(want_w), free(counts), free(offs);
     free(rows), free(ta), free(tb), free(want_count), free(used), free(x), free(xp), free(sh), free(out), free(got);
     free(want);
 }
 
 static void check_moe_route(struct check *c) {
     struct moe_route_config ds = {256, 8, 8, 4, 1, 7168};
-    check_moe_route_case(c, 131, ds, 64, 128, false);
-    check_moe_route_case(c, 7, ds, 128, 256, false);
-    check_moe_route_case(c, 131, ds, 64, 128, true);
-    check_moe_route_case(c, 1000, (struct moe_route_config){64, 6, 1, 1, 1, 2048}, 64, 64, false);
-    check_moe_route_case(c, 33, (struct moe_route_config){128, 8, 4, 2, 0, 4096}, 128, 64, false);
+    check_moe_route_case(c, 131, ds, 64, 128, false, 1);
+    check_moe_route_case(c, 7, ds, 128, 256, false, 16);
+    check_moe_route_case(c, 131, ds, 64, 128, true, 3);
+    check_moe_route_case(c, 1000, (struct moe_route_config){64, 6, 1, 1, 1, 2048}, 64, 64, false, 2);
+    check_moe_route_case(c, 33, (struct moe_route_config){128, 8, 4, 2, 0, 4096}, 128, 64, false, 1);
 }
 
 // ---------------------------------------------------------------------------------------------
