@@ -3,7 +3,8 @@
 // Defines: struct lwb_cu_api (one pointer per driver entry point lwb uses, typed from the
 // toolkit's own header, resolved under the versioned names that header maps to), lwb_cu (the
 // table), cu_try_load / cu_load, CU_CHECK, struct lwb_device (properties read once), device_open,
-// dev_alloc/dev_free (device memory with a running total), struct lwb_timer (event pairs).
+// dev_alloc/dev_free (device memory with a running total), cu_launch, stream_wait, upload_wait,
+// time_cold_us (a launch sequence's time from a cold L2).
 //
 // Does not: link against libcuda (lwb starts on machines without a driver), or use the runtime
 // API (libcudart): every call goes through the driver.
@@ -246,4 +247,48 @@ static void stream_wait(CUstream s, double timeout_s, const char *what) {
 static void upload_wait(CUstream s, CUdeviceptr dst, const void *src, size_t bytes) {
     CU_CHECK(lwb_cu.cuMemcpyHtoDAsync(dst, src, bytes, s));
     stream_wait(s, 60, "a host-to-device copy");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timing from a cold L2: `fn` enqueues the work on the stream. `reps` flushes of `flush` (at least
+// twice the L2), each followed by the work, take this much longer than the same flushes alone:
+// that difference per run is one sample, so neither the flush nor the fixed cost of an event pair
+// (microseconds: more than a small kernel takes) is charged to the work. Median of `rounds`
+// samples, in microseconds.
+static double time_flushed_ms(CUstream s, CUdeviceptr flush, size_t flush_bytes, void (*fn)(void *, CUstream),
+                              void *arg, int reps, CUevent e0, CUevent e1) {
+    CU_CHECK(lwb_cu.cuEventRecord(e0, s));
+    for (int i = 0; i < reps; i++) {
+        CU_CHECK(lwb_cu.cuMemsetD8Async(flush, (unsigned char)i, flush_bytes, s));
+        if (fn) fn(arg, s);
+    }
+    CU_CHECK(lwb_cu.cuEventRecord(e1, s));
+    stream_wait(s, 300, "a timed launch sequence");
+    float ms;
+    CU_CHECK(lwb_cu.cuEventElapsedTime(&ms, e0, e1));
+    return ms;
+}
+
+static double time_cold_us(CUstream s, CUdeviceptr flush, size_t flush_bytes, void (*fn)(void *, CUstream), void *arg,
+                           int reps, int rounds) {
+    CUevent e0, e1;
+    CU_CHECK(lwb_cu.cuEventCreate(&e0, CU_EVENT_DEFAULT));
+    CU_CHECK(lwb_cu.cuEventCreate(&e1, CU_EVENT_DEFAULT));
+    fn(arg, s); // warm (first launches load code)
+    double *t = xcalloc((size_t)rounds, sizeof *t);
+    for (int i = 0; i < rounds; i++) {
+        double base = time_flushed_ms(s, flush, flush_bytes, NULL, NULL, reps, e0, e1);
+        double with = time_flushed_ms(s, flush, flush_bytes, fn, arg, reps, e0, e1);
+        t[i] = (with - base) * 1e3 / reps;
+    }
+    for (int i = 1; i < rounds; i++) // insertion sort: rounds is small
+        for (int j = i; j > 0 && t[j] < t[j - 1]; j--) {
+            double x = t[j];
+            t[j] = t[j - 1], t[j - 1] = x;
+        }
+    double med = t[rounds / 2];
+    free(t);
+    CU_CHECK(lwb_cu.cuEventDestroy(e0));
+    CU_CHECK(lwb_cu.cuEventDestroy(e1));
+    return med;
 }

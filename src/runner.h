@@ -8,7 +8,7 @@
 // runner_forward, runner_warmup_check (NaN / Inf / mostly-zero outputs name the layer and
 // module), runner_time_problem (the reference's loop: eager or one replayed graph, events back
 // to back, the `b=.. s=.. past=..` NVTX range per iteration), runner_module_times (each module
-// alone, L2 flushed, median of repeats), and the NVTX markers of the layer-wise contract.
+// alone from a cold L2, its cost beyond the flushes), and the NVTX markers of the layer-wise contract.
 //
 // Does not: parse options or print the tables (cmd_run.h), or know layer internals beyond
 // layers/deepseek.h's module functions.
@@ -232,28 +232,37 @@ static void mt_gate(struct lwb_runner *r, struct ds_run *run) { ds_module_gate(r
 static void mt_experts(struct lwb_runner *r, struct ds_run *run) { ds_module_experts(run, &r->d, &r->buf, r->s); }
 static void mt_mlp(struct lwb_runner *r, struct ds_run *run) { ds_module_mlp(run, r->s); }
 
+struct module_call {
+    struct lwb_runner *r;
+    struct ds_run *run;
+    module_fn fn;
+};
+static void module_call_enqueue(void *arg, CUstream s) {
+    struct module_call *m = arg;
+    (void)s; // the module enqueues on the runner's stream
+    m->fn(m->r, m->run);
+}
+
+// A module's time alone, from a cold L2 (time_cold_us: the flushes and the events' own cost are
+// not charged to it).
 static double time_module(struct lwb_runner *r, struct ds_run *run, module_fn fn, int reps) {
-    CUevent e0, e1;
-    CU_CHECK(lwb_cu.cuEventCreate(&e0, CU_EVENT_DEFAULT));
-    CU_CHECK(lwb_cu.cuEventCreate(&e1, CU_EVENT_DEFAULT));
-    double *t = xmalloc(sizeof *t * (size_t)reps);
-    fn(r, run); // warm
-    for (int i = 0; i < reps; i++) {
-        CU_CHECK(lwb_cu.cuMemsetD8Async(r->flush, (unsigned char)i, r->flush_bytes, r->s));
-        CU_CHECK(lwb_cu.cuEventRecord(e0, r->s));
-        fn(r, run);
-        CU_CHECK(lwb_cu.cuEventRecord(e1, r->s));
-        stream_wait(r->s, 300, "a module timing");
-        float ms;
-        CU_CHECK(lwb_cu.cuEventElapsedTime(&ms, e0, e1));
-        t[i] = ms * 1e3;
-    }
-    qsort(t, (size_t)reps, sizeof *t, cmp_double);
-    double med = percentile_sorted(t, reps, 0.5);
-    free(t);
-    CU_CHECK(lwb_cu.cuEventDestroy(e0));
-    CU_CHECK(lwb_cu.cuEventDestroy(e1));
-    return med;
+    struct module_call m = {r, run, fn};
+    return time_cold_us(r->s, r->flush, r->flush_bytes, module_call_enqueue, &m, reps, 5);
+}
+
+// What the least kernel costs by time_module's method: a one-element fill after a flush. No module
+// can take less; for a module of one small kernel it is most of the time.
+struct fill_one {
+    const struct lwb_kreq *init;
+    CUdeviceptr p;
+};
+static void fill_one_enqueue(void *arg, CUstream s) {
+    struct fill_one *f = arg;
+    init_fill_bf16(f->init, s, f->p, 1, 1, 0.f, 1.f);
+}
+static double runner_launch_cost(struct lwb_runner *r) {
+    struct fill_one f = {&r->init, r->flush}; // the flush buffer's first element: scratch
+    return time_cold_us(r->s, r->flush, r->flush_bytes, fill_one_enqueue, &f, 20, 5);
 }
 
 // Active experts of the last forward (for the MoE floors: only they must be read).

@@ -232,7 +232,7 @@ static void test_gemm_tiles(void **state) {
     (void)state;
     const int sms = 132, smem = 232448;
     struct gemm_config c = gemm_choose_config(128, 256, 7168, 1, false, 0, sms, smem); // decode router
-    assert_int_equal(c.bm, 128), assert_int_equal(c.bn, 64), assert_int_equal(c.splitk, 16);
+    assert_int_equal(c.bm, 64), assert_int_equal(c.bn, 64), assert_int_equal(c.splitk, 16);
     c = gemm_choose_config(8193, 256, 7168, 1, false, 0, sms, smem); // prefill router: 130 tiles, no split
     assert_int_equal(c.bn, 128), assert_int_equal(c.splitk, 1);
     c = gemm_choose_config(8193, 24576, 1536, 1, false, 0, sms, smem); // q_b prefill

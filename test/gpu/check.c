@@ -71,33 +71,9 @@ static void verdict(struct check *c, const char *what, struct ref_diff d, double
 
 typedef void (*launch_fn)(void *arg, CUstream s);
 
-// Median time of one launch (us), L2 flushed before each.
+// Time of one launch (us) from a cold L2, as lwb run's roofline times modules (time_cold_us).
 static double time_us(struct check *c, launch_fn fn, void *arg, int reps) {
-    CUevent e0, e1;
-    CU_CHECK(lwb_cu.cuEventCreate(&e0, CU_EVENT_DEFAULT));
-    CU_CHECK(lwb_cu.cuEventCreate(&e1, CU_EVENT_DEFAULT));
-    fn(arg, c->s); // warm-up
-    double *t = xcalloc((size_t)reps, sizeof *t);
-    for (int i = 0; i < reps; i++) {
-        CU_CHECK(lwb_cu.cuMemsetD8Async(c->flush, (unsigned char)i, c->flush_bytes, c->s));
-        CU_CHECK(lwb_cu.cuEventRecord(e0, c->s));
-        fn(arg, c->s);
-        CU_CHECK(lwb_cu.cuEventRecord(e1, c->s));
-        stream_wait(c->s, 60, "timed launch");
-        float ms;
-        CU_CHECK(lwb_cu.cuEventElapsedTime(&ms, e0, e1));
-        t[i] = ms * 1e3;
-    }
-    for (int i = 1; i < reps; i++) // insertion sort: reps is small
-        for (int j = i; j > 0 && t[j] < t[j - 1]; j--) {
-            double x = t[j];
-            t[j] = t[j - 1], t[j - 1] = x;
-        }
-    double med = t[reps / 2];
-    free(t);
-    lwb_cu.cuEventDestroy(e0);
-    lwb_cu.cuEventDestroy(e1);
-    return med;
+    return time_cold_us(c->s, c->flush, c->flush_bytes, fn, arg, reps, 5);
 }
 
 static void bench_line(struct check *c, const char *what, double us, double bytes, double flops) {
@@ -442,6 +418,15 @@ static void check_gemm(struct check *c) {
     bench_grouped(c, "experts2", 256, 256, 7168, 2048, GEMM_EPI_BF16);
 }
 
+struct fill_arg {
+    struct check *c;
+    CUdeviceptr p;
+};
+static void fill_launch(void *arg, CUstream s) {
+    struct fill_arg *a = arg;
+    init_fill_bf16(&a->c->init, s, a->p, 1, 7, -1.f, 1.f);
+}
+
 // Configuration variants of compute-bound products (tile, cluster, TMA-store epilogue), timed
 // side by side to pick the defaults.
 static void bench_gemm_variant(struct check *c, const char *name, long long m, int n, int k, int epi, bool grouped,
@@ -449,10 +434,11 @@ static void bench_gemm_variant(struct check *c, const char *name, long long m, i
     int experts = grouped ? (int)(m / rows) : 1;
     struct lwb_gemm g;
     gemm_plan_config(&g, name, m, n, k, 1, epi, grouped, cfg);
+    if (epi == GEMM_EPI_F32) gemm_keep_partials(&g); // split fp32 products leave partials, as the router's
     jit_build(&c->jit, (struct lwb_kreq *[]){&g.req}, 1);
-    size_t na = (size_t)m * k, nb = (size_t)experts * n * k;
+    size_t na = (size_t)m * k, nb = (size_t)experts * n * k, nc = gemm_output_bytes(&g);
     int nout = epi == GEMM_EPI_SWIGLU ? n / 2 : n;
-    CUdeviceptr da = dev_alloc(na * 2, "A"), db = dev_alloc(nb * 2, "B"), dc = dev_alloc((size_t)m * nout * 2, "C");
+    CUdeviceptr da = dev_alloc(na * 2, "A"), db = dev_alloc(nb * 2, "B"), dc = dev_alloc(nc, "C");
     init_fill_bf16(&c->init, c->s, da, (long long)na, 51, -1.f, 1.f);
     init_fill_bf16(&c->init, c->s, db, (long long)nb, 52, -2.f / sqrtf((float)k), 2.f / sqrtf((float)k));
     struct lwb_operand A = {da, m, k, k, 1, 0}, B = {db, n, k, k, experts, (long long)n * k};
@@ -471,10 +457,10 @@ static void bench_gemm_variant(struct check *c, const char *name, long long m, i
     struct gemm_arg ga = {&g};
     double us = time_us(c, gemm_launch, &ga, 10);
     char what[160];
-    snprintf(what, sizeof what, "%s %lldx%dx%d bm%d bn%d s%d %s", name, m, n, k, cfg.bm, cfg.bn, cfg.stages,
-             g.tma_store ? "tma-store" : "direct");
+    snprintf(what, sizeof what, "%s %lldx%dx%d bm%d bn%d s%d x%d %s", name, m, n, k, cfg.bm, cfg.bn, cfg.stages,
+             cfg.splitk, g.tma_store ? "tma-store" : "direct");
     bench_line(c, what, us, gemm_bytes((double)m, n, k, 1, experts, epi), gemm_flops((double)m, n, k, 1));
-    dev_free(da, na * 2), dev_free(db, nb * 2), dev_free(dc, (size_t)m * nout * 2);
+    dev_free(da, na * 2), dev_free(db, nb * 2), dev_free(dc, nc);
     if (dt) dev_free(dt, 0), dev_free(dn, 0);
 }
 
@@ -496,6 +482,20 @@ static void check_gemm_variants(struct check *c) {
         bench_gemm_variant(c, "o_proj", 128, 7168, 16384, GEMM_EPI_BF16, false, 0, d[i], 1);
         bench_gemm_variant(c, "shared13", 128, 4096, 7168, GEMM_EPI_SWIGLU, false, 0, d[i], 1);
     }
+}
+
+// The decode router (fp32 partials for the top-k) under several tilings, the same kernel on a
+// short K (its fixed cost), and what an almost empty launch costs here.
+static void check_router_variants(struct check *c) {
+    struct gemm_config r[] = {{128, 64, 6, 16, 1}, {64, 64, 6, 16, 2}, {64, 32, 6, 16, 2}, {64, 64, 4, 28, 2}};
+    for (size_t i = 0; i < LWB_ARRAY_LEN(r); i++)
+        bench_gemm_variant(c, "gate", 128, 256, 7168, GEMM_EPI_F32, false, 0, r[i], 1);
+    bench_gemm_variant(c, "gate_k448", 128, 256, 448, GEMM_EPI_F32, false, 0, (struct gemm_config){64, 64, 6, 1, 2}, 1);
+    bench_gemm_variant(c, "gate_k64", 128, 256, 64, GEMM_EPI_F32, false, 0, (struct gemm_config){64, 64, 2, 1, 2}, 1);
+    CUdeviceptr one = dev_alloc(2, "one element");
+    struct fill_arg fa = {c, one};
+    bench_line(c, "fill of one element (launch cost)", time_us(c, fill_launch, &fa, 20), 2, 0);
+    dev_free(one, 2);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -927,6 +927,7 @@ static const struct {
 } families[] = {
     {"init", check_init, true},           {"rmsnorm", check_rmsnorm, true},
     {"gemm", check_gemm, true},           {"gemmvar", check_gemm_variants, false},
+    {"router", check_router_variants, false},
     {"mla_decode", check_mla_decode, true}, {"mla_prefill", check_mla_prefill, true},
     {"prefill_odd", check_prefill_odd, true},
     {"moe_route", check_moe_route, true}, {"mla_rope", check_mla_rope, true},
