@@ -60,10 +60,10 @@ static unsigned gemm_smem_bytes(struct gemm_config c) {
 }
 
 // Tiles: BM 64 when there are few rows (decode), else 128; BN 256 for compute-bound shapes, 128
-// otherwise. While the grid fills less than three quarters of the machine, halve BN (down to 64)
-// (and with a handful of tiles of at most 128 rows, use 64-row tiles), then split K (fp32 partials, summed by a second kernel or by the consumer) while the grid still
-// fits in one wave and each split keeps at least 4 steps of 64 (8 when the grid is already a
-// quarter full). Stages: 3 for 128 x 256 tiles (measured fastest on an H100: deeper pipelines
+// otherwise. While the grid fills less than three quarters of the machine, halve BN (down to
+// 64); with only a handful of tiles of at most 128 rows, use 64-row tiles. Then split K (fp32
+// partials, summed by a second kernel or by the consumer) while the grid still fits in one wave
+// and each split keeps at least 4 steps of 64 (8 once the grid is a quarter full). Stages: 3 for 128 x 256 tiles (measured fastest on an H100: deeper pipelines
 // were slower), else as many as fit in the shared memory of the blocks that share a
 // multiprocessor, up to 6.
 static struct gemm_config gemm_choose_config(long long m, int n, int k, int batch, bool grouped,

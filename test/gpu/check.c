@@ -330,8 +330,8 @@ static void check_gemm_big(struct check *c, const char *name, long long m, int n
     struct lwb_operand A = {da, m, k, k, 1, 0}, B = {db, n, k, k, 1, 0};
     gemm_bind(&g, &A, &B, dc, nout, 0, ws);
     char what[160];
-    snprintf(what, sizeof what, "gemm %s %lldx%dx%d bm%d bn%d s%d split%d", name, m, n, k, g.cfg.bm, g.cfg.bn,
-             g.cfg.stages, g.cfg.splitk);
+    snprintf(what, sizeof what, "gemm %s %lldx%dx%d bm%d bn%d s%d split%d%s", name, m, n, k, g.cfg.bm, g.cfg.bn,
+             g.cfg.stages, g.cfg.splitk, g.cfg.splitk > 1 ? "+reduce" : "");
     if (verify && epi != GEMM_EPI_SWIGLU) {
         poison(c, dc, nc * esz);
         gemm_enqueue(&g, c->s);
