@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # profile_run.sh: the built-in profiler against Nsight Systems on the GPU machine.
 #   test/gpu/profile_run.sh OUTDIR
-# Needs build/profile_probe and .dev/ (../shared/device/nsys-debs.sh) carried over.
+# Needs build/profile_probe; the Nsight Systems part runs when .dev/nsys-env.sh exists and exports
+# NSYS (the nsys binary, with any libraries its importer lacks on the library path).
 set -u
 out=${1:?usage: test/gpu/profile_run.sh OUTDIR}
 mkdir -p "$out/loop" "$out/run" "$out/nsys"
