@@ -355,6 +355,36 @@ static void check_gemm_big(struct check *c, const char *name, long long m, int n
     if (ws) dev_free(ws, wsb);
 }
 
+// The router's form of an fp32 product: split-K partials kept as the output (no reduce kernel),
+// summed here in slab order as the top-k sums them, against the fp32 GPU reference.
+static void check_gemm_partials(struct check *c, const char *name, long long m, int n, int k) {
+    struct lwb_gemm g;
+    gemm_plan(&g, name, m, n, k, 1, GEMM_EPI_F32, false, 0, &c->dev);
+    gemm_keep_partials(&g);
+    jit_build(&c->jit, (struct lwb_kreq *[]){&g.req}, 1);
+    size_t na = (size_t)m * k, nb = (size_t)n * k, nc = (size_t)m * n, bytes = gemm_output_bytes(&g);
+    uint16_t *a = rand_bf16(c, na, -1, 1), *b = rand_bf16(c, nb, -2.0f / sqrtf(k), 2.0f / sqrtf(k));
+    CUdeviceptr da = upload(a, na * 2), db = upload(b, nb * 2), dc = dev_alloc(bytes, "partials");
+    CUdeviceptr dr = dev_alloc(nc * 4, "ref");
+    struct lwb_operand A = {da, m, k, k, 1, 0}, B = {db, n, k, k, 1, 0};
+    gemm_bind(&g, &A, &B, dc, n, 0, 0);
+    poison(c, dc, bytes);
+    gemm_enqueue(&g, c->s);
+    ref_gemm_gpu(c, da, k, db, k, (int)m, n, k, dr);
+    stream_wait(c->s, 60, "check");
+    float *slabs = xmalloc(bytes), *want = xmalloc(nc * 4), *got = xcalloc(nc, 4);
+    download(slabs, dc, bytes);
+    download(want, dr, nc * 4);
+    for (int sp = 0; sp < g.cfg.splitk; sp++)
+        for (size_t i = 0; i < nc; i++) got[i] += slabs[sp * nc + i];
+    char what[160];
+    snprintf(what, sizeof what, "gemm %s %lldx%dx%d bm%d bn%d %d kept partials", name, m, n, k, g.cfg.bm, g.cfg.bn,
+             g.cfg.splitk);
+    verdict(c, what, ref_compare("C", got, want, nc, GEMM_ATOL, GEMM_RTOL, 1), 1e-2);
+    free(a), free(b), free(slabs), free(want), free(got);
+    dev_free(da, na * 2), dev_free(db, nb * 2), dev_free(dc, bytes), dev_free(dr, nc * 4);
+}
+
 // Grouped expert products at DeepSeek shapes: `rows` tokens per expert, all experts active.
 static void bench_grouped(struct check *c, const char *name, int experts, int rows, int n, int k, int epi) {
     long long total = (long long)experts * rows;
@@ -404,6 +434,8 @@ static void check_gemm(struct check *c) {
     check_gemm_big(c, "q_b", 128, 24576, 1536, GEMM_EPI_BF16, true);
     check_gemm_big(c, "o_proj", 128, 7168, 16384, GEMM_EPI_BF16, true);
     check_gemm_big(c, "gate", 128, 256, 7168, GEMM_EPI_F32, true);
+    check_gemm_partials(c, "gate", 128, 256, 7168);
+    check_gemm_partials(c, "gate", 7, 256, 7168);
     check_gemm_big(c, "shared13", 128, 4096, 7168, GEMM_EPI_SWIGLU, false);
     check_gemm_big(c, "shared2", 128, 7168, 2048, GEMM_EPI_BF16, true);
     check_gemm_big(c, "fused_a", 8193, 2112, 7168, GEMM_EPI_BF16, true);
