@@ -23,8 +23,10 @@
 #include "src/layers/mla_decode.h" // defines: absorbed MLA attention over the paged cache
 #include "src/layers/mla_prefill.h" // defines: causal MLA attention of the context phase
 #include "src/layers/mla_rope.h" // defines: MLA rotary embedding, cache writes and gathers
-#include "src/layers/moe_route.h" // defines: DeepSeek-V3 routing and the expert permutation
-#include "src/layers/deepseek.h" // defines: the DeepSeek-V3 decoder layer (MLA, MoE, MLP), costs
+#include "src/layers/moe_route.h" // defines: DeepSeek-V3 routing, the expert permutation, the all-to-all
+#include "src/dist.h"        // defines: rank variables, rendezvous, watchdog, --np launcher, lwb_comm
+#include "src/family.h"      // defines: lwb_problem, lwb_shard, lwb_module, lwb_family (the table)
+#include "src/layers/deepseek.h" // defines: the DeepSeek-V3 family (MLA, MoE, MLP, ranks, costs)
 #include "src/kernels.h"     // defines: lwb_kfamilies
 #include "src/profile.h"     // defines: built-in profiler (CUPTI -> nsys-shaped SQLite)
 #include "src/trace.h"       // defines: profile reader (nsys or lwb SQLite: kernels, NVTX, attribution)
@@ -32,8 +34,9 @@
 #include "src/cmd_kernels.h" // defines: cmd_kernels
 #include "src/cmd_version.h" // defines: cmd_version
 #include "src/config.h"      // defines: run_opts, config_load (YAML + flags)
+#include "src/layers/deepseek_dump.h" // defines: ds_dump (--dump of the DeepSeek family)
+#include "src/families.h"    // defines: lwb_families, family_for_model
 #include "src/runner.h"      // defines: problem loop, warm-up checks, graphs, timing, module timings
-#include "src/dump.h"        // defines: dump_first_problem (--dump)
 #include "src/cmd_run.h"     // defines: cmd_run, run_plan_build
 #include "src/cmd_parse.h"   // defines: cmd_parse
 #include "src/cmd_correlate.h" // defines: cmd_correlate

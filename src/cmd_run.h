@@ -1,30 +1,34 @@
-// cmd_run.h: `lwb run CONFIG.yaml [flags]`: the run plan (problems, layers, kernels, memory),
-// --dry-run, and the run itself: allocate, compile, initialise, warm up with checks, time every
-// problem inside cuProfilerStart/Stop with the layer-wise NVTX contract, profile, print the
-// statistics and the roofline table, optionally write JSON and a dump for checks.
+// cmd_run.h: `lwb run CONFIG.yaml [flags]`, in named phases: options, ranks (this process's
+// place among them; `--np N` starts them), plan (problems, model, this rank's shard, the family's
+// launches, memory), rendezvous (every rank's plan the same), then on the GPU: device, compile,
+// allocate, initialise, warm up with checks, time every problem inside cuProfilerStart/Stop with
+// the layer-wise NVTX contract, profile, report (statistics, roofline, JSON), dump.
 //
-// Defines: cmd_run and the plan helpers (struct run_plan, run_plan_build) the tests use.
+// Defines: cmd_run and the plan helpers the tests use (struct run_plan, run_plan_build,
+// run_plan_memory, dry_device, print_plan, floor_of).
 //
-// Does not: implement layers (layers/deepseek.h), timing loops (runner.h) or profiles
+// Does not: implement layers (src/layers/), timing loops (runner.h), ranks (dist.h) or profiles
 // (profile.h).
-// Tested by test/test_plan.c (plan, errors, dry-run) and test/cli.sh; on the GPU by
-// test/gpu/run_lwb.sh.
+// Tested by test/test_plan.c (plan, errors, dry-run), test/test_dist.c and test/cli*.sh; on the
+// GPU by test/gpu/run_lwb.sh and test/gpu/run_ranks.sh.
 #pragma once
 
 struct run_plan {
     const char *config_path;
     struct lwb_args *a;
-    struct lwb_model model;
-    struct ds_dims d;
-    bool ctx;                  // run_type CTX
+    struct lwb_model model;      // as run: after --scaled-from
+    bool ctx;                    // run_type CTX
     int nlayers;
-    struct ds_layer *layers;
+    int *layer_index;            // (nlayers) model layer indices
     int nproblems;
-    struct ds_problem *problems;
+    struct lwb_problem *problems;
     struct lwb_routing *routing; // per problem
-    int max_batch, max_seq_len, max_num_tokens, page, blocks_per_request;
+    int max_batch, max_seq_len, max_num_tokens, page;
     bool graph;
     int warmup, timed;
+    struct lwb_shard shard;
+    const struct lwb_family *fam;
+    void *f;                     // the family's state
 };
 
 // A required integer list.
@@ -44,8 +48,16 @@ static long long list_max(const struct lwb_val *v) {
     return m;
 }
 
-// Everything a run needs decided, without a GPU. Exits with one line on any inconsistency.
-static void run_plan_build(struct run_plan *p, struct lwb_args *a, const char *config_path) {
+static enum lwb_moe_comm moe_comm_forced(const struct lwb_args *a) {
+    const char *m = arg_str(a, "moe_comm");
+    return !strcmp(m, "allgather") ? LWB_MOE_COMM_ALLGATHER : !strcmp(m, "alltoall") ? LWB_MOE_COMM_ALLTOALL
+                                                                                       : LWB_MOE_COMM_NONE;
+}
+
+// Everything a run needs decided, without a GPU, for rank `rank` of `world_size` (`collectives`:
+// with a communicator, as under --np). Exits with one line on any inconsistency.
+static void run_plan_build(struct run_plan *p, struct lwb_args *a, const char *config_path, int rank,
+                           int world_size, bool collectives) {
     memset(p, 0, sizeof *p);
     p->a = a;
     p->config_path = config_path;
@@ -57,20 +69,21 @@ static void run_plan_build(struct run_plan *p, struct lwb_args *a, const char *c
     if (!arg_set(a, "run_type")) lwb_user_error("run: 'run_type' is required: give --run-type CTX|GEN or set it in %s",
                                                config_path);
     p->ctx = !strcmp(arg_str(a, "run_type"), "CTX");
+    const bool dp = arg_bool(a, "enable_attention_dp");
     model_load(model, &p->model);
     const struct lwb_val *li = run_list(a, "layer_indices", config_path);
     model_check_layers(&p->model, li->ints, li->n, li->source);
-    int scaled = arg_set(a, "scaled_from") ? (int)arg_int(a, "scaled_from") : 0;
-    if (scaled) model_check_scaled_from(&p->model, scaled, 1, arg_bool(a, "enable_attention_dp"));
-    if (!p->model.rope_interleave)
-        lwb_user_error("run: model %s sets rope_interleave false; lwb's rope kernel takes DeepSeek checkpoints' "
-                       "interleaved rope dimensions only",
-                       p->model.name);
+    const int scaled = arg_set(a, "scaled_from") ? (int)arg_int(a, "scaled_from") : 0;
+    model_apply_scaled_from(&p->model, scaled, world_size, dp);
+    p->fam = family_for_model(&p->model);
     p->page = (int)arg_int(a, "tokens_per_block");
     if (p->page < 8 || p->page > 256 || (p->page & (p->page - 1)))
         lwb_user_error("run: --tokens-per-block must be a power of two from 8 to 256 (got %d)", p->page);
-    p->d = ds_dims_from_model(&p->model, p->page);
-    ds_dims_check(&p->d, p->model.name);
+    p->shard = shard_make(rank, world_size, collectives, dp, scaled, p->model.top_k, moe_comm_forced(a));
+    if (moe_comm_forced(a) && !p->shard.moe_comm)
+        lwb_user_error("run: --moe-comm %s moves tokens between ranks with attention DP; it needs "
+                       "--enable-attention-dp and ranks (--np N, mpirun or srun; --np 1 runs it on one GPU)",
+                       arg_str(a, "moe_comm"));
 
     const struct lwb_val *bs = run_list(a, "batch_size", config_path), *sq = run_list(a, "seq_len_q", config_path),
                          *sk = run_list(a, "seq_len_kv_cache", config_path);
@@ -90,7 +103,7 @@ static void run_plan_build(struct run_plan *p, struct lwb_args *a, const char *c
         for (int iq = 0; iq < sq->n; iq++)
             for (int ik = 0; ik < sk->n; ik++)
                 for (int ir = 0; ir < nratio; ir++, k++) {
-                    struct ds_problem *q = &p->problems[k];
+                    struct lwb_problem *q = &p->problems[k];
                     q->batch = (int)bs->ints[ib], q->qlen = (int)sq->ints[iq], q->past = (int)sk->ints[ik];
                     q->kv_len = q->past + q->qlen, q->tokens = q->batch * q->qlen, q->ctx = p->ctx;
                     q->has_ratio = br->set && !br->nulls[ir];
@@ -111,20 +124,28 @@ static void run_plan_build(struct run_plan *p, struct lwb_args *a, const char *c
                                        balance_method_name(method));
                     struct lwb_routing *ro = &p->routing[k];
                     *ro = (struct lwb_routing){.method = method, .has_ratio = q->has_ratio, .ratio = q->ratio,
-                                               .tokens = q->tokens, .top_k = p->d.top_k, .experts = p->d.experts,
-                                               .ep_size = routing_ep_size(1, scaled), .dp_size = 1, .dp_rank = 0};
+                                               .tokens = q->tokens, .top_k = p->model.top_k,
+                                               .experts = p->model.n_experts, .ep_size = p->shard.ep_size,
+                                               .dp_size = p->shard.dp_size, .dp_rank = p->shard.dp_rank};
                     routing_check(ro);
                 }
-    p->blocks_per_request = LWB_CEIL_DIV(p->max_seq_len, p->page);
     p->nlayers = li->n;
-    p->layers = xcalloc((size_t)p->nlayers, sizeof *p->layers);
-    for (int i = 0; i < p->nlayers; i++) {
-        p->layers[i].index = (int)li->ints[i];
-        p->layers[i].moe = model_layer_is_moe(&p->model, (int)li->ints[i]);
-    }
+    p->layer_index = xcalloc((size_t)p->nlayers, sizeof *p->layer_index);
+    for (int i = 0; i < p->nlayers; i++) p->layer_index[i] = (int)li->ints[i];
     p->graph = arg_bool(a, "use_cuda_graph");
     p->warmup = (int)arg_int(a, "warmup_times");
     p->timed = (int)arg_int(a, "run_times");
+    struct lwb_run_spec spec = {&p->model, &p->shard, p->layer_index, p->nlayers, p->problems, p->routing,
+                                p->nproblems, p->page, p->max_batch, p->max_seq_len, p->ctx};
+    p->f = p->fam->create(&spec);
+}
+
+// What every rank must agree on (the rendezvous compares it): lwb's version, the options that
+// shape the run, the model as run, the world size.
+static json_t *run_plan_json(const struct run_plan *p, json_t *args) {
+    return json_pack("{s:s, s:o, s:o, s:i, s:b}", "lwb_version", LWB_VERSION, "args", args, "model",
+                     model_config_json(&p->model), "world_size", p->shard.world_size, "dry_run",
+                     arg_bool(p->a, "dry_run"));
 }
 
 // The device a dry run plans for (no GPU touched).
@@ -137,116 +158,17 @@ static struct lwb_device dry_device(const struct lwb_gpuspec *g) {
     return d;
 }
 
-// Launch plans for every (problem, layer), sizes of the shared buffers and workspaces.
-static struct ds_run *plan_runs(struct run_plan *p, const struct lwb_device *dev, struct ds_buffers *b) {
-    struct ds_run *runs = xcalloc((size_t)p->nproblems * p->nlayers, sizeof *runs);
-    memset(b, 0, sizeof *b);
-    b->max_batch = p->max_batch;
-    b->max_blocks = p->blocks_per_request;
-    b->positions = p->max_seq_len;
-    for (int i = 0; i < p->nproblems; i++) {
-        const struct ds_problem *q = &p->problems[i];
-        b->max_tokens = LWB_MAX(b->max_tokens, q->tokens);
-        b->max_keys = LWB_MAX(b->max_keys, (long long)q->batch * mla_prefill_pitch(q->kv_len));
-        for (int l = 0; l < p->nlayers; l++) {
-            struct ds_run *r = &runs[(size_t)i * p->nlayers + l];
-            ds_run_plan(r, &p->layers[l], &p->d, q, dev, p->routing[i].method != LWB_BALANCE_NOT_MODIFIED);
-            ds_run_workspace(r, b);
-        }
-    }
-    return runs;
-}
-
-// Cache fill (past tokens of every request): a chunk of random hidden states through the input
-// norm, the kv_a projection, the kv_a norm and RoPE into the cache, as a prefill would.
-struct fill_plan {
-    int chunk;                 // tokens per launch
-    CUdeviceptr hidden, x, kv, latent, kv_new, lens;
-    struct rmsnorm_config n_in, n_kv;
-    struct lwb_kreq r_in, r_kv, r_rope;
-    struct lwb_gemm *g;        // per layer
-};
-
-// Kernels of the fill (once, before compiling); buffers come from fill_alloc in both passes.
-static void fill_plan_kernels(struct fill_plan *f, struct run_plan *p, const struct lwb_device *dev, int max_past) {
-    const struct ds_dims *d = &p->d;
-    f->chunk = LWB_MIN(max_past, 4096);
-    if (f->chunk == 0) return;
-    f->n_in = rmsnorm_choose_config(d->hidden, false);
-    f->n_kv = rmsnorm_choose_config(d->kv_lora, false);
-    rmsnorm_request(&f->r_in, f->n_in);
-    rmsnorm_request(&f->r_kv, f->n_kv);
-    mla_rope_request(&f->r_rope, (struct mla_rope_config){d->heads, d->nope, d->rope, d->kv_lora, d->page});
-    f->g = xcalloc((size_t)p->nlayers, sizeof *f->g);
-    for (int l = 0; l < p->nlayers; l++)
-        gemm_plan(&f->g[l], "cache_fill", f->chunk, d->kv_row, d->hidden, 1, GEMM_EPI_BF16, false, 0, dev);
-}
-
-static void fill_alloc(struct fill_plan *f, const struct ds_dims *d, struct lwb_mem *m, int max_past) {
-    if (f->chunk == 0) return;
-    f->hidden = mem_alloc(m, MEM_WS, DS_BF16(f->chunk, d->hidden), "cache fill input");
-    f->x = mem_alloc(m, MEM_WS, DS_BF16(f->chunk, d->hidden), "cache fill norm");
-    f->kv = mem_alloc(m, MEM_WS, DS_BF16(f->chunk, d->kv_row), "cache fill projection");
-    f->latent = mem_alloc(m, MEM_WS, DS_BF16(f->chunk, d->kv_lora), "cache fill latent");
-    f->kv_new = mem_alloc(m, MEM_WS, DS_BF16(f->chunk, d->kv_row), "cache fill rows");
-    f->lens = mem_alloc(m, MEM_WS, (size_t)LWB_CEIL_DIV(max_past, f->chunk) * 4, "cache fill lengths");
-}
-
-static void fill_cache(struct fill_plan *f, struct lwb_runner *r, int max_past, unsigned long long seed) {
-    if (!f->chunk) return;
-    const struct ds_dims *d = &r->d;
-    const int nchunks = LWB_CEIL_DIV(max_past, f->chunk);
-    int *lens = xmalloc(sizeof(int) * (size_t)nchunks);
-    for (int c = 0; c < nchunks; c++) lens[c] = LWB_MIN(max_past, (c + 1) * f->chunk);
-    upload_wait(r->s, f->lens, lens, sizeof(int) * (size_t)nchunks);
-    for (int l = 0; l < r->nlayers; l++) {
-        const struct ds_layer *L = &r->layers[l];
-        struct lwb_operand x = {f->x, f->chunk, d->hidden, d->hidden, 1, 0};
-        struct lwb_operand w = {L->w.fused_a + (CUdeviceptr)d->q_lora * d->hidden * 2, d->kv_row, d->hidden, d->hidden, 1, 0};
-        gemm_bind(&f->g[l], &x, &w, f->kv, d->kv_row, 0, r->buf.gemm_ws);
-        for (int b = 0; b < r->buf.max_batch; b++)
-            for (int c = 0; c < nchunks; c++) {
-                const int n = lens[c] - c * f->chunk;
-                init_fill_bf16(&r->init, r->s, f->hidden, (long long)n * d->hidden,
-                               seed * 7919 + (unsigned long long)(b * nchunks + c), 0.f, 1.f);
-                rmsnorm_enqueue(&f->r_in, f->n_in, r->s, f->hidden, d->hidden, 0, 0, 0, L->w.in_norm, f->x, d->hidden,
-                                n, d->eps);
-                f->g[l].m = n;
-                gemm_enqueue(&f->g[l], r->s);
-                rmsnorm_enqueue(&f->r_kv, f->n_kv, r->s, f->kv, d->kv_row, 0, 0, 0, L->w.kv_a_norm, f->latent,
-                                d->kv_lora, n, d->eps);
-                struct mla_rope_args ra = {0, 0, f->kv + (CUdeviceptr)d->kv_lora * 2, d->kv_row, f->latent, d->kv_lora,
-                                           f->kv_new, L->cache, r->buf.block_table + (CUdeviceptr)b * r->buf.max_blocks * 4,
-                                           f->lens + (CUdeviceptr)c * 4, r->buf.cos_t, r->buf.sin_t,
-                                           r->buf.max_blocks, n, n};
-                mla_rope_enqueue(&f->r_rope, r->s, &ra);
-            }
-    }
-    stream_wait(r->s, 600, "the KV-cache fill");
-    free(lens);
-}
-
-static int max_past_of(const struct run_plan *p) {
-    int m = 0;
-    for (int i = 0; i < p->nproblems; i++) m = LWB_MAX(m, p->problems[i].past);
-    return m;
-}
-
-// All planning that sizes memory: the same calls in a dry plan and in the real one.
-static void plan_memory(struct run_plan *p, struct lwb_mem *m, struct ds_buffers *b, struct fill_plan *f) {
-    bool any_moe = false, any_dense = false;
-    for (int l = 0; l < p->nlayers; l++) any_moe |= p->layers[l].moe, any_dense |= !p->layers[l].moe;
-    int blocks = p->max_batch * p->blocks_per_request;
-    for (int l = 0; l < p->nlayers; l++) ds_layer_alloc(m, &p->layers[l], &p->d, blocks);
-    fill_alloc(f, &p->d, m, max_past_of(p));
-    for (int l = 0; f->chunk && l < p->nlayers; l++) b->gemm_ws_bytes = LWB_MAX(b->gemm_ws_bytes, gemm_workspace_bytes(&f->g[l]));
-    ds_buffers_alloc(m, b, &p->d, p->ctx, any_moe, any_dense);
+// The family's launches for a device, then every buffer's size (dry: no memory touched).
+static void run_plan_memory(struct run_plan *p, const struct lwb_device *dev, struct lwb_mem *m) {
+    p->fam->plan(p->f, dev);
+    mem_init(m, true);
+    p->fam->alloc(p->f, m);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Output
 
-static void print_problem_line(int rank, const struct ds_problem *q, struct lwb_stats st) {
+static void print_problem_line(int rank, const struct lwb_problem *q, struct lwb_stats st) {
     printf("[RANK %d]  batch_size %d  seq_len_q %d  seq_len_kv_cache %d", rank, q->batch, q->qlen, q->past);
     if (q->has_ratio) printf("  balance_ratio %.2g", q->ratio);
     printf("  mean %.1f  median %.1f  min %.1f  max %.1f  P90 %.1f  (us)\n", st.mean, st.median, st.min, st.max, st.p90);
@@ -254,28 +176,47 @@ static void print_problem_line(int rank, const struct ds_problem *q, struct lwb_
 }
 
 struct floor_of {
-    double us;        // max of the two
-    bool memory;      // the memory term is the larger
+    double us;         // the largest of the three
+    double link_us;    // bytes sent or received over the links
+    const char *bound; // "memory", "math" or "link"
 };
-static struct floor_of floor_us(double flops, double bytes, double peak_tflops, double bw) {
-    double tm = bytes / bw * 1e6, tc = flops / (peak_tflops * 1e12) * 1e6;
-    return (struct floor_of){LWB_MAX(tm, tc), tm >= tc};
+// bw: device memory bytes/s; link: bytes/s per direction (0: unknown, no link floor).
+static struct floor_of floor_us(struct lwb_cost c, double peak_tflops, double bw, double link) {
+    double tm = c.bytes / bw * 1e6, tc = c.flops / (peak_tflops * 1e12) * 1e6;
+    double tl = link > 0 ? LWB_MAX(c.sent, c.received) / link * 1e6 : 0;
+    struct floor_of f = {tm, tl, "memory"};
+    if (tc > f.us) f.us = tc, f.bound = "math";
+    if (tl > f.us) f.us = tl, f.bound = "link";
+    return f;
 }
 
-static void print_roofline(const struct lwb_module_time *t, int n, double peak, double bw, bool measured) {
-    if (measured)
-        printf("  %-6s %-16s %10s %10s %7s %9s %9s\n", "layer", "module", "time us", "floor us", "bound", "TFLOP/s",
-               "of floor");
-    else
-        printf("  %-6s %-16s %10s %7s %10s %10s\n", "layer", "module", "floor us", "bound", "GFLOP", "GB");
+// One row per module; the link columns appear with more than one rank (links > 0).
+static void print_roofline(const struct lwb_module_time *t, int n, double peak, double bw, double link,
+                           bool measured, bool links) {
+    if (measured) {
+        printf("  %-6s %-16s %10s %10s", "layer", "module", "time us", "floor us");
+        if (links) printf(" %9s", "link us");
+        printf(" %7s %9s %9s\n", "bound", "TFLOP/s", "of floor");
+    } else {
+        printf("  %-6s %-16s %10s", "layer", "module", "floor us");
+        if (links) printf(" %9s", "link us");
+        printf(" %7s %10s %10s", "bound", "GFLOP", "GB");
+        if (links) printf(" %10s", "link MB");
+        printf("\n");
+    }
     for (int i = 0; i < n; i++) {
-        struct floor_of f = floor_us(t[i].flops, t[i].bytes, peak, bw);
-        if (measured)
-            printf("  %-6d %-16s %10.1f %10.1f %7s %9.1f %8.1f%%\n", t[i].layer, t[i].module, t[i].us, f.us,
-                   f.memory ? "memory" : "math", t[i].flops / t[i].us * 1e-6, 100 * f.us / t[i].us);
-        else
-            printf("  %-6d %-16s %10.1f %7s %10.2f %10.3f\n", t[i].layer, t[i].module, f.us, f.memory ? "memory" : "math",
-                   t[i].flops * 1e-9, t[i].bytes * 1e-9);
+        struct floor_of f = floor_us(t[i].cost, peak, bw, link);
+        printf("  %-6d %-16s", t[i].layer, t[i].module);
+        if (measured) printf(" %10.1f", t[i].us);
+        printf(" %10.1f", f.us);
+        if (links) printf(" %9.1f", f.link_us);
+        if (measured) {
+            printf(" %7s %9.1f %8.1f%%\n", f.bound, t[i].cost.flops / t[i].us * 1e-6, 100 * f.us / t[i].us);
+        } else {
+            printf(" %7s %10.2f %10.3f", f.bound, t[i].cost.flops * 1e-9, t[i].cost.bytes * 1e-9);
+            if (links) printf(" %10.2f", LWB_MAX(t[i].cost.sent, t[i].cost.received) * 1e-6);
+            printf("\n");
+        }
     }
 }
 
@@ -307,51 +248,188 @@ static json_t *args_json(struct lwb_args *a) {
     return o;
 }
 
-// ---------------------------------------------------------------------------------------------
-
-static void print_plan(struct run_plan *p, struct ds_run *runs, const struct lwb_mem *m, const struct lwb_device *dev,
-                       const struct lwb_gpuspec *spec) {
-    printf("model: %s (%s), %s phase\n", p->model.name, p->model.source, p->ctx ? "context" : "generation");
-    printf("layers:");
-    for (int l = 0; l < p->nlayers; l++) printf(" %d (%s)", p->layers[l].index, p->layers[l].moe ? "MLA + MoE" : "MLA + MLP");
-    printf("\nproblems: %d; KV cache: %d slots x %d tokens, %d per block; max %d tokens per forward; %s\n",
-           p->nproblems, p->max_batch, p->max_seq_len, p->page, p->max_num_tokens,
-           p->graph ? "CUDA graph replay" : "eager");
-    printf("device memory (%s):\n", dev->name);
-    mem_print(m, stdout, "  ");
-    printf("kernels (first problem):\n");
-    struct lwb_kreq *reqs[64];
-    int seen = 0;
+// Every module with a floor of every layer of problem `pi`, from the family's module lists (the
+// expected routing: no device).
+static void plan_module_costs(struct run_plan *p, int pi, struct lwb_module_times *out) {
+    out->n = 0;
+    struct lwb_modules ml = {0};
     for (int l = 0; l < p->nlayers; l++) {
-        int n = ds_run_requests(&runs[l], reqs);
-        for (int i = 0; i < n; i++) {
-            bool dup = false;
-            for (int j = 0; j < i; j++) dup |= !strcmp(reqs[j]->label, reqs[i]->label);
-            if (dup) continue;
-            printf("  %-44s", reqs[i]->label);
-            for (int c = 0; c < reqs[i]->nconsts; c++) printf(" %s=%lld", reqs[i]->consts[c].name, reqs[i]->consts[c].value);
-            printf("\n");
-            seen++;
+        p->fam->modules(p->f, pi, l, false, &ml);
+        for (int i = 0; i < ml.n; i++) {
+            const struct lwb_module *m = &ml.m[i];
+            if (!m->name && !(m->label && (m->cost.sent || m->cost.received))) continue;
+            struct lwb_module_time t = {p->layer_index[l], m->name ? m->name : m->label, 0, m->cost};
+            LWB_PUSH(out->t, out->n, out->cap, t);
         }
     }
+    free(ml.m);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+static void print_plan(struct run_plan *p, const struct lwb_mem *m, const struct lwb_device *dev,
+                       const struct lwb_gpuspec *spec) {
+    const struct lwb_shard *sh = &p->shard;
+    if (sh->world_size > 1) printf("== rank %d of %d ==\n", sh->rank, sh->world_size);
+    printf("model: %s (%s), %s phase\n", p->model.name, p->model.source, p->ctx ? "context" : "generation");
+    p->fam->describe(p->f, stdout);
+    printf("problems: %d; KV cache: %d slots x %d tokens, %d per block; max %d tokens per forward; %s\n",
+           p->nproblems, p->max_batch, p->max_seq_len, p->page, p->max_num_tokens,
+           p->graph ? "CUDA graph replay" : "eager");
+    printf("device memory (%s%s):\n", dev->name, sh->world_size > 1 ? ", this rank" : "");
+    mem_print(m, stdout, "  ");
+    printf("kernels (first problem):\n");
+    struct lwb_kreqs reqs = {0};
+    p->fam->requests(p->f, &reqs);
+    for (int i = 0; i < reqs.n; i++) {
+        bool dup = false;
+        for (int j = 0; j < i && !dup; j++) dup = !strcmp(reqs.r[j]->label, reqs.r[i]->label);
+        if (dup) continue;
+        printf("  %-44s", reqs.r[i]->label);
+        for (int c = 0; c < reqs.r[i]->nconsts; c++) printf(" %s=%lld", reqs.r[i]->consts[c].name, reqs.r[i]->consts[c].value);
+        printf("\n");
+    }
+    free(reqs.r);
+    struct lwb_module_times t = {0};
     for (int i = 0; i < p->nproblems; i++) {
-        const struct ds_problem *q = &p->problems[i];
         char text[128];
-        iteration_text(q, 1, text, sizeof text);
-        printf("floors on %s (%.0f TFLOP/s bf16, %.2f TB/s), problem %s:\n", spec->name, spec->bf16_tflops,
-               spec->hbm_tbs, text);
-        struct lwb_module_time t[64];
-        int n = 0;
-        for (int l = 0; l < p->nlayers; l++) {
-            struct ds_cost c[5];
-            int nc = ds_cost(&p->d, q, p->layers[l].moe, ds_active_experts_expected(&p->d, q->tokens), c);
-            for (int k = 0; k < nc; k++) t[n++] = (struct lwb_module_time){p->layers[l].index, c[k].module, 0, c[k].flops, c[k].bytes};
-        }
-        print_roofline(t, n, spec->bf16_tflops, spec->hbm_tbs * 1e12, false);
+        iteration_text(&p->problems[i], sh->world_size, text, sizeof text);
+        printf("floors on %s (%.0f TFLOP/s bf16, %.2f TB/s", spec->name, spec->bf16_tflops, spec->hbm_tbs);
+        if (sh->world_size > 1) printf(", NVLink %.0f GB/s per direction", spec->link_gbs);
+        printf("), problem %s:\n", text);
+        plan_module_costs(p, i, &t);
+        print_roofline(t.t, t.n, spec->bf16_tflops, spec->hbm_tbs * 1e12, spec->link_gbs * 1e9, false,
+                       sh->world_size > 1);
+    }
+    free(t.t);
+    fflush(stdout);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The phases
+
+// Where this process stands: `--np N` (the launcher starts the ranks), a launcher's variables, or
+// alone.
+static void run_ranks(struct lwb_args *a, struct lwb_dist *d, bool *launch) {
+    struct lwb_rank_env env;
+    dist_rank_from_env(dist_getenv_process, NULL, &env);
+    *d = (struct lwb_dist){.world_size = 1, .local_rank = 0, .fd = -1,
+                           .rendezvous_timeout_s = (double)arg_int(a, "rendezvous_timeout"),
+                           .comm_timeout_s = (double)arg_int(a, "comm_timeout")};
+    *launch = arg_set(a, "np");
+    if (*launch) {
+        if (env.found && env.world_size > 1)
+            lwb_user_error("run: --np starts the ranks itself, but this process is rank %d of %d of a launcher (%s); "
+                           "leave --np out under mpirun or srun",
+                           env.rank, env.world_size, env.source);
+        long long np = arg_int(a, "np");
+        if (np > 64) lwb_user_error("run: --np %lld: lwb starts at most 64 ranks on one host", np);
+        d->world_size = (int)np;
+        return;
+    }
+    if (env.found && env.world_size > 1) {
+        d->rank = env.rank, d->world_size = env.world_size, d->local_rank = env.local_rank;
+        d->master = dist_master_from_env(dist_getenv_process, NULL);
     }
 }
 
+static void fault_on_iteration(int i) {
+    static int first_timed = -1;
+    if (first_timed < 0) first_timed = i;
+    if (i != first_timed) return;
+    if (dist_fault(lwb_proc.rank, "kill")) raise(SIGKILL);
+    if (dist_fault(lwb_proc.rank, "hang")) {
+        dist_activity(dist_current, "a test fault: stopped in the first timed iteration", 0);
+        for (;;) pause();
+    }
+}
+
+static void run_report(struct run_plan *p, struct lwb_runner *r, struct lwb_stats *stats, struct lwb_comm *comm) {
+    const int rank = p->shard.rank, world = p->shard.world_size;
+    // Every rank's statistics, for rank 0's JSON.
+    double *mine = xcalloc((size_t)p->nproblems * 5, sizeof(double)), *all = NULL;
+    for (int i = 0; i < p->nproblems; i++) {
+        double v[5] = {stats[i].mean, stats[i].median, stats[i].min, stats[i].max, stats[i].p90};
+        memcpy(mine + (size_t)i * 5, v, sizeof v);
+    }
+    if (comm) {
+        size_t bytes = sizeof(double) * (size_t)p->nproblems * 5;
+        CUdeviceptr dm = dev_alloc(bytes, "statistics"), da = dev_alloc(bytes * (size_t)world, "statistics");
+        CU_CHECK(lwb_cu.cuMemcpyHtoDAsync(dm, mine, bytes, r->s));
+        comm_allgather(comm, dm, da, (size_t)p->nproblems * 5, ncclFloat64, r->s, "gathering every rank's statistics");
+        stream_wait(r->s, 60, "the statistics gather");
+        all = xmalloc(bytes * (size_t)world);
+        CU_CHECK(lwb_cu.cuMemcpyDtoH(all, da, bytes * (size_t)world));
+        dev_free(dm, bytes), dev_free(da, bytes * (size_t)world);
+    }
+    // Roofline: every module alone, against its floor on this device (all ranks time, rank 0 prints).
+    json_t *records = json_array();
+    const double launch_us = p->nproblems ? runner_launch_cost(r) : 0;
+    const double link = r->spec.link_gbs * 1e9;
+    struct lwb_module_times t = {0};
+    for (int i = 0; i < p->nproblems; i++) {
+        dist_activity(dist_current, "timing modules alone for the roofline", 0);
+        runner_module_times(r, i, p->layer_index, 10, &t);
+        if (rank != 0) continue;
+        char text[128];
+        iteration_text(&p->problems[i], world, text, sizeof text);
+        printf("roofline %s (each module alone; floor = max(bytes / %.2f TB/s, FLOPs / %.0f TFLOP/s", text,
+               r->copy_bw * 1e-12, r->spec.bf16_tflops);
+        if (world > 1) printf(", bytes on the links / %.0f GB/s", r->spec.link_gbs);
+        printf(")%s):\n", world > 1 ? "; rank 0" : "");
+        print_roofline(t.t, t.n, r->spec.bf16_tflops, r->copy_bw, link, true, world > 1);
+        printf("  (memory floors use the copy bandwidth, bytes read + written; traffic that is mostly reads can "
+               "run a little faster than that; a one-element kernel takes %.1f us when timed this way, which bounds "
+               "how close a module of small kernels can come to its floor)\n",
+               launch_us);
+        json_t *rec = problem_spec_json(&p->problems[i]);
+        json_object_set_new(rec, "rank", json_integer(0));
+        json_object_set_new(rec, "launch_us", json_real(launch_us));
+        const char *keys[5] = {"mean_us", "median_us", "min_us", "max_us", "p90_us"};
+        for (int k = 0; k < 5; k++) json_object_set_new(rec, keys[k], json_real(mine[(size_t)i * 5 + k]));
+        if (all) {
+            json_t *ranks = json_array();
+            for (int q = 0; q < world; q++) {
+                json_t *o = json_pack("{s:i}", "rank", q);
+                for (int k = 0; k < 5; k++)
+                    json_object_set_new(o, keys[k], json_real(all[((size_t)q * p->nproblems + i) * 5 + k]));
+                json_array_append_new(ranks, o);
+            }
+            json_object_set_new(rec, "ranks", ranks);
+        }
+        json_t *mods = json_array();
+        for (int k = 0; k < t.n; k++) {
+            struct floor_of f = floor_us(t.t[k].cost, r->spec.bf16_tflops, r->copy_bw, link);
+            json_array_append_new(mods, json_pack("{s:i, s:s, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:s}", "layer",
+                                                  t.t[k].layer, "module", t.t[k].module, "time_us", t.t[k].us,
+                                                  "floor_us", f.us, "link_floor_us", f.link_us, "flops",
+                                                  t.t[k].cost.flops, "bytes", t.t[k].cost.bytes, "bytes_sent",
+                                                  t.t[k].cost.sent, "bytes_received", t.t[k].cost.received, "bound",
+                                                  f.bound));
+        }
+        json_object_set_new(rec, "modules", mods);
+        json_array_append_new(records, rec);
+    }
+    free(t.t);
+    if (rank == 0 && arg_set(p->a, "output_json")) {
+        json_t *doc = json_pack("{s:o, s:s, s:f, s:f, s:i, s:s, s:o}", "args", args_json(p->a), "device", r->dev.name,
+                                "copy_bandwidth_tbs", r->copy_bw * 1e-12, "bf16_peak_tflops", r->spec.bf16_tflops,
+                                "world_size", world, "moe_comm", lwb_moe_comm_names[p->shard.moe_comm], "problems",
+                                records);
+        json_object_set_new(doc, "link_gbs", json_real(r->spec.link_gbs));
+        char *text = json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        if (lwb_write_file_atomic(arg_str(p->a, "output_json"), text, strlen(text)) != 0)
+            lwb_fatal("cannot write %s: %s", arg_str(p->a, "output_json"), strerror(errno));
+        free(text);
+        json_decref(doc);
+    } else {
+        json_decref(records);
+    }
+    free(mine), free(all);
+}
+
 static int cmd_run(int argc, char **argv) {
+    // Options.
     struct lwb_args a;
     args_init(&a, "run", run_opts, (int)LWB_ARRAY_LEN(run_opts));
     args_parse(&a, &run_help, argc, argv, 1, "CONFIG.yaml");
@@ -365,123 +443,135 @@ static int cmd_run(int argc, char **argv) {
     if (a.npos != 1) lwb_user_error("run: needs a config file: lwb run CONFIG.yaml [options] (e.g. configs/config_gen.yaml)");
     config_load(&a, a.pos[0]);
     args_apply_defaults(&a);
+    const bool dry = arg_bool(&a, "dry_run");
+
+    // Ranks. Under --np the parent checks every rank's plan first (bad input is one line, once),
+    // then forks the ranks and never returns; each rank continues here.
+    struct lwb_dist dist;
+    bool launch;
+    run_ranks(&a, &dist, &launch);
     struct run_plan p;
-    run_plan_build(&p, &a, a.pos[0]);
+    if (launch) {
+        for (int r = 0; r < dist.world_size; r++) run_plan_build(&p, &a, a.pos[0], r, dist.world_size, true);
+        dist_launch(&dist, dist.world_size, dry, dry);
+    }
+    lwb_proc.rank = dist.rank, lwb_proc.world_size = dist.world_size;
+    if (dist_fault(dist.rank, "plan")) lwb_user_error("a test fault: rank %d fails while planning", dist.rank);
+
+    // Plan (this rank's share), then the rendezvous: every rank's plan must be the same.
+    const bool ranked = launch || dist.world_size > 1;
+    run_plan_build(&p, &a, a.pos[0], dist.rank, dist.world_size, ranked);
+    if (ranked) {
+        json_t *pj = run_plan_json(&p, args_json(&a));
+        dist_join(&dist, pj, dry);
+        json_decref(pj);
+    }
+    if (dist_fault(dist.rank, "exit")) lwb_fatal("a test fault: rank %d exits after the rendezvous", dist.rank);
     char note[256];
     model_bf16_note(&p.model, note, sizeof note);
-    if (p.model.runs_in_bf16 && note[0]) printf("%s\n", note);
-    if (arg_set(&a, "moe_backend"))
+    if (dist.rank == 0 && p.model.runs_in_bf16 && note[0]) printf("%s\n", note);
+    if (dist.rank == 0 && arg_set(&a, "moe_backend"))
         printf("moe_backend %s is recorded; lwb runs its own MoE kernels\n", arg_str(&a, "moe_backend"));
 
-    const bool dry = arg_bool(&a, "dry_run");
-    struct lwb_runner r = {.d = p.d, .layers = p.layers, .nlayers = p.nlayers, .problems = p.problems,
-                           .nproblems = p.nproblems, .routing = p.routing, .world_size = 1};
-    const struct lwb_gpuspec *named = gpuspec_find(arg_set(&a, "gpu") ? arg_str(&a, "gpu") : "H100");
-    if (dry) r.dev = dry_device(named);
-    else device_open(&r.dev, (int)arg_int(&a, "device"));
-    struct ds_buffers plan_buf;
-    r.runs = plan_runs(&p, &r.dev, &plan_buf);
+    struct lwb_runner r = {.fam = p.fam, .f = p.f, .nlayers = p.nlayers, .problems = p.problems,
+                           .nproblems = p.nproblems, .world_size = dist.world_size, .mods_problem = -1};
     struct lwb_mem m;
-    mem_init(&m, true);
-    struct fill_plan fill = {0};
-    fill_plan_kernels(&fill, &p, &r.dev, max_past_of(&p));
-    r.buf = plan_buf;
-    plan_memory(&p, &m, &r.buf, &fill);
     if (dry) {
-        print_plan(&p, r.runs, &m, &r.dev, named);
+        const struct lwb_gpuspec *named = gpuspec_find(arg_set(&a, "gpu") ? arg_str(&a, "gpu") : "H100");
+        r.dev = dry_device(named);
+        run_plan_memory(&p, &r.dev, &m);
+        print_plan(&p, &m, &r.dev, named);
         mem_check_fits(&m, (size_t)(named->mem_gib * 1073741824.0) - ((size_t)2 << 30), named->name);
-        printf("the plan fits in %s\n", named->name);
+        printf("the plan fits in %s%s\n", named->name, dist.world_size > 1 ? " (this rank)" : "");
+        fflush(stdout);
+        dist_finish(&dist);
         return 0;
     }
 
-    // Refuse before allocating anything large.
+    // Device: local rank r on --device + r; refuse a plan that cannot fit before allocating.
+    dist_activity(&dist, "opening the device", 0);
+    int ordinal = (int)arg_int(&a, "device") + LWB_MAX(dist.local_rank, 0);
+    if (dist.local_rank < 0) { // the launcher gave no local rank: spread the ranks over the GPUs
+        cu_load();
+        int count = 0;
+        if (lwb_cu.cuInit(0) == CUDA_SUCCESS && lwb_cu.cuDeviceGetCount(&count) == CUDA_SUCCESS && count > 0)
+            ordinal = (int)arg_int(&a, "device") + dist.rank % count;
+    }
+    device_open(&r.dev, ordinal);
+    run_plan_memory(&p, &r.dev, &m);
+    if (dist.rank == 0 && (dist.world_size > 1 || p.shard.scaled_from)) p.fam->describe(p.f, stdout);
     size_t free_b = 0, total_b = 0;
     CU_CHECK(lwb_cu.cuMemGetInfo(&free_b, &total_b));
-    const size_t reserve = (size_t)3 << 30; // context, modules, graphs, profiler buffers
+    const size_t reserve = (size_t)3 << 30; // context, modules, graphs, profiler buffers, NCCL
     mem_check_fits(&m, free_b > reserve ? free_b - reserve : 0, r.dev.name);
     r.spec = gpuspec_for_device(&r.dev);
     CU_CHECK(lwb_cu.cuStreamCreate(&r.s, CU_STREAM_NON_BLOCKING));
     r.copy_bw = measure_copy_bw(r.s);
     printf("device %d: %s (%s, %d SMs, %.1f GiB); copy bandwidth %.2f TB/s measured; bf16 peak %.1f TFLOP/s\n",
-           r.dev.ordinal, r.dev.name, r.dev.arch, r.dev.sm_count, gib(r.dev.total_mem), r.copy_bw * 1e-12,
-           r.spec.bf16_tflops);
+           r.dev.ordinal, r.dev.name, r.dev.arch, r.dev.sm_count, gib(r.dev.total_mem),
+           r.copy_bw * 1e-12, r.spec.bf16_tflops);
+
+    // Communicator.
+    struct lwb_comm comm = {0};
+    struct lwb_comm *cp = NULL;
+    if (ranked) {
+        comm_init(&comm, &dist);
+        cp = &comm;
+    }
+    p.shard.comm = cp; // the family reads the shard through the plan
 
     // Compile every kernel of every problem at once (in parallel), then allocate and bind.
+    dist_activity(&dist, "compiling kernels", 0);
     struct lwb_jit jit;
     jit_init(&jit, r.dev.arch, true);
     init_request(&r.init);
-    struct lwb_kreq **reqs = xcalloc((size_t)p.nproblems * p.nlayers * 40 + 8 + p.nlayers, sizeof *reqs);
-    int nreq = 0;
-    reqs[nreq++] = &r.init;
-    for (size_t i = 0; i < (size_t)p.nproblems * p.nlayers; i++) nreq += ds_run_requests(&r.runs[i], reqs + nreq);
-    if (fill.chunk) {
-        reqs[nreq++] = &fill.r_in, reqs[nreq++] = &fill.r_kv, reqs[nreq++] = &fill.r_rope;
-        for (int l = 0; l < p.nlayers; l++) reqs[nreq++] = &fill.g[l].req;
-    }
+    struct lwb_kreqs reqs = {0};
+    kreqs_add(&reqs, &r.init);
+    p.fam->requests(p.f, &reqs);
     double t0 = lwb_now();
-    jit_build(&jit, reqs, nreq);
-    jit_summary(&jit, stdout);
+    jit_build(&jit, reqs.r, reqs.n);
+    if (dist.rank == 0) jit_summary(&jit, stdout);
 
+    dist_activity(&dist, "allocating and initialising", 0);
     struct lwb_mem real;
     mem_init(&real, false);
-    r.buf = plan_buf;
-    plan_memory(&p, &real, &r.buf, &fill);
+    p.fam->alloc(p.f, &real);
     r.flush_bytes = (size_t)r.dev.l2_bytes * 2;
     r.flush = dev_alloc(r.flush_bytes, "L2 flush");
-
-    // Weights, rope tables, block tables (a shuffled page order per layer pool), inputs, cache.
-    unsigned long long seed = (unsigned long long)arg_int(&a, "seed");
-    for (int l = 0; l < p.nlayers; l++) ds_layer_init(&p.layers[l], &p.d, &r.init, r.s, seed);
-    {
-        int half = p.d.rope / 2;
-        double *inv = xmalloc(sizeof(double) * (size_t)half);
-        model_rope_inv_freq(&p.model, inv);
-        float *cs = xmalloc(sizeof(float) * (size_t)p.max_seq_len * half), *sn = xmalloc(sizeof(float) * (size_t)p.max_seq_len * half);
-        mla_rope_tables(inv, half, p.max_seq_len, model_rope_attention_factor(&p.model), cs, sn);
-        upload_wait(r.s, r.buf.cos_t, cs, sizeof(float) * (size_t)p.max_seq_len * half);
-        upload_wait(r.s, r.buf.sin_t, sn, sizeof(float) * (size_t)p.max_seq_len * half);
-        free(inv), free(cs), free(sn);
-        int nb = p.max_batch * p.blocks_per_request;
-        int *table = xmalloc(sizeof(int) * (size_t)nb);
-        for (int i = 0; i < nb; i++) table[i] = i;
-        struct { uint64_t s; } rng = {seed * 2654435761ULL + 1};
-        for (int i = nb - 1; i > 0; i--) {
-            rng.s = rng.s * 6364136223846793005ULL + 1442695040888963407ULL;
-            int j = (int)((rng.s >> 33) % (uint64_t)(i + 1)), t = table[i];
-            table[i] = table[j], table[j] = t;
-        }
-        upload_wait(r.s, r.buf.block_table, table, sizeof(int) * (size_t)nb);
-        // Rows between requests' keys in the context phase are never attended; keep them finite.
-        if (r.buf.kv_all)
-            CU_CHECK(lwb_cu.cuMemsetD8Async(r.buf.kv_all, 0, (size_t)r.buf.max_keys * p.d.kv_row * 2, r.s));
-        free(table);
-        // torch.rand inputs, as the reference's run pack has.
-        init_fill_bf16(&r.init, r.s, r.buf.hidden_in, r.buf.max_tokens * p.d.hidden, seed * 31 + 1, 0.f, 1.f);
-        init_fill_bf16(&r.init, r.s, r.buf.residual_in, r.buf.max_tokens * p.d.hidden, seed * 31 + 2, 0.f, 1.f);
-    }
-    fill_cache(&fill, &r, max_past_of(&p), seed);
-    printf("ready in %.2f s (compile, %.2f GiB allocated, weights and KV cache initialised)\n", lwb_now() - t0,
-           gib(mem_total(&real)));
+    const unsigned long long seed = (unsigned long long)arg_int(&a, "seed");
+    p.fam->init(p.f, &r.init, r.s, seed);
+    if (dist.rank == 0)
+        printf("ready in %.2f s (compile, %.2f GiB allocated%s, weights and KV cache initialised)\n", lwb_now() - t0,
+               gib(mem_total(&real)), dist.world_size > 1 ? " per rank" : "");
     fflush(stdout);
 
     // The profiled region: the reference's markers, then every problem.
     bool profiling = arg_bool(&a, "profile") && !profile_under_nsys();
-    if (arg_bool(&a, "profile") && profile_under_nsys())
+    if (dist.rank == 0 && arg_bool(&a, "profile") && profile_under_nsys())
         printf("running under Nsight Systems (%s): lwb's own profiler stays off\n", profile_nsys_signal());
     struct lwb_profiler prof;
-    if (profiling) profile_init(&prof, &r.dev, 0, 1);
+    if (profiling) profile_init(&prof, &r.dev, dist.rank, dist.world_size);
     CU_CHECK(lwb_cu.cuProfilerStart());
     if (profiling) profile_begin(&prof);
     marker_json("args", args_json(&a));
     struct lwb_stats *stats = xcalloc((size_t)p.nproblems, sizeof *stats);
     double *us = xcalloc((size_t)p.timed, sizeof *us);
     for (int i = 0; i < p.nproblems; i++) {
+        char text[160];
+        iteration_text(&p.problems[i], dist.world_size, text, sizeof text);
         marker_json("problem_spec", problem_spec_json(&p.problems[i]));
         runner_setup_problem(&r, i);
-        runner_warmup_check(&r, i);
-        runner_time_problem(&r, i, p.graph, p.warmup, p.timed, us);
+        char act[256];
+        snprintf(act, sizeof act, "the warm-up forward of %s", text);
+        dist_activity(&dist, act, 0);
+        runner_warmup_check(&r, i, p.layer_index);
+        snprintf(act, sizeof act, "the timed iterations of %s", text);
+        dist_activity(&dist, act, 0);
+        runner_time_problem(&r, i, p.graph, p.warmup, p.timed, us, ranked ? fault_on_iteration : NULL);
+        char why[256];
+        if (!p.fam->verify(p.f, i, why, sizeof why)) lwb_fatal("problem %s: %s", text, why);
         stats[i] = stats_compute(us, p.timed);
-        print_problem_line(0, &p.problems[i], stats[i]);
+        print_problem_line(dist.rank, &p.problems[i], stats[i]);
     }
     CU_CHECK(lwb_cu.cuCtxSynchronize());
     if (profiling) profile_end(&prof);
@@ -490,57 +580,21 @@ static int cmd_run(int argc, char **argv) {
         const char *dir = arg_str(&a, "profile_dir");
         if (lwb_mkdirs(dir) != 0) lwb_fatal("cannot create the profile folder %s: %s", dir, strerror(errno));
         const char *path = profile_write(&prof, dir);
-        if (path) printf("profile: %s (lwb parse --file-path it)\n", path);
+        if (path && dist.rank == 0)
+            printf("profile: %s%s (lwb parse --file-path it)\n", path,
+                   dist.world_size > 1 ? " and one per rank beside it" : "");
         profile_free(&prof);
     }
 
-    // Roofline: every module alone, against its floor on this device.
-    json_t *records = json_array();
-    const double launch_us = p.nproblems ? runner_launch_cost(&r) : 0;
-    for (int i = 0; i < p.nproblems; i++) {
-        struct lwb_module_time t[64];
-        int n = runner_module_times(&r, i, 10, t);
-        char text[128];
-        iteration_text(&p.problems[i], 1, text, sizeof text);
-        printf("roofline %s (each module alone; floor = max(bytes / %.2f TB/s, FLOPs / %.0f TFLOP/s)):\n", text,
-               r.copy_bw * 1e-12, r.spec.bf16_tflops);
-        print_roofline(t, n, r.spec.bf16_tflops, r.copy_bw, true);
-        printf("  (memory floors use the copy bandwidth, bytes read + written; traffic that is mostly reads can "
-               "run a little faster than that; a one-element kernel takes %.1f us when timed this way, which bounds "
-               "how close a module of small kernels can come to its floor)\n",
-               launch_us);
-        json_t *rec = problem_spec_json(&p.problems[i]);
-        json_object_set_new(rec, "rank", json_integer(0));
-        json_object_set_new(rec, "launch_us", json_real(launch_us));
-        json_object_set_new(rec, "mean_us", json_real(stats[i].mean));
-        json_object_set_new(rec, "median_us", json_real(stats[i].median));
-        json_object_set_new(rec, "min_us", json_real(stats[i].min));
-        json_object_set_new(rec, "max_us", json_real(stats[i].max));
-        json_object_set_new(rec, "p90_us", json_real(stats[i].p90));
-        json_t *mods = json_array();
-        for (int k = 0; k < n; k++) {
-            struct floor_of f = floor_us(t[k].flops, t[k].bytes, r.spec.bf16_tflops, r.copy_bw);
-            json_array_append_new(mods, json_pack("{s:i, s:s, s:f, s:f, s:f, s:f, s:s}", "layer", t[k].layer, "module",
-                                                  t[k].module, "time_us", t[k].us, "floor_us", f.us, "flops", t[k].flops,
-                                                  "bytes", t[k].bytes, "bound", f.memory ? "memory" : "math"));
-        }
-        json_object_set_new(rec, "modules", mods);
-        json_array_append_new(records, rec);
+    run_report(&p, &r, stats, cp);
+    if (arg_set(&a, "dump")) p.fam->dump(p.f, 0, r.s, arg_str(&a, "dump"));
+    dist_activity(&dist, "finishing", 0);
+    if (cp) {
+        stream_wait(r.s, 60, "the last collectives");
+        comm_destroy(&comm);
     }
-    if (arg_set(&a, "output_json")) {
-        json_t *doc = json_pack("{s:o, s:s, s:f, s:f, s:o}", "args", args_json(&a), "device", r.dev.name,
-                                "copy_bandwidth_tbs", r.copy_bw * 1e-12, "bf16_peak_tflops", r.spec.bf16_tflops,
-                                "problems", records);
-        char *text = json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-        if (lwb_write_file_atomic(arg_str(&a, "output_json"), text, strlen(text)) != 0)
-            lwb_fatal("cannot write %s: %s", arg_str(&a, "output_json"), strerror(errno));
-        free(text);
-        json_decref(doc);
-    } else {
-        json_decref(records);
-    }
-    if (arg_set(&a, "dump")) dump_first_problem(&r, &p.model, arg_int(&a, "seed"), arg_str(&a, "dump"));
-    free(us), free(stats), free(reqs);
+    dist_finish(&dist);
+    free(us), free(stats), free(reqs.r);
     mem_free_all(&real);
     return 0;
 }

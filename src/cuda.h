@@ -53,6 +53,7 @@
     X(cuStreamDestroy)                                                                             \
     X(cuStreamSynchronize)                                                                         \
     X(cuStreamQuery)                                                                               \
+    X(cuStreamIsCapturing)                                                                         \
     X(cuStreamWaitEvent)                                                                           \
     X(cuStreamBeginCapture)                                                                        \
     X(cuStreamEndCapture)                                                                          \
@@ -229,13 +230,19 @@ static void cu_launch(CUfunction f, struct lwb_launch l, CUstream s, void **args
 // Wait for a stream, polling, and fail with a message instead of hanging when the work does not
 // finish in `timeout_s` seconds (a deadlocked kernel, a lost peer).
 static void stream_wait(CUstream s, double timeout_s, const char *what) {
-    double t0 = lwb_now();
+    double t0 = lwb_now(), next_hook = t0 + 0.1;
+    timeout_s = LWB_MAX(timeout_s, lwb_proc.wait_floor_s);
     for (unsigned spin = 0;; spin++) {
         CUresult r = lwb_cu.cuStreamQuery(s);
         if (r == CUDA_SUCCESS) return;
         if (r != CUDA_ERROR_NOT_READY)
             lwb_check_failed("CUDA driver", "cuStreamQuery", __FILE__, __LINE__, r, cu_errstr(r));
-        if (lwb_now() - t0 > timeout_s)
+        double now = lwb_now();
+        if (lwb_proc.wait_hook && now > next_hook) {
+            lwb_proc.wait_hook(now - t0, what);
+            next_hook = now + 0.1;
+        }
+        if (now - t0 > timeout_s)
             lwb_fatal("%s did not finish within %.0f s; giving up (a kernel is stuck)", what, timeout_s);
         if (spin > 1000) usleep(spin > 100000 ? 1000 : 50);
     }

@@ -17,11 +17,13 @@ struct lwb_gpuspec {
     double hbm_tbs;        // memory bandwidth, TB/s
     double mem_gib;        // device memory
     int sm_count;
+    double link_gbs;       // NVLink bandwidth per direction per GPU, GB/s (0: unknown)
 };
 
 static const struct lwb_gpuspec lwb_gpuspecs[] = {
-    {"H100", "H100", "NVIDIA H100 SXM (80 GB HBM3)", 989.4, 3.35, 79.6, 132},
-    {"H200", "H200", "NVIDIA H200 SXM (141 GB HBM3e)", 989.4, 4.8, 139.8, 132},
+    // NVLink 4: 18 links of 25 GB/s per direction.
+    {"H100", "H100", "NVIDIA H100 SXM (80 GB HBM3)", 989.4, 3.35, 79.6, 132, 450},
+    {"H200", "H200", "NVIDIA H200 SXM (141 GB HBM3e)", 989.4, 4.8, 139.8, 132, 450},
 };
 
 static const struct lwb_gpuspec *gpuspec_find(const char *name) {
@@ -36,6 +38,6 @@ static struct lwb_gpuspec gpuspec_for_device(const struct lwb_device *d) {
     const struct lwb_gpuspec *k = gpuspec_find(d->name);
     if (k) return *k;
     struct lwb_gpuspec g = {"?", "", d->name, 4096.0 * d->sm_count * d->sm_clock_khz * 1e3 / 1e12, 0,
-                            d->total_mem / 1073741824.0, d->sm_count};
+                            d->total_mem / 1073741824.0, d->sm_count, 0};
     return g;
 }

@@ -611,9 +611,9 @@ static void model_bf16_note(const struct lwb_model *m, char *buf, size_t n) {
 // (no attention DP) also heads = heads / S * ranks. MoE is always pure EP across the ranks in
 // lwb, so the reference's "MoE TP" refusal cannot arise. S = 0 means off.
 
-// What S must satisfy whether or not it is applied: at least the ranks of the run, and a
-// divisor of the experts (and of the heads with attention TP). With one rank lwb checks this but
-// keeps the model whole; only the balance methods follow the simulated EP size (routing_ep_size).
+// What S must satisfy: at least the ranks of the run, and a divisor of the experts (and of the
+// heads with attention TP, which the reference refuses for models with a sparse-attention
+// indexer).
 static void model_check_scaled_from(const struct lwb_model *m, int scaled_from, int ranks,
                                     bool attention_dp) {
     if (scaled_from <= 0) return;
@@ -626,6 +626,10 @@ static void model_check_scaled_from(const struct lwb_model *m, int scaled_from, 
         lwb_user_error("--scaled-from %d: %s has %d routed experts, which do not split evenly over %d GPUs; "
                        "give a divisor of %d",
                        scaled_from, m->name, m->n_experts, scaled_from, m->n_experts);
+    if (!attention_dp && json_object_get(m->config, "index_n_heads"))
+        lwb_user_error("--scaled-from %d with attention TP: %s has a sparse-attention indexer, and the reference "
+                       "does not support Indexer TP for weak scaling; use --enable-attention-dp",
+                       scaled_from, m->name);
     if (!attention_dp && (m->heads % scaled_from || m->kv_heads % scaled_from))
         lwb_user_error(
             "--scaled-from %d with attention TP: the %d attention heads (%d key/value heads) of %s "

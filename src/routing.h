@@ -2,8 +2,7 @@
 // prescribed one (computed here on the CPU, then copied to the device by the MoE layer).
 //
 // Defines: enum lwb_balance, balance_method_parse / balance_method_name, struct lwb_routing
-// (one problem's override), routing_ep_size (the EP size the expert ranges follow),
-// routing_check (one-line errors for impossible combinations), routing_num_balanced_tokens (the
+// (one problem's override), routing_check (one-line errors for impossible combinations), routing_num_balanced_tokens (the
 // "activate all experts" split), routing_select (the [tokens, top_k] int32 expert ids).
 //
 // The formulas are TensorRT-LLM's layer-wise benchmark runner's, exactly (T tokens on this rank,
@@ -20,9 +19,8 @@
 //   ImbalancedExperts  first nb rows Balanced; the others Balanced over a*ep virtual experts
 //                      (a = ceil(k/ep)), virtual v -> (v div a) * (E/ep) + v mod a: only the first a
 //                      experts of every rank receive them.
-// Every row is sorted ascending. With one rank, pass ep = routing_ep_size(1, scaled_from): the
-// rank-level methods then act on the expert ranges of the simulated deployment (the model keeps
-// all its experts on the one GPU).
+// Every row is sorted ascending. ep is the run's ranks (the reference's moe_ep_size), also with
+// --scaled-from, which shrinks E to the simulated deployment's experts per GPU times the ranks.
 //
 // Does not: route by scores (that is the MoE layer's gate), or touch the device.
 // Tested by test/test_routing.c.
@@ -56,17 +54,10 @@ struct lwb_routing {
     int tokens;     // T: tokens on this rank (batch x seq_len_q)
     int top_k;      // k
     int experts;    // E: routed experts of the layer as built
-    int ep_size;    // ranks the experts are split over (see routing_ep_size)
+    int ep_size;    // ranks the experts are split over (the run's ranks)
     int dp_size;    // ranks with their own tokens: world size with attention DP, else 1
     int dp_rank;    // this rank's index among them (0 without attention DP)
 };
-
-// The EP size the expert ranges follow: the ranks of the run, or with one rank the deployment
-// --scaled-from simulates (0: none, then 1).
-static int routing_ep_size(int world_size, int scaled_from) {
-    if (world_size > 1) return world_size;
-    return scaled_from > 0 ? scaled_from : 1;
-}
 
 // Exits with one line when the override cannot be computed for these sizes.
 static void routing_check(const struct lwb_routing *r) {

@@ -3,15 +3,15 @@
 // roofline table.
 //
 // Defines: struct lwb_stats and stats_compute (mean, median, min, max, P90 of per-iteration
-// times), struct lwb_runner (what a run holds: device, layers, buffers, per-problem launches),
-// runner_setup_problem (inputs of one problem: cache lengths, balance override, tensor maps),
-// runner_forward, runner_warmup_check (NaN / Inf / mostly-zero outputs name the layer and
-// module), runner_time_problem (the reference's loop: eager or one replayed graph, events back
-// to back, the `b=.. s=.. past=..` NVTX range per iteration), runner_module_times (each module
-// alone from a cold L2, its cost beyond the flushes), and the NVTX markers of the layer-wise contract.
+// times), struct lwb_runner (what a run holds: device, the family and its state, the current
+// problem's module lists), runner_setup_problem, runner_forward, runner_warmup_check (NaN / Inf
+// / mostly-zero outputs name the layer and module), runner_time_problem (the reference's loop:
+// eager or one replayed graph, events back to back, the `b=.. s=.. past=..` NVTX range per
+// iteration), runner_module_times (each module alone from a cold L2, its cost beyond the
+// flushes), and the NVTX markers of the layer-wise contract.
 //
-// Does not: parse options or print the tables (cmd_run.h), or know layer internals beyond
-// layers/deepseek.h's module functions.
+// Does not: parse options or print the tables (cmd_run.h), or know any family: it walks the
+// module lists a family's table gives (family.h).
 // Tested by test/test_plan.c (statistics, markers) and on the GPU by test/gpu/run_lwb.sh.
 #pragma once
 
@@ -49,46 +49,32 @@ static struct lwb_stats stats_compute(const double *us, int n) {
 
 struct lwb_runner {
     struct lwb_device dev;
-    struct lwb_gpuspec spec;     // peak FLOPs for floors
+    struct lwb_gpuspec spec;     // peak FLOPs and link bandwidth for floors
     double copy_bw;              // measured device-to-device bytes/s
     CUstream s;
-    struct ds_dims d;
-    struct ds_layer *layers;
-    int nlayers;
-    struct ds_buffers buf;
-    struct ds_problem *problems;
-    int nproblems;
-    struct ds_run *runs;         // (nproblems, nlayers)
-    struct lwb_routing *routing; // per problem: the balance override (method NotModified: none)
+    const struct lwb_family *fam;
+    void *f;                     // the family's state
+    int nlayers, nproblems;
+    const struct lwb_problem *problems;
+    struct lwb_modules *mods;    // (nlayers) the current problem's module lists
+    int mods_problem;            // the problem they are for (-1: none)
     struct lwb_kreq init;
     CUdeviceptr flush;           // L2 eviction buffer for module timings
     size_t flush_bytes;
     int world_size;
 };
 
-static struct ds_run *runner_run(struct lwb_runner *r, int problem, int layer) {
-    return &r->runs[(size_t)problem * r->nlayers + layer];
-}
-
-// Per-problem state on the device: cache lengths and the balance override, then tensor maps.
+// Per-problem state on the device (the family's), and the layers' module lists.
 static void runner_setup_problem(struct lwb_runner *r, int pi) {
-    const struct ds_problem *p = &r->problems[pi];
-    int *lens = xmalloc(sizeof(int) * (size_t)p->batch);
-    for (int b = 0; b < p->batch; b++) lens[b] = p->kv_len;
-    upload_wait(r->s, r->buf.kv_lens, lens, sizeof(int) * (size_t)p->batch);
-    free(lens);
-    const struct lwb_routing *ro = &r->routing[pi];
-    if (ro->method != LWB_BALANCE_NOT_MODIFIED && r->buf.override) {
-        int32_t *ids = xmalloc(sizeof(int32_t) * (size_t)p->tokens * r->d.top_k);
-        if (routing_select(ro, ids))
-            upload_wait(r->s, r->buf.override, ids, sizeof(int32_t) * (size_t)p->tokens * r->d.top_k);
-        free(ids);
-    }
-    for (int l = 0; l < r->nlayers; l++) ds_run_bind(runner_run(r, pi, l), &r->d, &r->buf);
+    r->fam->setup(r->f, pi, r->s);
+    if (!r->mods) r->mods = xcalloc((size_t)r->nlayers, sizeof *r->mods);
+    for (int l = 0; l < r->nlayers; l++) r->fam->modules(r->f, pi, l, false, &r->mods[l]);
+    r->mods_problem = pi;
 }
 
 static void runner_forward(struct lwb_runner *r, int pi) {
-    for (int l = 0; l < r->nlayers; l++) ds_forward(runner_run(r, pi, l), &r->d, &r->buf, r->s, l == 0);
+    if (r->mods_problem != pi) LWB_BUG("forward of problem %d set up for %d", pi, r->mods_problem);
+    for (int l = 0; l < r->nlayers; l++) modules_run(&r->mods[l], 0, r->mods[l].n, r->s);
 }
 
 // Count NaN/Inf and zeros in a bf16 device buffer of n elements.
@@ -116,29 +102,22 @@ static void check_output(const char *what, int layer, const char *module, CUdevi
                   layer, module, zeros, n, what);
 }
 
-// One eager forward, module by module, checking each module's output.
-static void runner_warmup_check(struct lwb_runner *r, int pi) {
-    const struct ds_dims *d = &r->d;
-    struct ds_buffers *b = &r->buf;
-    const size_t n = (size_t)r->problems[pi].tokens * d->hidden;
+// One eager forward, a top-level module at a time, checking the outputs each module names.
+static void runner_warmup_check(struct lwb_runner *r, int pi, const int *layer_index) {
+    if (r->mods_problem != pi) LWB_BUG("warm-up of problem %d set up for %d", pi, r->mods_problem);
     for (int l = 0; l < r->nlayers; l++) {
-        struct ds_run *run = runner_run(r, pi, l);
-        const int li = run->L->index;
-        ds_module_input_norm(run, d, b, r->s, l == 0);
-        ds_module_mla(run, d, b, r->s);
-        stream_wait(r->s, 300, "the warm-up forward");
-        check_output("attention output", li, "MLA", b->attn_out, n);
-        ds_module_post_norm(run, d, b, r->s);
-        if (run->L->moe) {
-            if (d->shared_inter) ds_module_shared(run, r->s);
-            ds_module_gate(run, r->s);
-            ds_module_experts(run, d, b, r->s);
-        } else {
-            ds_module_mlp(run, r->s);
+        const struct lwb_modules *ml = &r->mods[l];
+        for (int i = 0; i < ml->n; i = module_end(ml, i)) {
+            const int end = module_end(ml, i);
+            modules_run(ml, i, end, r->s);
+            stream_wait(r->s, 300, "the warm-up forward");
+            for (int k = i; k < end; k++) {
+                const struct lwb_module *m = &ml->m[k];
+                if (!m->check_ptr) continue;
+                check_output(m->check_what, layer_index[l], m->name ? m->name : m->label ? m->label : "layer",
+                             m->check_ptr, m->check_n);
+            }
         }
-        stream_wait(r->s, 300, "the warm-up forward");
-        check_output("residual", li, "post_attention_layernorm", b->residual, n);
-        check_output("hidden_states", li, run->L->moe ? "Deepseekv3MoE" : "GatedMLP", b->hidden, n);
     }
 }
 
@@ -155,26 +134,12 @@ static void marker_json(const char *kind, json_t *obj) {
     json_decref(obj);
 }
 
-// "b=128 s=1 past=8193 NP1", with " balance=0.5" (%.2g) when a ratio is given.
-static void iteration_text(const struct ds_problem *p, int world_size, char *out, size_t n) {
-    char bal[32] = "";
-    if (p->has_ratio) snprintf(bal, sizeof bal, " balance=%.2g", p->ratio);
-    snprintf(out, n, "b=%d s=%d past=%d%s NP%d", p->batch, p->qlen, p->past, bal, world_size);
-}
-
-static json_t *problem_spec_json(const struct ds_problem *p) {
-    json_t *o = json_object();
-    json_object_set_new(o, "batch_size", json_integer(p->batch));
-    json_object_set_new(o, "seq_len_q", json_integer(p->qlen));
-    json_object_set_new(o, "seq_len_kv_cache", json_integer(p->past));
-    json_object_set_new(o, "balance_ratio", p->has_ratio ? json_real(p->ratio) : json_null());
-    return o;
-}
-
 // The reference's loop for one problem: warm-up + timed iterations back to back, each inside
 // its NVTX range, replaying one captured graph or running eagerly; `us` receives the times of
-// the timed iterations.
-static void runner_time_problem(struct lwb_runner *r, int pi, bool graph, int warmup, int timed, double *us) {
+// the timed iterations. `on_iteration` (may be NULL) runs on the host before iteration i is
+// enqueued (the test fault switch).
+static void runner_time_problem(struct lwb_runner *r, int pi, bool graph, int warmup, int timed, double *us,
+                                void (*on_iteration)(int i)) {
     CUgraphExec exec = NULL;
     if (graph) {
         CUgraph g;
@@ -192,6 +157,7 @@ static void runner_time_problem(struct lwb_runner *r, int pi, bool graph, int wa
     char text[128];
     iteration_text(&r->problems[pi], r->world_size, text, sizeof text);
     for (int i = 0; i < n; i++) {
+        if (on_iteration) on_iteration(i);
         CU_CHECK(lwb_cu.cuEventRecord(ev[i], r->s));
         lwb_nvtx_push(text);
         if (graph) CU_CHECK(lwb_cu.cuGraphLaunch(exec, r->s));
@@ -215,43 +181,28 @@ static void runner_time_problem(struct lwb_runner *r, int pi, bool graph, int wa
 
 struct lwb_module_time {
     int layer;          // model layer index
-    const char *module; // NVTX name (as in ds_cost)
+    const char *module; // NVTX name, or the label of work outside the ranges
     double us;          // median time alone
-    double flops, bytes;
+    struct lwb_cost cost;
 };
 
-typedef void (*module_fn)(struct lwb_runner *r, struct ds_run *run);
-static void mt_mla(struct lwb_runner *r, struct ds_run *run) { ds_module_mla(run, &r->d, &r->buf, r->s); }
-static void mt_moe(struct lwb_runner *r, struct ds_run *run) {
-    if (r->d.shared_inter) ds_module_shared(run, r->s);
-    ds_module_gate(run, r->s);
-    ds_module_experts(run, &r->d, &r->buf, r->s);
-}
-static void mt_shared(struct lwb_runner *r, struct ds_run *run) { ds_module_shared(run, r->s); }
-static void mt_gate(struct lwb_runner *r, struct ds_run *run) { ds_module_gate(run, r->s); }
-static void mt_experts(struct lwb_runner *r, struct ds_run *run) { ds_module_experts(run, &r->d, &r->buf, r->s); }
-static void mt_mlp(struct lwb_runner *r, struct ds_run *run) { ds_module_mlp(run, r->s); }
-
-struct module_call {
-    struct lwb_runner *r;
-    struct ds_run *run;
-    module_fn fn;
+struct lwb_module_times {
+    struct lwb_module_time *t;
+    int n;
+    size_t cap;
 };
-static void module_call_enqueue(void *arg, CUstream s) {
-    struct module_call *m = arg;
-    (void)s; // the module enqueues on the runner's stream
-    m->fn(m->r, m->run);
+
+struct module_span {
+    const struct lwb_modules *l;
+    int from, to;
+};
+static void module_span_enqueue(void *arg, CUstream s) {
+    struct module_span *m = arg;
+    modules_run(m->l, m->from, m->to, s);
 }
 
-// A module's time alone, from a cold L2 (time_cold_us: the flushes and the events' own cost are
-// not charged to it).
-static double time_module(struct lwb_runner *r, struct ds_run *run, module_fn fn, int reps) {
-    struct module_call m = {r, run, fn};
-    return time_cold_us(r->s, r->flush, r->flush_bytes, module_call_enqueue, &m, reps, 5);
-}
-
-// What the least kernel costs by time_module's method: a one-element fill after a flush. No module
-// can take less; for a module of one small kernel it is most of the time.
+// What the least kernel costs by time_cold_us's method: a one-element fill after a flush. No
+// module can take less; for a module of one small kernel it is most of the time.
 struct fill_one {
     const struct lwb_kreq *init;
     CUdeviceptr p;
@@ -265,50 +216,29 @@ static double runner_launch_cost(struct lwb_runner *r) {
     return time_cold_us(r->s, r->flush, r->flush_bytes, fill_one_enqueue, &f, 20, 5);
 }
 
-// Active experts of the last forward (for the MoE floors: only they must be read).
-static int runner_active_experts(struct lwb_runner *r, int tokens) {
-    size_t n = (size_t)tokens * r->d.top_k;
-    int32_t *ids = xmalloc(n * 4);
-    CU_CHECK(lwb_cu.cuMemcpyDtoH(ids, r->buf.ids, n * 4));
-    char *seen = xcalloc((size_t)r->d.experts, 1);
-    int active = 0;
-    for (size_t i = 0; i < n; i++)
-        if (ids[i] >= 0 && ids[i] < r->d.experts && !seen[ids[i]]) seen[ids[i]] = 1, active++;
-    free(ids), free(seen);
-    return active;
-}
-
-// Every module of every layer, alone. Returns the count written to out (room for 5 per layer).
-static int runner_module_times(struct lwb_runner *r, int pi, int reps, struct lwb_module_time *out) {
-    runner_setup_problem(r, pi);
-    runner_forward(r, pi); // inputs of every module are in place after a full forward
-    stream_wait(r->s, 600, "the roofline forward");
-    int n = 0;
+// Every module of every layer (named, or with a floor of its own), alone, from a cold L2: its
+// cost beyond the flushes (time_cold_us). Every rank times the same modules in the same order,
+// so the collectives inside them pair up.
+static void runner_module_times(struct lwb_runner *r, int pi, const int *layer_index, int reps,
+                                struct lwb_module_times *out) {
+    out->n = 0;
+    struct lwb_modules ml = {0};
     for (int l = 0; l < r->nlayers; l++) {
-        struct ds_run *run = runner_run(r, pi, l);
-        // Restore this layer's inputs (the stream buffers hold the last layer's outputs).
-        if (r->nlayers > 1) {
-            runner_setup_problem(r, pi);
-            for (int k = 0; k <= l; k++) ds_forward(runner_run(r, pi, k), &r->d, &r->buf, r->s, k == 0);
-            stream_wait(r->s, 600, "the roofline forward");
-        }
-        double active = run->L->moe ? runner_active_experts(r, r->problems[pi].tokens) : 0;
-        struct ds_cost cost[5];
-        int nc = ds_cost(&r->d, &r->problems[pi], run->L->moe, active, cost);
-        for (int c = 0; c < nc; c++) {
-            module_fn fn = !strcmp(cost[c].module, "MLA")              ? mt_mla
-                           : !strcmp(cost[c].module, "Deepseekv3MoE")  ? mt_moe
-                           : !strcmp(cost[c].module, "DeepseekV3Gate") ? mt_gate
-                           : !strcmp(cost[c].module, "MoE")            ? mt_experts
-                           : run->L->moe                               ? mt_shared
-                                                                       : mt_mlp;
-            // Timing MLA alone re-runs the post-attention part's inputs; the MoE modules read
-            // the post-attention norm's output, which a full forward left in place.
-            out[n++] = (struct lwb_module_time){run->L->index, cost[c].module, time_module(r, run, fn, reps),
-                                                cost[c].flops, cost[c].bytes};
+        // Inputs of this layer's modules are in place after a forward up to it.
+        runner_setup_problem(r, pi);
+        for (int k = 0; k <= l; k++) modules_run(&r->mods[k], 0, r->mods[k].n, r->s);
+        stream_wait(r->s, 600, "the roofline forward");
+        r->fam->modules(r->f, pi, l, true, &ml); // costs from this forward's routing
+        for (int i = 0; i < ml.n; i++) {
+            const struct lwb_module *m = &ml.m[i];
+            if (!m->name && !(m->label && (m->cost.sent || m->cost.received))) continue;
+            struct module_span span = {&ml, i, module_end(&ml, i)};
+            double us = time_cold_us(r->s, r->flush, r->flush_bytes, module_span_enqueue, &span, reps, 5);
+            struct lwb_module_time t = {layer_index[l], m->name ? m->name : m->label, us, m->cost};
+            LWB_PUSH(out->t, out->n, out->cap, t);
         }
     }
-    return n;
+    free(ml.m);
 }
 
 // Measured device-to-device copy bandwidth (bytes read + written per second).

@@ -52,6 +52,10 @@ struct lwb_proc {
     // Cleanup hook run before a fatal exit (e.g. abort NCCL communicators so peers do not hang).
     void (*on_fatal)(void *);
     void *on_fatal_arg;
+    // Called every ~100 ms by waits on device work (seconds waited, what is awaited): with a
+    // communicator, it checks NCCL's asynchronous errors and the comm timeout, and exits on them.
+    void (*wait_hook)(double waited_s, const char *what);
+    double wait_floor_s; // waits on device work last at least this long before they give up
 };
 
 static struct lwb_proc lwb_proc = {.world_size = 1, .device = -1};

@@ -3,14 +3,19 @@
 // roofline costs, and the dump's mapping from checkpoint names to lwb's weights.
 #include "test_common.h"
 
-// Parse a command line (after "run") plus its config into a plan. argv must outlive the plan.
-static void plan_from(struct run_plan *p, struct lwb_args *a, int argc, char **argv) {
+// Parse a command line (after "run") plus its config into rank `rank` of `world`'s plan. argv
+// must outlive the plan.
+static void plan_from_rank(struct run_plan *p, struct lwb_args *a, int argc, char **argv, int rank, int world) {
     args_init(a, "run", run_opts, (int)LWB_ARRAY_LEN(run_opts));
     args_parse(a, &run_help, argc, argv, 1, "CONFIG.yaml");
     config_load(a, a->pos[0]);
     args_apply_defaults(a);
-    run_plan_build(p, a, a->pos[0]);
+    run_plan_build(p, a, a->pos[0], rank, world, world > 1);
 }
+static void plan_from(struct run_plan *p, struct lwb_args *a, int argc, char **argv) {
+    plan_from_rank(p, a, argc, argv, 0, 1);
+}
+static struct ds_family *fam_of(struct run_plan *p) { return p->f; }
 
 static void test_gen_defaults(void **state) {
     (void)state;
@@ -31,12 +36,15 @@ static void test_gen_defaults(void **state) {
     assert_int_equal(p.warmup, 20);
     assert_int_equal(p.timed, 100);
     assert_int_equal(p.nlayers, 1);
-    assert_int_equal(p.layers[0].index, 5);
-    assert_true(p.layers[0].moe);
+    struct ds_family *f = fam_of(&p);
+    assert_int_equal(f->layers[0].index, 5);
+    assert_true(f->layers[0].moe);
     assert_int_equal(p.routing[0].method, LWB_BALANCE_BALANCED);
-    assert_int_equal(p.d.hidden, 7168);
-    assert_int_equal(p.d.experts, 256);
-    assert_true(fabsf(p.d.sm_scale - 0.13523f) < 1e-4f);
+    assert_int_equal(f->d.hidden, 7168);
+    assert_int_equal(f->d.experts, 256);
+    assert_int_equal(f->d.experts_local, 256);
+    assert_true(fabsf(f->d.sm_scale - 0.13523f) < 1e-4f);
+    assert_string_equal(p.fam->name, "DeepSeek-V3");
 }
 
 // The reference's product order: batch outermost, balance ratio innermost.
@@ -113,14 +121,9 @@ static void test_memory_plan(void **state) {
     char *argv[] = {"configs/config_gen.yaml"};
     plan_from(&p, &a, 1, argv);
     struct lwb_device dev = dry_device(gpuspec_find("H100"));
-    struct ds_buffers b;
-    struct ds_run *runs = plan_runs(&p, &dev, &b);
     struct lwb_mem m;
-    mem_init(&m, true);
-    struct fill_plan f = {0};
-    fill_plan_kernels(&f, &p, &dev, 8193);
-    plan_memory(&p, &m, &b, &f);
-    const struct ds_dims *d = &p.d;
+    run_plan_memory(&p, &dev, &m);
+    const struct ds_dims *d = &fam_of(&p)->d;
     size_t w_uk = (size_t)d->heads * d->kv_lora * d->nope * 2;
     size_t want = model_layer_weight_bytes(&p.model, 5) + w_uk;
     assert_true(m.bytes[MEM_WEIGHTS] >= want);
@@ -129,12 +132,8 @@ static void test_memory_plan(void **state) {
     assert_int_equal(m.bytes[MEM_KV], LWB_CEIL_DIV(kv, LWB_MEM_ALIGN) * LWB_MEM_ALIGN);
     // A real plan must allocate identically: a second dry pass gives the same numbers.
     struct lwb_mem m2;
-    mem_init(&m2, true);
-    struct ds_buffers b2;
-    plan_runs(&p, &dev, &b2);
-    plan_memory(&p, &m2, &b2, &f);
+    run_plan_memory(&p, &dev, &m2);
     assert_memory_equal(m.bytes, m2.bytes, sizeof m.bytes);
-    free(runs);
 }
 
 // Every kernel a plan asks for compiles (GEN and CTX, dense and MoE layers, MTP).
@@ -151,14 +150,13 @@ static void test_plan_kernels_compile(void **state) {
         struct lwb_args a;
         plan_from(&p, &a, 5, cases[c]);
         struct lwb_device dev = dry_device(gpuspec_find("H100"));
-        struct ds_buffers b;
-        struct ds_run *runs = plan_runs(&p, &dev, &b);
-        struct lwb_kreq **reqs = xcalloc(64 * (size_t)p.nproblems * p.nlayers, sizeof *reqs);
-        int n = 0;
-        for (int i = 0; i < p.nproblems * p.nlayers; i++) n += ds_run_requests(&runs[i], reqs + n);
-        jit_build(&j, reqs, n);
-        for (int i = 0; i < n; i++) assert_true(reqs[i]->cubin_size > 0);
-        free(reqs);
+        struct lwb_mem m;
+        run_plan_memory(&p, &dev, &m);
+        struct lwb_kreqs reqs = {0};
+        p.fam->requests(p.f, &reqs);
+        jit_build(&j, reqs.r, reqs.n);
+        for (int i = 0; i < reqs.n; i++) assert_true(reqs.r[i]->cubin_size > 0);
+        free(reqs.r);
     }
 }
 
@@ -178,10 +176,10 @@ static void test_stats(void **state) {
 static void test_nvtx_texts(void **state) {
     (void)state;
     char t[128];
-    struct ds_problem p = {.batch = 128, .qlen = 1, .past = 8193};
+    struct lwb_problem p = {.batch = 128, .qlen = 1, .past = 8193};
     iteration_text(&p, 1, t, sizeof t);
     assert_string_equal(t, "b=128 s=1 past=8193 NP1");
-    p = (struct ds_problem){.batch = 32, .qlen = 1, .past = 2090, .has_ratio = true, .ratio = 0.5};
+    p = (struct lwb_problem){.batch = 32, .qlen = 1, .past = 2090, .has_ratio = true, .ratio = 0.5};
     iteration_text(&p, 4, t, sizeof t);
     assert_string_equal(t, "b=32 s=1 past=2090 balance=0.5 NP4");
     json_t *j = problem_spec_json(&p);
@@ -209,21 +207,40 @@ static void test_costs(void **state) {
     struct lwb_args a;
     char *argv[] = {"configs/config_gen.yaml"};
     plan_from(&p, &a, 1, argv);
-    struct ds_cost c[5];
-    int n = ds_cost(&p.d, &p.problems[0], true, 256, c);
-    assert_int_equal(n, 5);
-    assert_string_equal(c[0].module, "MLA");
+    const struct ds_dims *d = &fam_of(&p)->d;
+    double rows_of_rank[1];
+    struct ds_route_stats rt = {.rows = 128 * 8, .active = 256, .rows_of_rank = rows_of_rank};
+    struct ds_costs c = ds_cost(d, &p.shard, &p.problems[0], true, &rt);
     // The cache, plus fused_a, q_b, kv_b and o_proj weights (374,210,560 bytes), plus activations.
     double cache = 128.0 * 8194 * 576 * 2, weights = 2.0 * (2112 * 7168 + 24576 * 1536 + 32768 * 512 + 7168 * 16384);
-    assert_true(c[0].bytes > cache + weights && c[0].bytes < cache + weights + 30e6);
-    assert_string_equal(c[4].module, "MoE");
+    assert_true(c.mla.bytes > cache + weights && c.mla.bytes < cache + weights + 30e6);
     double experts = 256.0 * 3 * 7168 * 2048 * 2;
-    assert_true(c[4].bytes > experts && c[4].bytes < experts * 1.01);
+    assert_true(c.experts.bytes > experts && c.experts.bytes < experts * 1.01);
+    assert_true(c.experts.sent == 0 && c.mla.sent == 0); // one rank: nothing on the links
     // Every active expert's weights; half the experts, half the bytes (about).
-    struct ds_cost h[5];
-    ds_cost(&p.d, &p.problems[0], true, 128, h);
-    assert_true(fabs(h[4].bytes / c[4].bytes - 0.5) < 0.01);
-    assert_true(fabs(ds_active_experts_expected(&p.d, 128) - 256 * (1 - pow(1 - 8.0 / 256, 128))) < 1e-9);
+    rt.active = 128;
+    struct ds_costs h = ds_cost(d, &p.shard, &p.problems[0], true, &rt);
+    assert_true(fabs(h.experts.bytes / c.experts.bytes - 0.5) < 0.01);
+    assert_true(fabs(ds_active_experts_expected(d, 128) - 256 * (1 - pow(1 - 8.0 / 256, 128))) < 1e-9);
+    // The module list: the reference's ranges, nested as mark_ranges() nests them.
+    struct lwb_device dev = dry_device(gpuspec_find("H100"));
+    struct lwb_mem m;
+    run_plan_memory(&p, &dev, &m);
+    struct lwb_modules ml = {0};
+    p.fam->modules(p.f, 0, 0, false, &ml);
+    const char *names[] = {NULL, "MLA", NULL, "Deepseekv3MoE", "GatedMLP", "DeepseekV3Gate", "MoE"};
+    const int depth[] = {0, 0, 0, 0, 1, 1, 1};
+    assert_int_equal(ml.n, 7);
+    for (int i = 0; i < ml.n; i++) {
+        if (names[i]) assert_string_equal(ml.m[i].name, names[i]);
+        else assert_null(ml.m[i].name);
+        assert_int_equal(ml.m[i].depth, depth[i]);
+    }
+    assert_int_equal(module_end(&ml, 3), 7);
+    assert_null(ml.m[3].fn);
+    // Balanced routing of 128 tokens x 8 over 256 experts: every expert active, 4 rows each.
+    assert_true(fabs(ml.m[6].cost.bytes - c.experts.bytes) < 1);
+    free(ml.m);
 }
 
 // GEMM tiles on a 132-multiprocessor device: few tiles get narrower columns, then K splits; the
@@ -264,13 +281,14 @@ static void test_dump_mapping(void **state) {
     plan_from(&p, &a, 3, argv);
     struct lwb_mem m;
     mem_init(&m, true);
+    struct ds_family *f = fam_of(&p);
     for (int l = 0; l < 2; l++) {
-        struct ds_layer *L = &p.layers[l];
-        ds_layer_alloc(&m, L, &p.d, 4);
+        struct ds_layer *L = &f->layers[l];
+        ds_layer_alloc(&m, L, &f->d, 4);
         struct lwb_weight *w;
         int n = model_layer_weights(&p.model, L->index, &w);
         for (int i = 0; i < n; i++) {
-            struct dump_src s = dump_weight_src(L, &p.d, &w[i]);
+            struct dump_src s = dump_weight_src(L, &f->d, &w[i]);
             if ((uint64_t)s.rows * s.row_bytes != w[i].bytes)
                 fail_msg("%s: %lld rows of %zu bytes for %" PRIu64 " bytes", w[i].name, s.rows, s.row_bytes, w[i].bytes);
             assert_true(s.base != 0);

@@ -1,15 +1,30 @@
-// layers/deepseek.h: the DeepSeek-V3/R1 decoder layer: input RMSNorm (fused residual add),
-// Multi-head Latent Attention, post-attention RMSNorm, then the MoE block (gate, routing, routed
-// experts, shared expert) or, for the first first_k_dense_replace layers, a gated MLP.
+// layers/deepseek.h: the DeepSeek-V3/R1 family: its decoder layer (input RMSNorm with the
+// residual add, Multi-head Latent Attention, post-attention RMSNorm, then the MoE block: shared
+// experts, gate, routing and routed experts; or, for the first first_k_dense_replace layers, a
+// gated MLP), cut into this rank's share, with the communication of the reference's mapping.
 //
-// Defines: struct ds_dims (the shapes, from the model), struct ds_layer (one layer's weights and
-// KV cache), struct ds_buffers (activations and workspaces shared by all layers, sized for the
-// largest problem), struct ds_problem (one batch / seq-len-q / past / balance-ratio combination),
-// struct ds_run (one layer's launches for one problem: tiles, kernels, tensor maps), and:
-//   ds_dims_from_model, ds_layer_alloc / ds_layer_init, ds_buffers_alloc,
-//   ds_run_plan (kernels and workspace needs, no device needed), ds_run_bind,
-//   ds_forward (the layer, with TensorRT-LLM's NVTX module names), the module functions the
-//   runner times alone (ds_module_*), and ds_cost (FLOPs and bytes of each module: floors).
+// Defines: struct ds_dims (this rank's shapes), struct ds_layer (one layer's weights and KV
+// cache), struct ds_buffers (activations and workspaces shared by the layers, sized for the
+// largest problem), struct ds_run (one layer's launches for one problem), struct ds_family (the
+// family's state), ds_cost (FLOPs, bytes and bytes on the links of each module: floors), and the
+// table functions (ds_create, ds_plan, ... ds_verify) that src/families.h registers.
+//
+// Ranks (reference §3.1; what TensorRT-LLM's DeepSeek-V3 model does in each case):
+// - Routed experts are split over every rank (EP): rank r holds experts [r E/N, (r+1) E/N).
+// - Attention data-parallel: every rank has its own requests, cache and whole attention; the
+//   router and top-k run on the rank's own tokens; the MoE module then either all-gathers every
+//   rank's tokens, expert ids and weights, runs its experts on the slots routed to them and
+//   reduce-scatters the weighted sums (the shared expert's output rides along for the rank's own
+//   rows), or sends each token only to the ranks of its experts and sums what comes back (the
+//   all-to-all); both inside the `MoE` range, as TensorRT-LLM's MoE.forward holds them.
+// - Attention tensor-parallel: tokens are replicated; each rank has heads/N heads (q_b and kv_b
+//   split by heads, o_proj by its input columns), a 1/N slice of the shared experts' and dense
+//   MLPs' intermediate width, and its experts; partial outputs are all-reduced. As TensorRT-LLM
+//   fuses those all-reduces with the next RMSNorm in the decoder layer, they sit outside every
+//   module range, except the dense layers' attention all-reduce, which o_proj does inside `MLA`.
+// Every weight shard holds exactly the values of the whole weight at its positions (seeded by
+// global index), and inputs and cache contents by global request, so a run on N ranks computes
+// what one GPU computes for the same N x batch requests.
 //
 // Paths: generation (GEN) uses the absorbed attention (q_nope through W_UK, attention over the
 // latent cache, output through W_UV); context (CTX) expands the latents through kv_b_proj and
@@ -18,61 +33,89 @@
 //
 // Weights are stored as the kernels want them: q_a_proj and kv_a_proj_with_mqa as one fused
 // matrix; each gate_proj/up_proj pair as interleaved rows (the GEMM's SwiGLU epilogue reads a
-// pair from adjacent columns); W_UK transposed (derived once from kv_b_proj). The dump writes
-// them back under a checkpoint's names and layouts.
+// pair from adjacent columns); W_UK transposed (derived once from kv_b_proj). The dump
+// (layers/deepseek_dump.h) writes them back under a checkpoint's names and layouts.
 //
 // Does not: loop over problems, time or profile (runner.h), or choose balance selections
-// (routing.h; the runner uploads them).
-// Tested by test/test_plan.c (shapes, costs, memory plan, kernels of a plan without a GPU) and on
-// the GPU by test/gpu/check_layer.py against transformers' DeepseekV3DecoderLayer.
+// (routing.h; setup uploads them).
+// Tested by test/test_plan.c (shapes, shards, costs, memory plan, kernels of a plan without a
+// GPU) and on the GPU by test/gpu/check_layer.py against transformers' DeepseekV3DecoderLayer.
 #pragma once
 
 struct ds_dims {
-    int hidden;        // H
-    int heads;         // attention heads (after --scaled-from)
+    int hidden;              // H
+    int heads;               // this rank's attention heads
+    int heads_total, head0;  // heads of the model as run; this rank's first
     int q_lora, kv_lora;
-    int nope, rope, v; // per-head dims
-    int qk;            // nope + rope
-    int kv_row;        // cached row: kv_lora + rope
-    int experts, top_k, groups, topk_group, norm_topk;
-    int moe_inter;     // routed expert intermediate
-    int shared_inter;  // shared experts' intermediate (n_shared x moe_inter)
-    int inter;         // dense MLP intermediate
-    float scaling;     // routed_scaling_factor
-    float eps;         // rms_norm_eps
-    float sm_scale;    // softmax scale (YaRN mscale included)
-    int page;          // tokens per KV-cache block
+    int nope, rope, v;       // per-head dims
+    int qk;                  // nope + rope
+    int kv_row;              // cached row: kv_lora + rope
+    int experts;             // routed experts of the model as run (the router's width)
+    int experts_local, e0;   // this rank's experts and its first
+    int top_k, groups, topk_group, norm_topk;
+    int moe_inter;           // routed expert intermediate
+    int shared_inter;        // this rank's share of the shared experts' intermediate
+    int shared_total, shared0; // their whole width (n_shared x moe_inter); this rank's first column
+    int inter, inter_total, inter0; // dense MLP intermediate: this rank's, the whole, the first
+    float scaling;           // routed_scaling_factor
+    float eps;               // rms_norm_eps
+    float sm_scale;          // softmax scale (YaRN mscale included)
+    int page;                // tokens per KV-cache block
 };
 
-static struct ds_dims ds_dims_from_model(const struct lwb_model *m, int page) {
+static struct ds_dims ds_dims_from_model(const struct lwb_model *m, const struct lwb_shard *sh, int page) {
+    const int tp = sh->tp_size, ep = sh->ep_size;
     struct ds_dims d = {
-        .hidden = m->hidden, .heads = m->heads, .q_lora = m->q_lora_rank, .kv_lora = m->kv_lora_rank,
+        .hidden = m->hidden, .heads_total = m->heads, .q_lora = m->q_lora_rank, .kv_lora = m->kv_lora_rank,
         .nope = m->qk_nope_dim, .rope = m->qk_rope_dim, .v = m->v_head_dim, .qk = model_qk_head_dim(m),
         .kv_row = model_kv_cache_dim(m), .experts = m->n_experts, .top_k = m->top_k, .groups = m->n_group,
         .topk_group = m->topk_group, .norm_topk = m->norm_topk_prob, .moe_inter = m->moe_intermediate,
-        .shared_inter = m->moe_intermediate * m->n_shared_experts, .inter = m->intermediate,
+        .shared_total = m->moe_intermediate * m->n_shared_experts, .inter_total = m->intermediate,
         .scaling = (float)m->routed_scaling_factor, .eps = (float)m->rms_norm_eps,
         .sm_scale = (float)model_softmax_scale(m), .page = page};
+    d.heads = d.heads_total / tp, d.head0 = sh->tp_rank * d.heads;
+    d.experts_local = d.experts / ep, d.e0 = sh->ep_rank * d.experts_local;
+    d.shared_inter = d.shared_total / tp, d.shared0 = sh->tp_rank * d.shared_inter;
+    d.inter = d.inter_total / tp, d.inter0 = sh->tp_rank * d.inter;
     return d;
 }
 
-// The kernels are written for DeepSeek-V3's attention geometry; other values are refused here
-// (one line) rather than producing wrong numbers.
-static void ds_dims_check(const struct ds_dims *d, const char *model) {
+// What the kernels and the split cannot run is refused here (one line) rather than producing
+// wrong numbers.
+static void ds_dims_check(const struct ds_dims *d, const struct lwb_shard *sh, const char *model) {
     if (d->nope != 128 || d->rope != 64 || d->v != 128 || d->kv_lora != 512)
         lwb_user_error("model %s: lwb's MLA kernels need qk_nope_head_dim 128, qk_rope_head_dim 64, v_head_dim 128 "
                        "and kv_lora_rank 512 (got %d, %d, %d, %d)",
                        model, d->nope, d->rope, d->v, d->kv_lora);
-    if (d->heads % 64)
-        lwb_user_error("model %s: %d attention heads; lwb's MLA kernels need a multiple of 64 (with --scaled-from, "
-                       "choose a size that keeps one)",
-                       model, d->heads);
-    if (d->hidden % 64 || d->q_lora % 64 || d->moe_inter % 64 || d->inter % 64 || d->shared_inter % 64)
-        lwb_user_error("model %s: hidden, q_lora_rank and intermediate sizes must be multiples of 64", model);
-    if (d->experts % 32 || d->experts > 1024 || d->top_k > 32 || (d->experts / d->groups) % (d->experts / 32))
-        lwb_user_error("model %s: %d experts in %d groups, top-%d: lwb's routing kernel needs a multiple of 32 "
-                       "experts (at most 1024), groups aligned to 32-expert warps, top-k at most 32",
+    const int tp = sh->tp_size, ep = sh->ep_size;
+    if (d->heads_total % tp)
+        lwb_user_error("model %s: %d attention heads do not split over %d ranks of attention TP; use a number of "
+                       "ranks that divides %d, or --enable-attention-dp",
+                       model, d->heads_total, tp, d->heads_total);
+    // TensorRT-LLM splits a dense or shared MLP over gcd(intermediate / 128, TP) ranks; lwb runs the
+    // full split only.
+    if ((d->inter_total / 128) % tp || (d->shared_total / 128) % tp || d->inter_total % 128 || d->shared_total % 128)
+        lwb_user_error("model %s: the dense MLP (%d) and shared experts (%d) must split into 128-wide slices over %d "
+                       "ranks of attention TP; use fewer ranks, or --enable-attention-dp",
+                       model, d->inter_total, d->shared_total, tp);
+    if (d->hidden % 64 || d->q_lora % 64 || d->moe_inter % 64)
+        lwb_user_error("model %s: hidden, q_lora_rank and moe_intermediate_size must be multiples of 64", model);
+    if (d->experts % ep || ep > 64)
+        lwb_user_error("model %s: %d routed experts do not split over %d ranks (at most 64); use a number of ranks "
+                       "that divides %d",
+                       model, d->experts, ep, d->experts);
+    int per_lane = LWB_CEIL_DIV(d->experts, 32), epg = d->groups ? d->experts / d->groups : 0;
+    int lanes = per_lane ? epg / per_lane : 0;
+    if (d->experts > 1024 || (d->experts > 32 && d->experts % 32) || d->top_k > 32 || !d->groups ||
+        d->experts % d->groups || epg % per_lane || lanes < 1 || lanes > 32 || (lanes & (lanes - 1)))
+        lwb_user_error("model %s: %d experts in %d groups, top-%d: lwb's routing kernel needs at most 32 experts or "
+                       "a multiple of 32 (at most 1024), groups of a power-of-two number of warp lanes, top-k at "
+                       "most 32",
                        model, d->experts, d->groups, d->top_k);
+    if ((long long)epg * d->topk_group < d->top_k)
+        lwb_user_error("model %s: %d groups kept of %d experts each leave fewer than top-k %d experts to choose; "
+                       "with --scaled-from, simulate fewer GPUs",
+                       model, d->topk_group, epg, d->top_k);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -89,8 +132,8 @@ struct ds_weights {
     CUdeviceptr o_proj;             // (H, heads * v)
     CUdeviceptr gate;               // (E, H) MoE router
     CUdeviceptr bias;               // (E) fp32 e_score_correction_bias
-    CUdeviceptr w13;                // (E, 2 * moe_inter, H): gate/up rows interleaved per expert
-    CUdeviceptr w2;                 // (E, H, moe_inter)
+    CUdeviceptr w13;                // (E_local, 2 * moe_inter, H): gate/up rows interleaved per expert
+    CUdeviceptr w2;                 // (E_local, H, moe_inter)
     CUdeviceptr s13, s2;            // shared experts: (2 * shared_inter, H), (H, shared_inter)
     CUdeviceptr d13, d2;            // dense MLP: (2 * inter, H), (H, inter)
 };
@@ -120,8 +163,8 @@ static void ds_layer_alloc(struct lwb_mem *m, struct ds_layer *L, const struct d
     if (L->moe) {
         w->gate = mem_alloc(m, MEM_WEIGHTS, DS_BF16(d->experts, H), "gate");
         w->bias = mem_alloc(m, MEM_WEIGHTS, (size_t)d->experts * 4, "e_score_correction_bias");
-        w->w13 = mem_alloc(m, MEM_WEIGHTS, DS_BF16((size_t)d->experts * 2 * d->moe_inter, H), "experts gate/up");
-        w->w2 = mem_alloc(m, MEM_WEIGHTS, DS_BF16((size_t)d->experts * H, d->moe_inter), "experts down");
+        w->w13 = mem_alloc(m, MEM_WEIGHTS, DS_BF16((size_t)d->experts_local * 2 * d->moe_inter, H), "experts gate/up");
+        w->w2 = mem_alloc(m, MEM_WEIGHTS, DS_BF16((size_t)d->experts_local * H, d->moe_inter), "experts down");
         if (d->shared_inter) {
             w->s13 = mem_alloc(m, MEM_WEIGHTS, DS_BF16(2 * d->shared_inter, H), "shared experts gate/up");
             w->s2 = mem_alloc(m, MEM_WEIGHTS, DS_BF16(H, d->shared_inter), "shared experts down");
@@ -138,51 +181,59 @@ static void ds_layer_alloc(struct lwb_mem *m, struct ds_layer *L, const struct d
 // 1/sqrt(fan_in) (activations keep their scale through each product, router logits are O(1),
 // nothing overflows); norm weights around 1; a small correction bias. With the reference's
 // torch.rand inputs (all positive, a shared mean), unmodified routing sends most tokens to a few
-// experts; the balance methods set the distribution explicitly.
-// The cache is filled with finite values everywhere (past tokens are overwritten by ds_fill_cache).
+// experts; the balance methods set the distribution explicitly. A shard is filled at its place
+// in the whole weight (init_fill_bf16_at), with the whole weight's seed and fan-in.
+// The cache is filled with finite values everywhere (past tokens are overwritten by the fill).
 static void ds_layer_init(struct ds_layer *L, const struct ds_dims *d, const struct lwb_kreq *init, CUstream s,
                           unsigned long long seed) {
     const struct ds_weights *w = &L->w;
     unsigned long long k = seed * 1000003ULL + (unsigned long long)L->index * 101;
-#define DS_FILL(p, rows, cols, fan_in)                                                                 \
+#define DS_FILL_AT(p, rows, cols, ld, first, fan_in)                                                   \
     do {                                                                                               \
         float a_ = sqrtf(3.0f / (float)(fan_in));                                                      \
-        init_fill_bf16(init, s, p, (long long)(rows) * (long long)(cols), ++k, -a_, a_);               \
+        init_fill_bf16_at(init, s, p, (long long)(rows), (long long)(cols), (long long)(ld), (long long)(first), \
+                          ++k, -a_, a_);                                                               \
     } while (0)
-    const long long H = d->hidden;
+#define DS_FILL(p, rows, cols, fan_in) DS_FILL_AT(p, rows, cols, cols, 0, fan_in)
+    const long long H = d->hidden, I = d->moe_inter;
     init_fill_bf16(init, s, w->in_norm, H, ++k, 0.8f, 1.2f);
     init_fill_bf16(init, s, w->post_norm, H, ++k, 0.8f, 1.2f);
     init_fill_bf16(init, s, w->q_a_norm, d->q_lora, ++k, 0.8f, 1.2f);
     init_fill_bf16(init, s, w->kv_a_norm, d->kv_lora, ++k, 0.8f, 1.2f);
     DS_FILL(w->fused_a, d->q_lora + d->kv_row, H, H);
-    DS_FILL(w->q_b, (long long)d->heads * d->qk, d->q_lora, d->q_lora);
-    DS_FILL(w->kv_b, (long long)d->heads * (d->nope + d->v), d->kv_lora, d->kv_lora);
-    DS_FILL(w->o_proj, H, (long long)d->heads * d->v, (long long)d->heads * d->v);
+    DS_FILL_AT(w->q_b, (long long)d->heads * d->qk, d->q_lora, d->q_lora, (long long)d->head0 * d->qk * d->q_lora,
+               d->q_lora);
+    DS_FILL_AT(w->kv_b, (long long)d->heads * (d->nope + d->v), d->kv_lora, d->kv_lora,
+               (long long)d->head0 * (d->nope + d->v) * d->kv_lora, d->kv_lora);
+    DS_FILL_AT(w->o_proj, H, (long long)d->heads * d->v, (long long)d->heads_total * d->v, (long long)d->head0 * d->v,
+               (long long)d->heads_total * d->v);
     // W_UK^T[h] = (nope rows of kv_b for head h)^T: (kv_lora, nope).
     init_transpose(init, s, w->kv_b, d->kv_lora, (long long)(d->nope + d->v) * d->kv_lora, w->w_uk_t, d->nope,
                    (long long)d->kv_lora * d->nope, d->nope, d->kv_lora, d->heads);
     if (L->moe) {
         DS_FILL(w->gate, d->experts, H, H);
         init_fill_f32(init, s, w->bias, d->experts, ++k, -0.05f, 0.05f);
-        DS_FILL(w->w13, (long long)d->experts * 2 * d->moe_inter, H, H);
-        DS_FILL(w->w2, (long long)d->experts * H, d->moe_inter, d->moe_inter);
+        DS_FILL_AT(w->w13, (long long)d->experts_local * 2 * I, H, H, (long long)d->e0 * 2 * I * H, H);
+        DS_FILL_AT(w->w2, (long long)d->experts_local * H, I, I, (long long)d->e0 * H * I, I);
         if (d->shared_inter) {
-            DS_FILL(w->s13, 2LL * d->shared_inter, H, H);
-            DS_FILL(w->s2, H, d->shared_inter, d->shared_inter);
+            DS_FILL_AT(w->s13, 2LL * d->shared_inter, H, H, 2LL * d->shared0 * H, H);
+            DS_FILL_AT(w->s2, H, d->shared_inter, d->shared_total, d->shared0, d->shared_total);
         }
     } else {
-        DS_FILL(w->d13, 2LL * d->inter, H, H);
-        DS_FILL(w->d2, H, d->inter, d->inter);
+        DS_FILL_AT(w->d13, 2LL * d->inter, H, H, 2LL * d->inter0 * H, H);
+        DS_FILL_AT(w->d2, H, d->inter, d->inter_total, d->inter0, d->inter_total);
     }
     init_fill_bf16(init, s, L->cache, (long long)L->blocks * d->page * d->kv_row, ++k, -1.f, 1.f);
 #undef DS_FILL
+#undef DS_FILL_AT
 }
 
 // ---------------------------------------------------------------------------------------------
 // Activations and workspaces, shared by the layers (they run one after another)
 
 struct ds_buffers {
-    long long max_tokens; // rows of every (tokens, .) buffer
+    long long max_tokens; // rows of every (tokens, .) buffer: this rank's tokens
+    long long moe_tokens; // tokens whose routed slots this rank may serve (all ranks' with DP comm)
     long long max_keys;   // rows of the context phase's keys: batch x mla_prefill_pitch(kv_len)
     int max_batch, max_blocks, positions;
     CUdeviceptr hidden_in, residual_in; // (T, H) problem inputs, never written by a forward
@@ -205,8 +256,13 @@ struct ds_buffers {
     CUdeviceptr logits;                 // (logit_splits, T, E) fp32: the gate's split-K partials
     int logit_splits;                   // the most partial slabs a gate GEMM writes
     CUdeviceptr ids, weights, override; // (T, top_k) int32, fp32, int32
+    CUdeviceptr x_all, ids_all, w_all;  // (TM, H), (TM, top_k) x2: tokens this rank serves (gathered or received)
+    CUdeviceptr y_all;                  // (TM, H): their weighted sums over this rank's experts
+    CUdeviceptr send_x, send_ids, send_w, back; // all-to-all: (TM, H), (TM, k) x2, (TM, H)
+    CUdeviceptr counts_all;             // all-to-all: (ranks, ranks) int, the exchanged counts
+    struct moe_a2a a2a;
     struct moe_perm perm;
-    CUdeviceptr x_perm, h_perm, y_perm; // (T*k, H), (T*k, moe_inter), (T*k, H)
+    CUdeviceptr x_perm, h_perm, y_perm; // (TM*k, H), (TM*k, moe_inter), (TM*k, H)
     CUdeviceptr hs, ys;                 // shared expert (T, shared_inter), (T, H)
     CUdeviceptr hd;                     // dense MLP (T, inter)
     CUdeviceptr kv_lens;                // (max_batch) int: cached tokens after this forward
@@ -218,9 +274,9 @@ struct ds_buffers {
     size_t mla_ws_bytes;
 };
 
-static void ds_buffers_alloc(struct lwb_mem *m, struct ds_buffers *b, const struct ds_dims *d, bool ctx,
-                             bool any_moe, bool any_dense) {
-    const long long T = b->max_tokens, H = d->hidden, K = b->max_keys;
+static void ds_buffers_alloc(struct lwb_mem *m, struct ds_buffers *b, const struct ds_dims *d,
+                             const struct lwb_shard *sh, bool ctx, bool any_moe, bool any_dense) {
+    const long long T = b->max_tokens, H = d->hidden, K = b->max_keys, TM = b->moe_tokens;
     const int kk = d->top_k;
     b->hidden_in = mem_alloc(m, MEM_ACT, DS_BF16(T, H), "hidden_states input");
     b->residual_in = mem_alloc(m, MEM_ACT, DS_BF16(T, H), "residual input");
@@ -244,22 +300,42 @@ static void ds_buffers_alloc(struct lwb_mem *m, struct ds_buffers *b, const stru
     b->attn = mem_alloc(m, MEM_ACT, DS_BF16(T, (size_t)d->heads * d->v), "attention output");
     b->attn_out = mem_alloc(m, MEM_ACT, DS_BF16(T, H), "o_proj output");
     if (any_moe) {
-        const int E = d->experts;
+        const int E = d->experts, EL = d->experts_local, N = sh->world_size;
         b->logits = mem_alloc(m, MEM_ACT, (size_t)LWB_MAX(b->logit_splits, 1) * T * E * 4, "router logits");
         b->ids = mem_alloc(m, MEM_ACT, (size_t)T * kk * 4, "expert ids");
         b->weights = mem_alloc(m, MEM_ACT, (size_t)T * kk * 4, "expert weights");
         b->override = mem_alloc(m, MEM_ACT, (size_t)T * kk * 4, "balance override");
-        int tiles = moe_max_tiles((int)T, kk, E, 64);
-        b->perm = (struct moe_perm){mem_alloc(m, MEM_WS, (size_t)E * 4, "expert counts"),
-                                    mem_alloc(m, MEM_WS, (size_t)E * 4, "expert offsets"),
-                                    mem_alloc(m, MEM_WS, (size_t)E * 4, "expert fill"),
+        if (sh->moe_comm) {
+            b->x_all = mem_alloc(m, MEM_ACT, DS_BF16(TM, H), "tokens served");
+            b->ids_all = mem_alloc(m, MEM_ACT, (size_t)TM * kk * 4, "their expert ids");
+            b->w_all = mem_alloc(m, MEM_ACT, (size_t)TM * kk * 4, "their expert weights");
+            b->y_all = mem_alloc(m, MEM_ACT, DS_BF16(TM, H), "their expert outputs");
+        }
+        if (sh->moe_comm == LWB_MOE_COMM_ALLTOALL) {
+            b->send_x = mem_alloc(m, MEM_ACT, DS_BF16(TM, H), "tokens sent");
+            b->send_ids = mem_alloc(m, MEM_ACT, (size_t)TM * kk * 4, "expert ids sent");
+            b->send_w = mem_alloc(m, MEM_ACT, (size_t)TM * kk * 4, "expert weights sent");
+            b->back = mem_alloc(m, MEM_ACT, DS_BF16(TM, H), "expert outputs returned");
+            b->counts_all = mem_alloc(m, MEM_WS, (size_t)N * N * 4, "exchanged counts");
+            b->a2a = (struct moe_a2a){mem_alloc(m, MEM_WS, (size_t)T * 8, "destination masks"),
+                                      mem_alloc(m, MEM_WS, (size_t)N * 4, "destination counts"),
+                                      mem_alloc(m, MEM_WS, (size_t)N * 4, "planned counts"),
+                                      mem_alloc(m, MEM_WS, (size_t)N * 4, "send offsets"),
+                                      mem_alloc(m, MEM_WS, (size_t)N * 4, "send fill"),
+                                      mem_alloc(m, MEM_WS, 64, "count changed"),
+                                      mem_alloc(m, MEM_WS, (size_t)T * N * 4, "send slots")};
+        }
+        int tiles = moe_max_tiles((int)TM, kk, EL, 64);
+        b->perm = (struct moe_perm){mem_alloc(m, MEM_WS, (size_t)EL * 4, "expert counts"),
+                                    mem_alloc(m, MEM_WS, (size_t)EL * 4, "expert offsets"),
+                                    mem_alloc(m, MEM_WS, (size_t)EL * 4, "expert fill"),
                                     mem_alloc(m, MEM_WS, (size_t)tiles * 16, "tile list"),
                                     mem_alloc(m, MEM_WS, (size_t)tiles * 16, "tile list"),
                                     mem_alloc(m, MEM_WS, 64, "tile counts"),
-                                    mem_alloc(m, MEM_WS, (size_t)T * kk * 4, "token rows")};
-        b->x_perm = mem_alloc(m, MEM_ACT, DS_BF16(T * kk, H), "permuted tokens");
-        b->h_perm = mem_alloc(m, MEM_ACT, DS_BF16(T * kk, d->moe_inter), "expert intermediate");
-        b->y_perm = mem_alloc(m, MEM_ACT, DS_BF16(T * kk, H), "expert outputs");
+                                    mem_alloc(m, MEM_WS, (size_t)TM * kk * 4, "token rows")};
+        b->x_perm = mem_alloc(m, MEM_ACT, DS_BF16(TM * kk, H), "permuted tokens");
+        b->h_perm = mem_alloc(m, MEM_ACT, DS_BF16(TM * kk, d->moe_inter), "expert intermediate");
+        b->y_perm = mem_alloc(m, MEM_ACT, DS_BF16(TM * kk, H), "expert outputs");
         if (d->shared_inter) {
             b->hs = mem_alloc(m, MEM_ACT, DS_BF16(T, d->shared_inter), "shared intermediate");
             b->ys = mem_alloc(m, MEM_ACT, DS_BF16(T, H), "shared output");
@@ -275,21 +351,23 @@ static void ds_buffers_alloc(struct lwb_mem *m, struct ds_buffers *b, const stru
 }
 
 // ---------------------------------------------------------------------------------------------
-// One problem
+// One layer's launches for one problem
 
-struct ds_problem {
-    int batch, qlen, past; // requests, new tokens per request, cached tokens per request
-    int kv_len;            // past + qlen
-    int tokens;            // batch x qlen
-    bool ctx;              // context phase (else generation)
-    bool has_ratio;        // balance ratio given
-    double ratio;
+struct ds_family;
+
+// The all-to-all's row counts of one (problem, layer): planned from the first forward's routing
+// (the same in every iteration: inputs and weights do not change), then baked into the graph.
+struct ds_a2a_plan {
+    bool planned;
+    int *send_rows, *send_off, *recv_rows, *recv_off; // (ranks) each
+    int recv_total;                                   // rows this rank receives and serves
 };
 
-// One layer's launches for one problem.
 struct ds_run {
+    struct ds_family *f;
     const struct ds_layer *L;
-    struct ds_problem p;
+    struct lwb_problem p;
+    bool first;                                      // the first selected layer (reads the inputs)
     struct rmsnorm_config n_in, n_post, n_qa, n_kva; // norms
     struct lwb_kreq r_in, r_post, r_qa, r_kva;
     struct lwb_gemm g_a, g_qb, g_uk, g_uv, g_kn, g_vt, g_o;   // attention products
@@ -301,13 +379,54 @@ struct ds_run {
     struct lwb_mla_prefill pre;
     struct moe_route_config route_cfg;
     struct lwb_kreq r_route;
-    bool use_override; // balance override active
+    bool use_override;   // balance override active
+    struct ds_a2a_plan a2a;
+    char what_gather[96], what_scatter[96], what_attn_ar[96], what_out_ar[96]; // collective labels
 };
 
-// Plan the launches (no device memory touched). `dev` gives the SM count and shared memory.
-static void ds_run_plan(struct ds_run *r, const struct ds_layer *L, const struct ds_dims *d,
-                        const struct ds_problem *p, const struct lwb_device *dev, bool override) {
+// Cache fill (past tokens of every request): a chunk of random hidden states through the input
+// norm, the kv_a projection, the kv_a norm and RoPE into the cache, as a prefill would.
+struct ds_fill {
+    int chunk;                 // tokens per launch (0: nothing cached)
+    int max_past;
+    CUdeviceptr hidden, x, kv, latent, kv_new, lens;
+    struct rmsnorm_config n_in, n_kv;
+    struct lwb_kreq r_in, r_kv, r_rope;
+    struct lwb_gemm *g;        // per layer
+};
+
+struct ds_family {
+    struct lwb_run_spec spec;
+    const struct lwb_shard *sh; // the plan's: its communicator is set once the device is open
+    const struct lwb_model *model;
+    struct ds_dims d;
+    struct ds_layer *layers;
+    int nlayers;
+    struct ds_run *runs;       // (nproblems, nlayers)
+    struct ds_buffers buf;
+    struct ds_fill fill;
+    const struct lwb_kreq *init;
+    unsigned long long seed;
+};
+
+static struct ds_run *ds_run_of(struct ds_family *f, int problem, int layer) {
+    return &f->runs[(size_t)problem * f->nlayers + layer];
+}
+
+// Attention TP with a communicator: partial outputs are all-reduced (a communicator of one rank,
+// under --np 1, runs them too).
+static bool ds_tp_collectives(const struct lwb_shard *sh) { return !sh->attention_dp && sh->collectives; }
+
+// Tokens whose routed slots this rank may serve in a problem (its own, or every rank's).
+static long long ds_moe_tokens(const struct ds_family *f, const struct lwb_problem *p) {
+    return f->sh->moe_comm ? (long long)p->tokens * f->sh->world_size : p->tokens;
+}
+
+static void ds_run_plan(struct ds_run *r, struct ds_family *f, const struct ds_layer *L, const struct lwb_problem *p,
+                        const struct lwb_device *dev, bool override) {
+    const struct ds_dims *d = &f->d;
     memset(r, 0, sizeof *r);
+    r->f = f;
     r->L = L;
     r->p = *p;
     r->use_override = override;
@@ -337,21 +456,32 @@ static void ds_run_plan(struct ds_run *r, const struct ds_layer *L, const struct
     r->rope_cfg = (struct mla_rope_config){d->heads, d->nope, d->rope, d->kv_lora, d->page};
     mla_rope_request(&r->r_rope, r->rope_cfg);
     if (L->moe) {
-        double rows = (double)T * d->top_k / d->experts;
+        const long long TM = ds_moe_tokens(f, p);
+        double rows = (double)T * f->sh->dp_size * d->top_k / d->experts; // expected per expert, balanced
         gemm_plan(&r->g_gate, "gate", T, d->experts, d->hidden, 1, GEMM_EPI_F32, false, 0, dev);
         gemm_keep_partials(&r->g_gate); // the top-k sums them
-        gemm_plan(&r->g_e13, "experts13", T * d->top_k, 2 * d->moe_inter, d->hidden, 1, GEMM_EPI_SWIGLU, true, rows, dev);
-        gemm_plan(&r->g_e2, "experts2", T * d->top_k, d->hidden, d->moe_inter, 1, GEMM_EPI_BF16, true, rows, dev);
+        gemm_plan(&r->g_e13, "experts13", TM * d->top_k, 2 * d->moe_inter, d->hidden, 1, GEMM_EPI_SWIGLU, true, rows,
+                  dev);
+        gemm_plan(&r->g_e2, "experts2", TM * d->top_k, d->hidden, d->moe_inter, 1, GEMM_EPI_BF16, true, rows, dev);
         if (d->shared_inter) {
             gemm_plan(&r->g_s13, "shared13", T, 2 * d->shared_inter, d->hidden, 1, GEMM_EPI_SWIGLU, false, 0, dev);
             gemm_plan(&r->g_s2, "shared2", T, d->hidden, d->shared_inter, 1, GEMM_EPI_BF16, false, 0, dev);
         }
-        r->route_cfg = (struct moe_route_config){d->experts, d->top_k, d->groups, d->topk_group, d->norm_topk, d->hidden};
+        r->route_cfg = (struct moe_route_config){d->experts, d->top_k, d->groups, d->topk_group, d->norm_topk,
+                                                 d->hidden, f->sh->ep_size};
         moe_route_request(&r->r_route, r->route_cfg);
+        const int N = f->sh->world_size;
+        r->a2a = (struct ds_a2a_plan){.send_rows = xcalloc((size_t)N, sizeof(int)), .send_off = xcalloc((size_t)N, sizeof(int)),
+                                      .recv_rows = xcalloc((size_t)N, sizeof(int)), .recv_off = xcalloc((size_t)N, sizeof(int))};
     } else {
         gemm_plan(&r->g_d13, "mlp13", T, 2 * d->inter, d->hidden, 1, GEMM_EPI_SWIGLU, false, 0, dev);
         gemm_plan(&r->g_d2, "mlp2", T, d->hidden, d->inter, 1, GEMM_EPI_BF16, false, 0, dev);
     }
+    snprintf(r->what_gather, sizeof r->what_gather, "layer %d MoE: all-gather of routed tokens", L->index);
+    snprintf(r->what_scatter, sizeof r->what_scatter, "layer %d MoE: reduce-scatter of expert outputs", L->index);
+    snprintf(r->what_attn_ar, sizeof r->what_attn_ar, "layer %d: all-reduce of the attention output", L->index);
+    snprintf(r->what_out_ar, sizeof r->what_out_ar, "layer %d: all-reduce of the %s output", L->index,
+             L->moe ? "MoE" : "MLP");
 }
 
 // Every GEMM of a run, for workspace sizing and binding loops.
@@ -365,16 +495,15 @@ static int ds_run_gemms(struct ds_run *r, struct lwb_gemm **out) {
 }
 
 // The JIT requests of a run (pointers into it).
-static int ds_run_requests(struct ds_run *r, struct lwb_kreq **out) {
-    int n = 0;
-    out[n++] = &r->r_in, out[n++] = &r->r_post, out[n++] = &r->r_qa, out[n++] = &r->r_kva, out[n++] = &r->r_rope;
+static void ds_run_requests(struct ds_run *r, struct lwb_kreqs *out) {
+    kreqs_add(out, &r->r_in), kreqs_add(out, &r->r_post), kreqs_add(out, &r->r_qa), kreqs_add(out, &r->r_kva);
+    kreqs_add(out, &r->r_rope);
     struct lwb_gemm *g[16];
     int ng = ds_run_gemms(r, g);
-    for (int i = 0; i < ng; i++) out[n++] = &g[i]->req;
-    if (r->dec.req.family) out[n++] = &r->dec.req;
-    if (r->pre.req.family) out[n++] = &r->pre.req;
-    if (r->r_route.family) out[n++] = &r->r_route;
-    return n;
+    for (int i = 0; i < ng; i++) kreqs_add(out, &g[i]->req);
+    if (r->dec.req.family) kreqs_add(out, &r->dec.req);
+    if (r->pre.req.family) kreqs_add(out, &r->pre.req);
+    if (r->r_route.family) kreqs_add(out, &r->r_route);
 }
 
 // Grow the shared buffers' sizes to what this run needs (split-K workspace, attention split
@@ -389,9 +518,11 @@ static void ds_run_workspace(struct ds_run *r, struct ds_buffers *b) {
 }
 
 // Tensor maps and pointers, once buffers and weights exist (the kernels must be loaded).
-static void ds_run_bind(struct ds_run *r, const struct ds_dims *d, const struct ds_buffers *b) {
+static void ds_run_bind(struct ds_run *r) {
+    const struct ds_dims *d = &r->f->d;
+    const struct ds_buffers *b = &r->f->buf;
     const struct ds_weights *w = &r->L->w;
-    const struct ds_problem *p = &r->p;
+    const struct lwb_problem *p = &r->p;
     const long long T = p->tokens, H = d->hidden;
     const int A = d->q_lora + d->kv_row;
     struct lwb_operand x = {b->x, T, d->hidden, H, 1, 0};
@@ -427,19 +558,18 @@ static void ds_run_bind(struct ds_run *r, const struct ds_dims *d, const struct 
     struct lwb_operand wo = {w->o_proj, H, d->heads * d->v, (long long)d->heads * d->v, 1, 0};
     gemm_bind(&r->g_o, &at, &wo, b->attn_out, H, 0, b->gemm_ws);
     if (r->L->moe) {
-        const int E = d->experts, kk = d->top_k;
+        const int E = d->experts, EL = d->experts_local, kk = d->top_k;
+        const long long TM = ds_moe_tokens(r->f, p);
         struct lwb_operand wg = {w->gate, E, d->hidden, H, 1, 0};
         gemm_bind(&r->g_gate, &x, &wg, b->logits, E, 0, b->gemm_ws);
-        struct lwb_operand xp = {b->x_perm, T * kk, d->hidden, H, 1, 0};
-        struct lwb_operand w13 = {w->w13, 2LL * d->moe_inter, d->hidden, H, E, 2LL * d->moe_inter * H};
+        struct lwb_operand xp = {b->x_perm, TM * kk, d->hidden, H, 1, 0};
+        struct lwb_operand w13 = {w->w13, 2LL * d->moe_inter, d->hidden, H, EL, 2LL * d->moe_inter * H};
         gemm_bind(&r->g_e13, &xp, &w13, b->h_perm, d->moe_inter, 0, 0);
-        gemm_bind_tiles(&r->g_e13, b->perm.tiles_a, b->perm.ntiles,
-                        moe_max_tiles((int)T, kk, E, gemm_tile_rows(&r->g_e13)));
-        struct lwb_operand hp = {b->h_perm, T * kk, d->moe_inter, d->moe_inter, 1, 0};
-        struct lwb_operand w2 = {w->w2, H, d->moe_inter, d->moe_inter, E, H * d->moe_inter};
+        gemm_bind_tiles(&r->g_e13, b->perm.tiles_a, b->perm.ntiles, moe_max_tiles((int)TM, kk, EL, gemm_tile_rows(&r->g_e13)));
+        struct lwb_operand hp = {b->h_perm, TM * kk, d->moe_inter, d->moe_inter, 1, 0};
+        struct lwb_operand w2 = {w->w2, H, d->moe_inter, d->moe_inter, EL, H * d->moe_inter};
         gemm_bind(&r->g_e2, &hp, &w2, b->y_perm, H, 0, 0);
-        gemm_bind_tiles(&r->g_e2, b->perm.tiles_b, b->perm.ntiles + 4,
-                        moe_max_tiles((int)T, kk, E, gemm_tile_rows(&r->g_e2)));
+        gemm_bind_tiles(&r->g_e2, b->perm.tiles_b, b->perm.ntiles + 4, moe_max_tiles((int)TM, kk, EL, gemm_tile_rows(&r->g_e2)));
         if (d->shared_inter) {
             struct lwb_operand s13 = {w->s13, 2LL * d->shared_inter, d->hidden, H, 1, 0};
             gemm_bind(&r->g_s13, &x, &s13, b->hs, d->shared_inter, 0, b->gemm_ws);
@@ -457,18 +587,32 @@ static void ds_run_bind(struct ds_run *r, const struct ds_dims *d, const struct 
 }
 
 // ---------------------------------------------------------------------------------------------
-// The modules. Each enqueues its work on `s`; the layer wraps them in NVTX ranges.
+// The modules. Each enqueues its work on `s`; ds_modules lists them with their NVTX ranges.
 
 // input_layernorm: the first layer adds the problem's inputs, later ones the running stream.
-static void ds_module_input_norm(struct ds_run *r, const struct ds_dims *d, const struct ds_buffers *b, CUstream s,
-                                 bool first) {
+static void ds_mod_input_norm(void *arg, CUstream s) {
+    struct ds_run *r = arg;
+    const struct ds_dims *d = &r->f->d;
+    const struct ds_buffers *b = &r->f->buf;
     const long long H = d->hidden;
-    rmsnorm_enqueue(&r->r_in, r->n_in, s, first ? b->hidden_in : b->hidden, H, first ? b->residual_in : b->residual,
-                    b->residual, H, r->L->w.in_norm, b->x, H, r->p.tokens, d->eps);
+    rmsnorm_enqueue(&r->r_in, r->n_in, s, r->first ? b->hidden_in : b->hidden, H,
+                    r->first ? b->residual_in : b->residual, b->residual, H, r->L->w.in_norm, b->x, H, r->p.tokens,
+                    d->eps);
 }
 
-static void ds_module_mla(struct ds_run *r, const struct ds_dims *d, const struct ds_buffers *b, CUstream s) {
-    const struct ds_problem *p = &r->p;
+// Attention TP: the o_proj outputs of the ranks' heads summed.
+static void ds_mod_attn_allreduce(void *arg, CUstream s) {
+    struct ds_run *r = arg;
+    if (r->f->sh->comm)
+        comm_allreduce(r->f->sh->comm, r->f->buf.attn_out, (size_t)r->p.tokens * r->f->d.hidden, ncclBfloat16, s,
+                       r->what_attn_ar);
+}
+
+static void ds_mod_mla(void *arg, CUstream s) {
+    struct ds_run *r = arg;
+    const struct ds_dims *d = &r->f->d;
+    const struct ds_buffers *b = &r->f->buf;
+    const struct lwb_problem *p = &r->p;
     const int T = p->tokens, A = d->q_lora + d->kv_row;
     gemm_enqueue(&r->g_a, s);
     rmsnorm_enqueue(&r->r_qa, r->n_qa, s, b->a_out, A, 0, 0, 0, r->L->w.q_a_norm, b->qa_n, d->q_lora, T, d->eps);
@@ -491,75 +635,218 @@ static void ds_module_mla(struct ds_run *r, const struct ds_dims *d, const struc
         mla_prefill_enqueue(&r->pre, s, p->batch, p->qlen, p->kv_len, d->sm_scale, b->attn);
     }
     gemm_enqueue(&r->g_o, s);
+    // Dense layers under attention TP: o_proj reduces its own output, inside MLA (TensorRT-LLM
+    // fuses the MoE layers' all-reduce with the post-attention norm instead: ds_mod_attn_allreduce).
+    if (ds_tp_collectives(r->f->sh) && !r->L->moe) ds_mod_attn_allreduce(r, s);
 }
 
-static void ds_module_post_norm(struct ds_run *r, const struct ds_dims *d, const struct ds_buffers *b, CUstream s) {
+static void ds_mod_post_norm(void *arg, CUstream s) {
+    struct ds_run *r = arg;
+    const struct ds_dims *d = &r->f->d;
+    const struct ds_buffers *b = &r->f->buf;
     const long long H = d->hidden;
     rmsnorm_enqueue(&r->r_post, r->n_post, s, b->attn_out, H, b->residual, b->residual, H, r->L->w.post_norm, b->x, H,
                     r->p.tokens, d->eps);
 }
 
-// Deepseekv3MoE > GatedMLP (the shared experts): x -> ys.
-static void ds_module_shared(struct ds_run *r, CUstream s) {
+// Deepseekv3MoE > GatedMLP (the shared experts, on this rank's tokens): x -> ys.
+static void ds_mod_shared(void *arg, CUstream s) {
+    struct ds_run *r = arg;
     gemm_enqueue(&r->g_s13, s);
     gemm_enqueue(&r->g_s2, s);
 }
 // Deepseekv3MoE > DeepseekV3Gate: the router logits (as split-K partials), nothing more: as in
 // TensorRT-LLM, whose DeepseekV3Gate module computes logits and leaves routing to the MoE.
-static void ds_module_gate(struct ds_run *r, CUstream s) { gemm_enqueue(&r->g_gate, s); }
-// Deepseekv3MoE > MoE: expert choice (and the balance override), permute, the two grouped expert
-// products, combine (adding the shared experts' output) into the layer's hidden output.
-static void ds_module_experts(struct ds_run *r, const struct ds_dims *d, struct ds_buffers *b, CUstream s) {
-    moe_topk_enqueue(&r->r_route, s, b->logits, r->g_gate.cfg.splitk, r->p.tokens * (long long)d->experts,
-                     r->L->w.bias, r->p.tokens, d->scaling, r->use_override ? b->override : 0, b->ids, b->weights);
-    moe_permute_enqueue(&r->r_route, r->route_cfg, s, &b->perm, b->ids, r->p.tokens, gemm_tile_rows(&r->g_e13),
-                        gemm_tile_rows(&r->g_e2), b->x, b->x_perm);
-    gemm_enqueue(&r->g_e13, s);
-    gemm_enqueue(&r->g_e2, s);
-    moe_combine_enqueue(&r->r_route, s, b->y_perm, &b->perm, b->weights, d->shared_inter ? b->ys : 0, b->hidden,
-                        r->p.tokens);
+static void ds_mod_gate(void *arg, CUstream s) {
+    struct ds_run *r = arg;
+    gemm_enqueue(&r->g_gate, s);
 }
+
+// The all-to-all's counts, from this forward's routing (a host round trip: the first, eager
+// forward of a problem only; captured graphs replay the plan).
+static void ds_a2a_plan_counts(struct ds_run *r, CUstream s) {
+    struct ds_family *f = r->f;
+    struct ds_buffers *b = &f->buf;
+    const int N = f->sh->world_size, me = f->sh->rank;
+    CUstreamCaptureStatus st;
+    CU_CHECK(lwb_cu.cuStreamIsCapturing(s, &st));
+    if (st != CU_STREAM_CAPTURE_STATUS_NONE) LWB_BUG("all-to-all counts planned inside a graph capture");
+    comm_allgather(f->sh->comm, b->a2a.dest_count, b->counts_all, (size_t)N, ncclInt32, s,
+                   "MoE: exchange of all-to-all row counts");
+    stream_wait(s, 60, "the all-to-all count exchange");
+    int *all = xmalloc(sizeof(int) * (size_t)N * N);
+    CU_CHECK(lwb_cu.cuMemcpyDtoH(all, b->counts_all, sizeof(int) * (size_t)N * N));
+    struct ds_a2a_plan *a = &r->a2a;
+    int so = 0, ro = 0;
+    for (int j = 0; j < N; j++) {
+        a->send_rows[j] = all[(size_t)me * N + j], a->send_off[j] = so, so += a->send_rows[j];
+        a->recv_rows[j] = all[(size_t)j * N + me], a->recv_off[j] = ro, ro += a->recv_rows[j];
+    }
+    a->recv_total = ro;
+    a->planned = true;
+    free(all);
+}
+
+// Deepseekv3MoE > MoE: expert choice (and the balance override) on this rank's tokens, the
+// exchange of routed tokens between ranks, permute, the two grouped expert products over this
+// rank's experts, combine (adding the shared experts' output) into the layer's hidden output.
+static void ds_mod_experts(void *arg, CUstream s) {
+    struct ds_run *r = arg;
+    struct ds_family *f = r->f;
+    const struct ds_dims *d = &f->d;
+    struct ds_buffers *b = &f->buf;
+    struct lwb_comm *c = f->sh->comm;
+    const int T = r->p.tokens, kk = d->top_k, N = f->sh->world_size;
+    const long long H = d->hidden;
+    const CUdeviceptr shared = d->shared_inter ? b->ys : 0;
+    moe_topk_enqueue(&r->r_route, s, b->logits, r->g_gate.cfg.splitk, T * (long long)d->experts, r->L->w.bias, T,
+                     d->scaling, r->use_override ? b->override : 0, b->ids, b->weights);
+    const int ra = gemm_tile_rows(&r->g_e13), rb = gemm_tile_rows(&r->g_e2);
+    if (!c || f->sh->moe_comm == LWB_MOE_COMM_NONE) {
+        moe_permute_enqueue(&r->r_route, r->route_cfg, s, &b->perm, b->ids, T, d->e0, ra, rb, b->x, b->x_perm);
+        gemm_enqueue(&r->g_e13, s);
+        gemm_enqueue(&r->g_e2, s);
+        moe_combine_enqueue(&r->r_route, s, b->y_perm, &b->perm, b->weights, shared, 0, T, b->hidden, T);
+    } else if (f->sh->moe_comm == LWB_MOE_COMM_ALLGATHER) {
+        struct comm_gather g[] = {{b->x, b->x_all, (size_t)T * H, ncclBfloat16},
+                                  {b->ids, b->ids_all, (size_t)T * kk, ncclInt32},
+                                  {b->weights, b->w_all, (size_t)T * kk, ncclFloat32}};
+        comm_allgather_group(c, g, 3, s, r->what_gather);
+        moe_permute_enqueue(&r->r_route, r->route_cfg, s, &b->perm, b->ids_all, T * N, d->e0, ra, rb, b->x_all,
+                            b->x_perm);
+        gemm_enqueue(&r->g_e13, s);
+        gemm_enqueue(&r->g_e2, s);
+        moe_combine_enqueue(&r->r_route, s, b->y_perm, &b->perm, b->w_all, shared, f->sh->rank * T, T, b->y_all, T * N);
+        comm_reduce_scatter(c, b->y_all, b->hidden, (size_t)T * H, ncclBfloat16, s, r->what_scatter);
+    } else {
+        struct ds_a2a_plan *a = &r->a2a;
+        moe_a2a_count_enqueue(&r->r_route, r->route_cfg, s, &b->a2a, b->ids, T);
+        if (!a->planned) {
+            ds_a2a_plan_counts(r, s);
+            upload_wait(s, b->a2a.planned, a->send_rows, sizeof(int) * (size_t)N);
+            upload_wait(s, b->a2a.offset, a->send_off, sizeof(int) * (size_t)N);
+        } else {
+            // Another layer or problem may have planned the shared device arrays since.
+            CU_CHECK(lwb_cu.cuMemcpyHtoDAsync(b->a2a.planned, a->send_rows, sizeof(int) * (size_t)N, s));
+            CU_CHECK(lwb_cu.cuMemcpyHtoDAsync(b->a2a.offset, a->send_off, sizeof(int) * (size_t)N, s));
+        }
+        moe_a2a_pack_enqueue(&r->r_route, r->route_cfg, s, &b->a2a, b->ids, b->weights, b->x, T, b->send_x,
+                             b->send_ids, b->send_w);
+        struct comm_part out[] = {{b->send_x, b->x_all, (size_t)H * 2},
+                                  {b->send_ids, b->ids_all, (size_t)kk * 4},
+                                  {b->send_w, b->w_all, (size_t)kk * 4}};
+        comm_alltoallv(c, out, 3, a->send_rows, a->send_off, a->recv_rows, a->recv_off, s, r->what_gather);
+        moe_permute_enqueue(&r->r_route, r->route_cfg, s, &b->perm, b->ids_all, a->recv_total, d->e0, ra, rb,
+                            b->x_all, b->x_perm);
+        gemm_enqueue(&r->g_e13, s);
+        gemm_enqueue(&r->g_e2, s);
+        moe_combine_enqueue(&r->r_route, s, b->y_perm, &b->perm, b->w_all, 0, 0, 0, b->y_all, a->recv_total);
+        struct comm_part back[] = {{b->y_all, b->back, (size_t)H * 2}};
+        comm_alltoallv(c, back, 1, a->recv_rows, a->recv_off, a->send_rows, a->send_off, s, r->what_scatter);
+        moe_a2a_sum_enqueue(&r->r_route, s, &b->a2a, b->back, shared, b->hidden, T);
+    }
+}
+
 // GatedMLP of a dense layer: x -> hidden.
-static void ds_module_mlp(struct ds_run *r, CUstream s) {
+static void ds_mod_mlp(void *arg, CUstream s) {
+    struct ds_run *r = arg;
     gemm_enqueue(&r->g_d13, s);
     gemm_enqueue(&r->g_d2, s);
 }
 
-// The whole layer, with the NVTX ranges TensorRT-LLM's mark_ranges() puts on these modules.
-static void ds_forward(struct ds_run *r, const struct ds_dims *d, struct ds_buffers *b, CUstream s, bool first) {
-    ds_module_input_norm(r, d, b, s, first);
-    lwb_nvtx_push("MLA");
-    ds_module_mla(r, d, b, s);
-    lwb_nvtx_pop();
-    ds_module_post_norm(r, d, b, s);
-    if (r->L->moe) {
-        lwb_nvtx_push("Deepseekv3MoE");
-        if (d->shared_inter) {
-            lwb_nvtx_push("GatedMLP");
-            ds_module_shared(r, s);
-            lwb_nvtx_pop();
-        }
-        lwb_nvtx_push("DeepseekV3Gate");
-        ds_module_gate(r, s);
-        lwb_nvtx_pop();
-        lwb_nvtx_push("MoE");
-        ds_module_experts(r, d, b, s);
-        lwb_nvtx_pop();
-        lwb_nvtx_pop();
-    } else {
-        lwb_nvtx_push("GatedMLP");
-        ds_module_mlp(r, s);
-        lwb_nvtx_pop();
-    }
+// Attention TP: the layer's partial outputs (routed and shared experts, or the MLP) summed over
+// the ranks; TensorRT-LLM fuses this with the next layer's input norm, outside every range.
+static void ds_mod_out_allreduce(void *arg, CUstream s) {
+    struct ds_run *r = arg;
+    if (r->f->sh->comm)
+        comm_allreduce(r->f->sh->comm, r->f->buf.hidden, (size_t)r->p.tokens * r->f->d.hidden, ncclBfloat16, s,
+                       r->what_out_ar);
 }
 
 // ---------------------------------------------------------------------------------------------
-// Costs: FLOPs and the bytes each module must move at least (weights read once, activations in
-// and out once), for floors. `active_experts`: routed experts that receive tokens.
+// Routing as the floors see it: how many routed slots this rank's experts serve, how many of them
+// are active, and what the all-to-all moves.
 
-struct ds_cost {
-    const char *module; // NVTX name
-    double flops, bytes;
+struct ds_route_stats {
+    double rows;          // routed (token, slot) pairs served by this rank's experts
+    double active;        // this rank's experts with at least one
+    double sent, received; // all-to-all: tokens this rank sends to / receives from other ranks
+    double *rows_of_rank; // (ranks) rows each rank serves
+};
+
+// P(a token's k distinct experts miss a set of `own` experts out of E).
+static double ds_miss(int E, int own, int k) {
+    double p = 1;
+    for (int i = 0; i < k; i++) p *= (double)(E - own - i) / (E - i);
+    return LWB_MAX(p, 0.0);
+}
+
+// From the balance method's own formula (exact: every rank's selection is a function of its dp
+// rank), or for NotModified the expectation of uniform routing.
+static void ds_route_expect(const struct ds_family *f, int pi, struct ds_route_stats *st) {
+    const struct ds_dims *d = &f->d;
+    const struct lwb_shard *sh = f->sh;
+    const struct lwb_routing *ro = &f->spec.routing[pi];
+    const int N = sh->world_size, T = f->spec.problems[pi].tokens, k = d->top_k, EL = d->experts_local;
+    memset(st->rows_of_rank, 0, sizeof(double) * (size_t)N);
+    st->rows = st->active = st->sent = st->received = 0;
+    if (ro->method == LWB_BALANCE_NOT_MODIFIED) {
+        const double tokens = (double)T * sh->dp_size;
+        for (int j = 0; j < N; j++) st->rows_of_rank[j] = tokens * k / N;
+        st->rows = st->rows_of_rank[sh->rank];
+        st->active = EL * (1.0 - pow(1.0 - (double)k / d->experts, tokens));
+        if (sh->moe_comm == LWB_MOE_COMM_ALLTOALL) st->sent = st->received = (N - 1) * T * (1 - ds_miss(d->experts, EL, k));
+        return;
+    }
+    int32_t *ids = xmalloc(sizeof(int32_t) * (size_t)T * k);
+    char *seen = xcalloc((size_t)EL, 1);
+    char *reach = xcalloc((size_t)N, 1);
+    for (int q = 0; q < sh->dp_size; q++) {
+        struct lwb_routing r = *ro;
+        r.dp_rank = q;
+        routing_select(&r, ids);
+        for (int t = 0; t < T; t++) {
+            memset(reach, 0, (size_t)N);
+            for (int i = 0; i < k; i++) {
+                int e = ids[(size_t)t * k + i], j = e / EL;
+                st->rows_of_rank[j] += 1;
+                reach[j] = 1;
+                if (j == sh->rank) seen[e - d->e0] = 1;
+            }
+            for (int j = 0; j < N; j++) {
+                if (!reach[j] || j == q) continue;
+                if (q == sh->dp_rank) st->sent += 1;
+                if (j == sh->rank) st->received += 1;
+            }
+        }
+    }
+    st->rows = st->rows_of_rank[sh->rank];
+    for (int e = 0; e < EL; e++) st->active += seen[e];
+    if (sh->moe_comm != LWB_MOE_COMM_ALLTOALL) st->sent = st->received = 0;
+    free(ids), free(seen), free(reach);
+}
+
+// From the last forward (read back): this rank's experts' counts, and the all-to-all's plan.
+static void ds_route_measured(struct ds_family *f, struct ds_run *r, struct ds_route_stats *st) {
+    const int EL = f->d.experts_local, N = f->sh->world_size;
+    int *cnt = xmalloc(sizeof(int) * (size_t)EL);
+    CU_CHECK(lwb_cu.cuMemcpyDtoH(cnt, f->buf.perm.counts, sizeof(int) * (size_t)EL));
+    st->rows = st->active = st->sent = st->received = 0;
+    for (int e = 0; e < EL; e++) st->rows += cnt[e], st->active += cnt[e] > 0;
+    memset(st->rows_of_rank, 0, sizeof(double) * (size_t)N);
+    st->rows_of_rank[f->sh->rank] = st->rows;
+    if (f->sh->moe_comm == LWB_MOE_COMM_ALLTOALL && r->a2a.planned)
+        for (int j = 0; j < N; j++)
+            if (j != f->sh->rank) st->sent += r->a2a.send_rows[j], st->received += r->a2a.recv_rows[j];
+    free(cnt);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Costs: FLOPs, the bytes each module must move at least (weights read once, activations in and
+// out once), and the bytes it sends and receives over the links, for floors.
+
+struct ds_costs {
+    struct lwb_cost mla, attn_ar, moe, shared, gate, experts, mlp, out_ar;
 };
 
 static double ds_active_experts_expected(const struct ds_dims *d, int tokens) {
@@ -567,11 +854,14 @@ static double ds_active_experts_expected(const struct ds_dims *d, int tokens) {
     return d->experts * (1.0 - miss);
 }
 
-// Fills up to 5 entries: MLA, (Deepseekv3MoE, GatedMLP shared, DeepseekV3Gate, MoE) or GatedMLP.
-static int ds_cost(const struct ds_dims *d, const struct ds_problem *p, bool moe, double active_experts,
-                   struct ds_cost *out) {
+// Bytes a rank sends (and receives) in a ring all-reduce of `bytes` over n ranks.
+static double ds_ring_allreduce(double bytes, int n) { return n > 1 ? 2.0 * (n - 1) / n * bytes : 0; }
+
+static struct ds_costs ds_cost(const struct ds_dims *d, const struct lwb_shard *sh, const struct lwb_problem *p,
+                               bool moe, const struct ds_route_stats *rt) {
+    struct ds_costs c = {0};
     const double T = p->tokens, H = d->hidden, A = d->q_lora + d->kv_row, nh = d->heads;
-    int n = 0;
+    const int N = sh->world_size;
     // MLA: the projections, attention over the cache, the output projection.
     double f = gemm_flops(T, (int)A, (int)H, 1) + gemm_flops(T, (int)(nh * d->qk), d->q_lora, 1) +
                gemm_flops(T, (int)H, (int)(nh * d->v), 1);
@@ -584,30 +874,325 @@ static int ds_cost(const struct ds_dims *d, const struct ds_problem *p, bool moe
         double pairs = 0;
         for (int i = 0; i < p->qlen; i++) pairs += (double)p->batch * (p->kv_len - (p->qlen - 1 - i));
         f += mla_decode_flops((int)nh, pairs);
-        bytes += 2.0 * nh * d->kv_lora * (d->nope + d->v) + cached * d->kv_row * 2;
     } else {
         f += gemm_flops(cached, d->nope, d->kv_lora, (int)nh) + gemm_flops(d->v, (int)cached, d->kv_lora, (int)nh);
         f += mla_prefill_flops((int)nh, p->batch, p->qlen, p->kv_len);
-        bytes += 2.0 * nh * d->kv_lora * (d->nope + d->v) + cached * d->kv_row * 2;
     }
-    out[n++] = (struct ds_cost){"MLA", f, bytes};
+    bytes += 2.0 * nh * d->kv_lora * (d->nope + d->v) + cached * d->kv_row * 2;
+    const double ar = ds_tp_collectives(sh) ? ds_ring_allreduce(2.0 * T * H, N) : 0;
+    c.mla = (struct lwb_cost){f, bytes, 0, 0};
+    if (moe) c.attn_ar = (struct lwb_cost){0, 0, ar, ar};
+    else c.mla.sent = c.mla.received = ar;
     if (moe) {
-        double routed_rows = T * d->top_k;
-        double sf = d->shared_inter ? gemm_flops(T, 2 * d->shared_inter, (int)H, 1) + gemm_flops(T, (int)H, d->shared_inter, 1) : 0;
-        double sb = d->shared_inter ? 2.0 * 3 * H * d->shared_inter + 2.0 * T * (2 * H + d->shared_inter) : 0;
-        double gf = gemm_flops(T, d->experts, (int)H, 1);
-        double gb = 2.0 * d->experts * H + 2.0 * T * H + 4.0 * T * d->experts;
-        double ef = gemm_flops(routed_rows, 2 * d->moe_inter, (int)H, 1) + gemm_flops(routed_rows, (int)H, d->moe_inter, 1);
-        double eb = 2.0 * 3 * H * d->moe_inter * active_experts + 2.0 * T * H * 2 + 2.0 * routed_rows * (2 * H + 2 * d->moe_inter)
-                    + 4.0 * T * d->experts + 8.0 * routed_rows; // routing: logits in, choices out
-        out[n++] = (struct ds_cost){"Deepseekv3MoE", sf + gf + ef, sb + gb + eb};
-        if (d->shared_inter) out[n++] = (struct ds_cost){"GatedMLP", sf, sb};
-        out[n++] = (struct ds_cost){"DeepseekV3Gate", gf, gb};
-        out[n++] = (struct ds_cost){"MoE", ef, eb};
+        const double k = d->top_k, rows = rt->rows;
+        if (d->shared_inter)
+            c.shared = (struct lwb_cost){gemm_flops(T, 2 * d->shared_inter, (int)H, 1) + gemm_flops(T, (int)H, d->shared_inter, 1),
+                                         2.0 * 3 * H * d->shared_inter + 2.0 * T * (2 * H + d->shared_inter), 0, 0};
+        c.gate = (struct lwb_cost){gemm_flops(T, d->experts, (int)H, 1),
+                                   2.0 * d->experts * H + 2.0 * T * H + 4.0 * T * d->experts, 0, 0};
+        double ef = gemm_flops(rows, 2 * d->moe_inter, (int)H, 1) + gemm_flops(rows, (int)H, d->moe_inter, 1);
+        double eb = 2.0 * 3 * H * d->moe_inter * rt->active + 2.0 * T * H * 2 + 2.0 * rows * (2 * H + 2 * d->moe_inter)
+                    + 4.0 * T * d->experts + 8.0 * T * k; // routing: logits in, choices out
+        double sent = 0, received = 0;
+        if (sh->moe_comm == LWB_MOE_COMM_ALLGATHER) {
+            // Ring all-gather of every rank's tokens, ids and weights; ring reduce-scatter of the sums.
+            sent = received = (N - 1) * T * (2 * H + 8 * k) + (N - 1) * T * 2 * H;
+        } else if (sh->moe_comm == LWB_MOE_COMM_ALLTOALL) {
+            sent = rt->sent * (2 * H + 8 * k) + rt->received * 2 * H;
+            received = rt->received * (2 * H + 8 * k) + rt->sent * 2 * H;
+        }
+        c.experts = (struct lwb_cost){ef, eb, sent, received};
+        c.moe = (struct lwb_cost){c.shared.flops + c.gate.flops + ef, c.shared.bytes + c.gate.bytes + eb, sent, received};
     } else {
-        double mf = gemm_flops(T, 2 * d->inter, (int)H, 1) + gemm_flops(T, (int)H, d->inter, 1);
-        double mb = 2.0 * 3 * H * d->inter + 2.0 * T * (2 * H + d->inter);
-        out[n++] = (struct ds_cost){"GatedMLP", mf, mb};
+        c.mlp = (struct lwb_cost){gemm_flops(T, 2 * d->inter, (int)H, 1) + gemm_flops(T, (int)H, d->inter, 1),
+                                  2.0 * 3 * H * d->inter + 2.0 * T * (2 * H + d->inter), 0, 0};
     }
-    return n;
+    if (ds_tp_collectives(sh)) c.out_ar = (struct lwb_cost){0, 0, ar, ar};
+    return c;
+}
+
+// The layer's modules, with TensorRT-LLM's NVTX names (mark_utils: MLA, Deepseekv3MoE >
+// GatedMLP, DeepseekV3Gate, MoE; GatedMLP for dense layers).
+static void ds_modules(void *fam, int pi, int l, bool measured, struct lwb_modules *out) {
+    struct ds_family *f = fam;
+    struct ds_run *r = ds_run_of(f, pi, l);
+    const struct ds_dims *d = &f->d;
+    const struct ds_buffers *b = &f->buf;
+    const size_t n = (size_t)r->p.tokens * d->hidden;
+    const bool tp = ds_tp_collectives(f->sh);
+    struct ds_route_stats rt = {.rows_of_rank = xcalloc((size_t)f->sh->world_size, sizeof(double))};
+    if (r->L->moe) {
+        if (measured) ds_route_measured(f, r, &rt);
+        else ds_route_expect(f, pi, &rt);
+    }
+    struct ds_costs c = ds_cost(d, f->sh, &r->p, r->L->moe, &rt);
+    free(rt.rows_of_rank);
+    out->n = 0;
+    modules_add(out, (struct lwb_module){.fn = ds_mod_input_norm, .arg = r});
+    modules_add(out, (struct lwb_module){"MLA", NULL, 0, ds_mod_mla, r, c.mla, "attention output", b->attn_out, n});
+    if (tp && r->L->moe)
+        modules_add(out, (struct lwb_module){NULL, "all-reduce", 0, ds_mod_attn_allreduce, r, c.attn_ar,
+                                             "attention output (all-reduced)", b->attn_out, n});
+    modules_add(out, (struct lwb_module){.fn = ds_mod_post_norm, .arg = r, .check_what = "residual",
+                                         .check_ptr = b->residual, .check_n = n});
+    if (r->L->moe) {
+        modules_add(out, (struct lwb_module){"Deepseekv3MoE", NULL, 0, NULL, NULL, c.moe});
+        if (d->shared_inter) modules_add(out, (struct lwb_module){"GatedMLP", NULL, 1, ds_mod_shared, r, c.shared});
+        modules_add(out, (struct lwb_module){"DeepseekV3Gate", NULL, 1, ds_mod_gate, r, c.gate});
+        modules_add(out, (struct lwb_module){"MoE", NULL, 1, ds_mod_experts, r, c.experts, "hidden_states", b->hidden, n});
+    } else {
+        modules_add(out, (struct lwb_module){"GatedMLP", NULL, 0, ds_mod_mlp, r, c.mlp, "hidden_states", b->hidden, n});
+    }
+    if (tp)
+        modules_add(out, (struct lwb_module){NULL, "all-reduce", 0, ds_mod_out_allreduce, r, c.out_ar,
+                                             "hidden_states (all-reduced)", b->hidden, n});
+}
+
+// ---------------------------------------------------------------------------------------------
+// The KV-cache fill
+
+static void ds_fill_plan(struct ds_fill *fl, struct ds_family *f, const struct lwb_device *dev) {
+    const struct ds_dims *d = &f->d;
+    fl->max_past = 0;
+    for (int i = 0; i < f->spec.nproblems; i++) fl->max_past = LWB_MAX(fl->max_past, f->spec.problems[i].past);
+    fl->chunk = LWB_MIN(fl->max_past, 4096);
+    if (fl->chunk == 0) return;
+    fl->n_in = rmsnorm_choose_config(d->hidden, false);
+    fl->n_kv = rmsnorm_choose_config(d->kv_lora, false);
+    rmsnorm_request(&fl->r_in, fl->n_in);
+    rmsnorm_request(&fl->r_kv, fl->n_kv);
+    mla_rope_request(&fl->r_rope, (struct mla_rope_config){d->heads, d->nope, d->rope, d->kv_lora, d->page});
+    fl->g = xcalloc((size_t)f->nlayers, sizeof *fl->g);
+    for (int l = 0; l < f->nlayers; l++)
+        gemm_plan(&fl->g[l], "cache_fill", fl->chunk, d->kv_row, d->hidden, 1, GEMM_EPI_BF16, false, 0, dev);
+}
+
+static void ds_fill_alloc(struct ds_fill *fl, const struct ds_dims *d, struct lwb_mem *m) {
+    if (fl->chunk == 0) return;
+    fl->hidden = mem_alloc(m, MEM_WS, DS_BF16(fl->chunk, d->hidden), "cache fill input");
+    fl->x = mem_alloc(m, MEM_WS, DS_BF16(fl->chunk, d->hidden), "cache fill norm");
+    fl->kv = mem_alloc(m, MEM_WS, DS_BF16(fl->chunk, d->kv_row), "cache fill projection");
+    fl->latent = mem_alloc(m, MEM_WS, DS_BF16(fl->chunk, d->kv_lora), "cache fill latent");
+    fl->kv_new = mem_alloc(m, MEM_WS, DS_BF16(fl->chunk, d->kv_row), "cache fill rows");
+    fl->lens = mem_alloc(m, MEM_WS, (size_t)LWB_CEIL_DIV(fl->max_past, fl->chunk) * 4, "cache fill lengths");
+}
+
+// Request b of this rank is request dp_rank x max_batch + b of the whole run: its cached tokens
+// come from that global index, so a rank's cache holds what one GPU's holds for it.
+static void ds_fill_cache(struct ds_family *f, CUstream s) {
+    struct ds_fill *fl = &f->fill;
+    if (!fl->chunk) return;
+    const struct ds_dims *d = &f->d;
+    const struct ds_buffers *b = &f->buf;
+    const int nchunks = LWB_CEIL_DIV(fl->max_past, fl->chunk);
+    int *lens = xmalloc(sizeof(int) * (size_t)nchunks);
+    for (int c = 0; c < nchunks; c++) lens[c] = LWB_MIN(fl->max_past, (c + 1) * fl->chunk);
+    upload_wait(s, fl->lens, lens, sizeof(int) * (size_t)nchunks);
+    for (int l = 0; l < f->nlayers; l++) {
+        const struct ds_layer *L = &f->layers[l];
+        struct lwb_operand x = {fl->x, fl->chunk, d->hidden, d->hidden, 1, 0};
+        struct lwb_operand w = {L->w.fused_a + (CUdeviceptr)d->q_lora * d->hidden * 2, d->kv_row, d->hidden, d->hidden, 1, 0};
+        gemm_bind(&fl->g[l], &x, &w, fl->kv, d->kv_row, 0, b->gemm_ws);
+        for (int q = 0; q < b->max_batch; q++) {
+            const unsigned long long req = (unsigned long long)f->sh->dp_rank * b->max_batch + (unsigned long long)q;
+            for (int c = 0; c < nchunks; c++) {
+                const int n = lens[c] - c * fl->chunk;
+                init_fill_bf16(f->init, s, fl->hidden, (long long)n * d->hidden,
+                               f->seed * 7919 + req * (unsigned long long)nchunks + (unsigned long long)c, 0.f, 1.f);
+                rmsnorm_enqueue(&fl->r_in, fl->n_in, s, fl->hidden, d->hidden, 0, 0, 0, L->w.in_norm, fl->x, d->hidden,
+                                n, d->eps);
+                fl->g[l].m = n;
+                gemm_enqueue(&fl->g[l], s);
+                rmsnorm_enqueue(&fl->r_kv, fl->n_kv, s, fl->kv, d->kv_row, 0, 0, 0, L->w.kv_a_norm, fl->latent,
+                                d->kv_lora, n, d->eps);
+                struct mla_rope_args ra = {0, 0, fl->kv + (CUdeviceptr)d->kv_lora * 2, d->kv_row, fl->latent, d->kv_lora,
+                                           fl->kv_new, L->cache, b->block_table + (CUdeviceptr)q * b->max_blocks * 4,
+                                           fl->lens + (CUdeviceptr)c * 4, b->cos_t, b->sin_t, b->max_blocks, n, n};
+                mla_rope_enqueue(&fl->r_rope, s, &ra);
+            }
+        }
+    }
+    stream_wait(s, 600, "the KV-cache fill");
+    free(lens);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The family table's functions
+
+static bool ds_runs(const struct lwb_model *m) { return !strcmp(m->model_type, "deepseek_v3"); }
+
+static void *ds_create(const struct lwb_run_spec *spec) {
+    struct ds_family *f = xcalloc(1, sizeof *f);
+    f->spec = *spec;
+    f->sh = spec->shard;
+    f->model = spec->model;
+    if (!f->model->rope_interleave)
+        lwb_user_error("run: model %s sets rope_interleave false; lwb's rope kernel takes DeepSeek checkpoints' "
+                       "interleaved rope dimensions only",
+                       f->model->name);
+    f->d = ds_dims_from_model(f->model, f->sh, spec->page);
+    ds_dims_check(&f->d, f->sh, f->model->name);
+    f->nlayers = spec->nlayers;
+    f->layers = xcalloc((size_t)f->nlayers, sizeof *f->layers);
+    for (int l = 0; l < f->nlayers; l++) {
+        f->layers[l].index = spec->layers[l];
+        f->layers[l].moe = model_layer_is_moe(f->model, spec->layers[l]);
+    }
+    return f;
+}
+
+static void ds_plan(void *fam, const struct lwb_device *dev) {
+    struct ds_family *f = fam;
+    struct ds_buffers *b = &f->buf;
+    const int np = f->spec.nproblems;
+    free(f->runs);
+    f->runs = xcalloc((size_t)np * f->nlayers, sizeof *f->runs);
+    memset(b, 0, sizeof *b);
+    b->max_batch = f->spec.max_batch;
+    b->max_blocks = LWB_CEIL_DIV(f->spec.max_seq_len, f->spec.page);
+    b->positions = f->spec.max_seq_len;
+    for (int i = 0; i < np; i++) {
+        const struct lwb_problem *q = &f->spec.problems[i];
+        b->max_tokens = LWB_MAX(b->max_tokens, q->tokens);
+        b->moe_tokens = LWB_MAX(b->moe_tokens, ds_moe_tokens(f, q));
+        b->max_keys = LWB_MAX(b->max_keys, (long long)q->batch * mla_prefill_pitch(q->kv_len));
+        for (int l = 0; l < f->nlayers; l++) {
+            struct ds_run *r = ds_run_of(f, i, l);
+            ds_run_plan(r, f, &f->layers[l], q, dev, f->spec.routing[i].method != LWB_BALANCE_NOT_MODIFIED);
+            r->first = l == 0;
+            ds_run_workspace(r, b);
+        }
+    }
+    ds_fill_plan(&f->fill, f, dev);
+    for (int l = 0; f->fill.chunk && l < f->nlayers; l++)
+        b->gemm_ws_bytes = LWB_MAX(b->gemm_ws_bytes, gemm_workspace_bytes(&f->fill.g[l]));
+}
+
+static void ds_requests(void *fam, struct lwb_kreqs *out) {
+    struct ds_family *f = fam;
+    for (size_t i = 0; i < (size_t)f->spec.nproblems * f->nlayers; i++) ds_run_requests(&f->runs[i], out);
+    if (f->fill.chunk) {
+        kreqs_add(out, &f->fill.r_in), kreqs_add(out, &f->fill.r_kv), kreqs_add(out, &f->fill.r_rope);
+        for (int l = 0; l < f->nlayers; l++) kreqs_add(out, &f->fill.g[l].req);
+    }
+}
+
+static void ds_alloc(void *fam, struct lwb_mem *m) {
+    struct ds_family *f = fam;
+    bool any_moe = false, any_dense = false;
+    for (int l = 0; l < f->nlayers; l++) any_moe |= f->layers[l].moe, any_dense |= !f->layers[l].moe;
+    const int blocks = f->buf.max_batch * f->buf.max_blocks;
+    for (int l = 0; l < f->nlayers; l++) ds_layer_alloc(m, &f->layers[l], &f->d, blocks);
+    ds_fill_alloc(&f->fill, &f->d, m);
+    ds_buffers_alloc(m, &f->buf, &f->d, f->sh, f->spec.ctx, any_moe, any_dense);
+}
+
+// Weights, rope tables, block tables (a shuffled page order), the cache.
+static void ds_init(void *fam, const struct lwb_kreq *init, CUstream s, unsigned long long seed) {
+    struct ds_family *f = fam;
+    const struct ds_dims *d = &f->d;
+    struct ds_buffers *b = &f->buf;
+    f->init = init;
+    f->seed = seed;
+    for (int l = 0; l < f->nlayers; l++) ds_layer_init(&f->layers[l], d, init, s, seed);
+    const int half = d->rope / 2, pos = b->positions;
+    double *inv = xmalloc(sizeof(double) * (size_t)half);
+    model_rope_inv_freq(f->model, inv);
+    float *cs = xmalloc(sizeof(float) * (size_t)pos * half), *sn = xmalloc(sizeof(float) * (size_t)pos * half);
+    mla_rope_tables(inv, half, pos, model_rope_attention_factor(f->model), cs, sn);
+    upload_wait(s, b->cos_t, cs, sizeof(float) * (size_t)pos * half);
+    upload_wait(s, b->sin_t, sn, sizeof(float) * (size_t)pos * half);
+    free(inv), free(cs), free(sn);
+    const int nb = b->max_batch * b->max_blocks;
+    int *table = xmalloc(sizeof(int) * (size_t)nb);
+    for (int i = 0; i < nb; i++) table[i] = i;
+    uint64_t rng = seed * 2654435761ULL + 1;
+    for (int i = nb - 1; i > 0; i--) {
+        rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+        int j = (int)((rng >> 33) % (uint64_t)(i + 1)), t = table[i];
+        table[i] = table[j], table[j] = t;
+    }
+    upload_wait(s, b->block_table, table, sizeof(int) * (size_t)nb);
+    free(table);
+    // Rows between requests' keys in the context phase are never attended; keep them finite.
+    if (b->kv_all) CU_CHECK(lwb_cu.cuMemsetD8Async(b->kv_all, 0, (size_t)b->max_keys * d->kv_row * 2, s));
+    if (b->a2a.changed) CU_CHECK(lwb_cu.cuMemsetD32Async(b->a2a.changed, 0, 1, s));
+    ds_fill_cache(f, s);
+}
+
+// Per-problem state: cache lengths, the balance override, the inputs (torch.rand, as the
+// reference's run pack; rank r's tokens are rows r T .. of the whole run's), tensor maps.
+static void ds_setup(void *fam, int pi, CUstream s) {
+    struct ds_family *f = fam;
+    const struct lwb_problem *p = &f->spec.problems[pi];
+    struct ds_buffers *b = &f->buf;
+    const long long H = f->d.hidden, first = (long long)f->sh->dp_rank * p->tokens * H;
+    int *lens = xmalloc(sizeof(int) * (size_t)p->batch);
+    for (int q = 0; q < p->batch; q++) lens[q] = p->kv_len;
+    upload_wait(s, b->kv_lens, lens, sizeof(int) * (size_t)p->batch);
+    free(lens);
+    const struct lwb_routing *ro = &f->spec.routing[pi];
+    if (ro->method != LWB_BALANCE_NOT_MODIFIED && b->override) {
+        int32_t *ids = xmalloc(sizeof(int32_t) * (size_t)p->tokens * f->d.top_k);
+        if (routing_select(ro, ids)) upload_wait(s, b->override, ids, sizeof(int32_t) * (size_t)p->tokens * f->d.top_k);
+        free(ids);
+    }
+    init_fill_bf16_at(f->init, s, b->hidden_in, p->tokens, H, H, first, f->seed * 31 + 1, 0.f, 1.f);
+    init_fill_bf16_at(f->init, s, b->residual_in, p->tokens, H, H, first, f->seed * 31 + 2, 0.f, 1.f);
+    for (int l = 0; l < f->nlayers; l++) ds_run_bind(ds_run_of(f, pi, l));
+    stream_wait(s, 60, "the problem's inputs");
+}
+
+// The plan lines of this family: layers and this rank's share.
+static void ds_describe(void *fam, FILE *out) {
+    struct ds_family *f = fam;
+    const struct ds_dims *d = &f->d;
+    const struct lwb_shard *sh = f->sh;
+    fprintf(out, "layers:");
+    for (int l = 0; l < f->nlayers; l++)
+        fprintf(out, " %d (%s)", f->layers[l].index, f->layers[l].moe ? "MLA + MoE" : "MLA + MLP");
+    fprintf(out, "\n");
+    if (sh->world_size == 1 && !sh->scaled_from) return;
+    fprintf(out, "rank %d of %d: attention %s, heads %d..%d of %d; experts %d..%d of %d", sh->rank, sh->world_size,
+            sh->attention_dp ? "data-parallel" : "tensor-parallel", d->head0, d->head0 + d->heads - 1, d->heads_total,
+            d->e0, d->e0 + d->experts_local - 1, d->experts);
+    if (sh->tp_size > 1) fprintf(out, "; shared experts and dense MLP 1/%d of their width", sh->tp_size);
+    if (sh->scaled_from)
+        fprintf(out, " (--scaled-from %d: %d experts%s per GPU, as on %d GPUs)", sh->scaled_from, d->experts_local,
+                sh->attention_dp ? "" : " and their heads", sh->scaled_from);
+    fprintf(out, "\n");
+    bool any_moe = false;
+    for (int l = 0; l < f->nlayers; l++) any_moe |= f->layers[l].moe;
+    if (!any_moe) return;
+    fprintf(out, "MoE tokens between ranks: %s\n",
+            sh->moe_comm == LWB_MOE_COMM_ALLGATHER ? "all-gather of every rank's tokens, reduce-scatter of the sums"
+            : sh->moe_comm == LWB_MOE_COMM_ALLTOALL ? "all-to-all to the ranks of each token's experts, and back"
+            : sh->world_size > 1                    ? "replicated (attention TP): partial outputs all-reduced"
+                                                    : "none");
+    struct ds_route_stats rt = {.rows_of_rank = xcalloc((size_t)sh->world_size, sizeof(double))};
+    for (int i = 0; i < f->spec.nproblems; i++) {
+        ds_route_expect(f, i, &rt);
+        const struct lwb_problem *p = &f->spec.problems[i];
+        fprintf(out, "  b=%d s=%d past=%d %s: routed rows per rank", p->batch, p->qlen, p->past,
+                balance_method_name(f->spec.routing[i].method));
+        for (int j = 0; j < sh->world_size && j < 16; j++) fprintf(out, " %.0f", rt.rows_of_rank[j]);
+        if (sh->world_size > 16) fprintf(out, " ...");
+        fprintf(out, " (rank %d: %.1f per expert, %.0f of %d experts active", sh->rank, rt.rows / d->experts_local,
+                rt.active, d->experts_local);
+        if (sh->moe_comm == LWB_MOE_COMM_ALLTOALL) fprintf(out, "; sends %.0f tokens, receives %.0f", rt.sent, rt.received);
+        fprintf(out, ")\n");
+    }
+    free(rt.rows_of_rank);
+}
+
+static bool ds_verify(void *fam, int pi, char *why, size_t n) {
+    struct ds_family *f = fam;
+    (void)pi;
+    if (!f->buf.a2a.changed) return true;
+    int changed = 0;
+    CU_CHECK(lwb_cu.cuMemcpyDtoH(&changed, f->buf.a2a.changed, sizeof changed));
+    if (!changed) return true;
+    snprintf(why, n, "the all-to-all's row counts changed between iterations (routing is not deterministic); the "
+             "timed iterations sent rows planned for other counts");
+    return false;
 }

@@ -17,23 +17,30 @@ static void init_request(struct lwb_kreq *r) {
     kreq_entry(r, "lwb_transpose_bf16");
 }
 
-static void init_launch(const struct lwb_kreq *r, const char *entry, CUstream s, CUdeviceptr p, long long n,
-                        unsigned long long seed, float lo, float hi, int per_thread) {
-    if (n <= 0) return;
-    long long threads = LWB_CEIL_DIV(n, per_thread);
-    unsigned blocks = (unsigned)LWB_MIN(LWB_CEIL_DIV(threads, 256), 132 * 16);
-    void *args[] = {&p, &n, &seed, &lo, &hi};
-    cu_launch(kreq_func(r, entry), (struct lwb_launch){{blocks}, {256}}, s, args);
+static unsigned init_blocks(long long n, int per_thread) {
+    return (unsigned)LWB_MAX(1, LWB_MIN(LWB_CEIL_DIV(LWB_CEIL_DIV(n, per_thread), 256), 132 * 16));
+}
+
+// Uniform bf16 in [lo, hi) over a rows x cols block at element `first` of a matrix with rows of
+// `ld` elements: a deterministic function of (seed, first + r * ld + c), so a shard of a weight
+// holds what the whole weight holds at those positions.
+static void init_fill_bf16_at(const struct lwb_kreq *r, CUstream s, CUdeviceptr p, long long rows, long long cols,
+                              long long ld, long long first, unsigned long long seed, float lo, float hi) {
+    if (p % 16) LWB_BUG("init: buffers must be 16-byte aligned");
+    if (rows <= 0 || cols <= 0) return;
+    void *args[] = {&p, &rows, &cols, &ld, &first, &seed, &lo, &hi};
+    cu_launch(kreq_func(r, "lwb_fill_uniform_bf16"), (struct lwb_launch){{init_blocks(rows * cols, 8)}, {256}}, s, args);
 }
 // Uniform bf16 in [lo, hi): a deterministic function of (seed, index).
 static void init_fill_bf16(const struct lwb_kreq *r, CUstream s, CUdeviceptr p, long long n,
                            unsigned long long seed, float lo, float hi) {
-    if (p % 16) LWB_BUG("init: buffers must be 16-byte aligned");
-    init_launch(r, "lwb_fill_uniform_bf16", s, p, n, seed, lo, hi, 8);
+    init_fill_bf16_at(r, s, p, 1, n, n, 0, seed, lo, hi);
 }
 static void init_fill_f32(const struct lwb_kreq *r, CUstream s, CUdeviceptr p, long long n,
                           unsigned long long seed, float lo, float hi) {
-    init_launch(r, "lwb_fill_uniform_f32", s, p, n, seed, lo, hi, 1);
+    if (n <= 0) return;
+    void *args[] = {&p, &n, &seed, &lo, &hi};
+    cu_launch(kreq_func(r, "lwb_fill_uniform_f32"), (struct lwb_launch){{init_blocks(n, 1)}, {256}}, s, args);
 }
 
 // dst[z] = src[z]^T: z matrices of rows x cols (row strides src_ld, dst_ld; batch strides in

@@ -13,7 +13,7 @@
 #define MLA_D_ALL 576
 
 struct mla_decode_config {
-    int heads;      // query heads (multiple of 64)
+    int heads;      // query heads (any count: blocks take 64 (token, head) rows of a request)
     int page;       // tokens per cache block
     int qlen;       // query tokens per request
     int split_len;  // KV tokens per split (multiple of 64)
@@ -28,6 +28,9 @@ struct lwb_mla_decode {
     unsigned smem;
 };
 
+// Blocks per request and split: 64 (token, head) rows each.
+static int mla_decode_row_groups(int heads, int qlen) { return LWB_CEIL_DIV(heads * qlen, 64); }
+
 static unsigned mla_decode_smem(void) {
     return 64 * 576 * 2 * 3 + 64 * 64 * 2 + 3 * 64 * 4 + 5 * 8 + 1024;
 }
@@ -37,7 +40,7 @@ static unsigned mla_decode_smem(void) {
 static struct mla_decode_config mla_decode_choose(int heads, int page, int qlen, int batch, int max_kv,
                                                   int sm_count) {
     struct mla_decode_config c = {.heads = heads, .page = page, .qlen = qlen};
-    long long units = (long long)batch * qlen * (heads / 64);
+    long long units = (long long)batch * mla_decode_row_groups(heads, qlen);
     int best = 1;
     double best_score = -1;
     for (int s = 1; s <= 64; s++) {
@@ -67,7 +70,7 @@ static void mla_decode_request(struct lwb_kreq *r, struct mla_decode_config c) {
 // q: (tokens, heads, 576) bf16; cache: (blocks, page, 576) bf16.
 static void mla_decode_bind(struct lwb_mla_decode *d, CUdeviceptr q, int tokens, CUdeviceptr cache, int blocks) {
     const struct mla_decode_config c = d->cfg;
-    struct lwb_operand qo = {q, c.heads, MLA_D_ALL, MLA_D_ALL, tokens, (long long)c.heads * MLA_D_ALL};
+    struct lwb_operand qo = {q, (long long)tokens * c.heads, MLA_D_ALL, MLA_D_ALL, 1, 0};
     struct lwb_operand ko = {cache, c.page, MLA_D_ALL, MLA_D_ALL, blocks, (long long)c.page * MLA_D_ALL};
     tmap_encode(&d->q_map, &qo, 64, "mla queries");
     tmap_encode(&d->kv_map, &ko, LWB_MIN(c.page, 64), "mla cache");
@@ -93,7 +96,7 @@ static void mla_decode_enqueue(struct lwb_mla_decode *d, CUstream s, CUdeviceptr
     void *args[] = {&d->q_map, &d->kv_map, &block_table, &max_blocks, &kv_lens, &sm_scale,
                     &split_len, &num_splits, &out, &o_part, &lse};
     cu_launch(kreq_func(&d->req, "lwb_mla_decode"),
-              (struct lwb_launch){{(unsigned)num_splits, (unsigned)(c.qlen * c.heads / 64), (unsigned)d->batch},
+              (struct lwb_launch){{(unsigned)num_splits, (unsigned)mla_decode_row_groups(c.heads, c.qlen), (unsigned)d->batch},
                                   {384}, d->smem},
               s, args);
     if (num_splits > 1) {
@@ -113,7 +116,7 @@ static double mla_decode_bytes(int heads, int tokens, double cache_tokens) {
 }
 
 static int mla_decode_samples(struct lwb_kreq *out, int max) {
-    static const int shapes[][3] = {{128, 32, 1}, {128, 64, 4}, {64, 16, 2}, {128, 128, 1}};
+    static const int shapes[][3] = {{128, 32, 1}, {128, 64, 4}, {64, 16, 2}, {128, 128, 1}, {16, 32, 1}, {8, 64, 4}};
     int n = 0;
     for (size_t i = 0; i < LWB_ARRAY_LEN(shapes) && n < max; i++) {
         struct mla_decode_config c = {.heads = shapes[i][0], .page = shapes[i][1], .qlen = shapes[i][2]};

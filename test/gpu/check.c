@@ -626,6 +626,15 @@ static void check_mla_decode(struct check *c) {
     check_mla_decode_case(c, 3, 2, 64, 16, lens3, 2, true);
     static const int lens1[] = {1000};
     check_mla_decode_case(c, 1, 1, 128, 128, lens1, 0, true);
+    // Heads per rank under attention TP (128 heads over 16, 8, 4 ranks): one block holds several
+    // query tokens' rows (MTP) or pads a request's rows to 64; rows of other tokens are masked
+    // to their own causal range.
+    check_mla_decode_case(c, 7, 1, 8, 32, lens7, 1, true);
+    check_mla_decode_case(c, 7, 1, 16, 32, lens7, 3, true);
+    check_mla_decode_case(c, 7, 1, 32, 64, lens7, 0, true);
+    check_mla_decode_case(c, 3, 4, 16, 64, lens3, 0, true);  // 64 rows: 4 tokens x 16 heads
+    check_mla_decode_case(c, 3, 4, 8, 32, lens3, 2, true);   // 32 rows: 4 tokens x 8 heads
+    check_mla_decode_case(c, 3, 3, 32, 16, lens3, 0, true);  // 96 rows: a token across two blocks
     // DeepSeek GEN default: 128 requests, 8193 cached + 1 new token each.
     int *big = xmalloc(sizeof(int) * 128);
     for (int b = 0; b < 128; b++) big[b] = 8194;
@@ -633,6 +642,8 @@ static void check_mla_decode(struct check *c) {
     check_mla_decode_case(c, 128, 1, 128, 64, big, 0, false);
     for (int b = 0; b < 32; b++) big[b] = 2090 + 4;
     check_mla_decode_case(c, 32, 4, 128, 32, big, 0, false);
+    for (int b = 0; b < 128; b++) big[b] = 8194;
+    for (int h = 8; h <= 32; h *= 2) check_mla_decode_case(c, 128, 1, h, 32, big, 0, false); // TP 16, 8, 4
     big[0] = 32768;
     check_mla_decode_case(c, 1, 1, 128, 64, big, 0, false);
     free(big);
@@ -706,10 +717,94 @@ static void check_prefill_odd(struct check *c) {
 // ---------------------------------------------------------------------------------------------
 // moe_route: routing against the C reference; permutation and combine by their invariants
 
+// The all-to-all's kernels on one GPU: destination masks and counts against the CPU, the send
+// buffer (every token's row, ids and weights once per destination rank it reaches, in that
+// destination's block), and the sum of returned rows (random ones here) plus a shared term.
+static void check_moe_a2a(struct check *c, const struct lwb_kreq *req, struct moe_route_config rc, CUdeviceptr dids,
+                          CUdeviceptr dw, CUdeviceptr dx, int tokens) {
+    const int N = rc.ranks, K = rc.top_k, H = rc.hidden, EL = rc.experts / N;
+    const size_t rows_max = (size_t)tokens * N;
+    struct moe_a2a a = {dev_alloc(8 * (size_t)tokens, "mask"), dev_alloc(4 * (size_t)N, "count"),
+                        dev_alloc(4 * (size_t)N, "planned"), dev_alloc(4 * (size_t)N, "offset"),
+                        dev_alloc(4 * (size_t)N, "fill"), dev_alloc(64, "changed"), dev_alloc(4 * rows_max, "slot")};
+    CU_CHECK(lwb_cu.cuMemsetD32Async(a.changed, 0, 1, c->s));
+    moe_a2a_count_enqueue(req, rc, c->s, &a, dids, tokens);
+    stream_wait(c->s, 60, "a2a count");
+    int *ids = xmalloc(4 * (size_t)tokens * K), *cnt = xmalloc(4 * (size_t)N), *want = xcalloc((size_t)N, 4);
+    float *w = xmalloc(4 * (size_t)tokens * K);
+    download(ids, dids, 4 * (size_t)tokens * K), download(w, dw, 4 * (size_t)tokens * K);
+    download(cnt, a.dest_count, 4 * (size_t)N);
+    unsigned long long *mask = xcalloc((size_t)tokens, 8), *got_mask = xmalloc(8 * (size_t)tokens);
+    download(got_mask, a.mask, 8 * (size_t)tokens);
+    for (int t = 0; t < tokens; t++)
+        for (int k = 0; k < K; k++) mask[t] |= 1ull << (ids[t * K + k] / EL);
+    size_t bad = 0;
+    for (int t = 0; t < tokens; t++) {
+        bad += mask[t] != got_mask[t];
+        for (int j = 0; j < N; j++) want[j] += (int)(mask[t] >> j & 1);
+    }
+    int *off = xmalloc(4 * (size_t)N), total = 0;
+    for (int j = 0; j < N; j++) bad += cnt[j] != want[j], off[j] = total, total += want[j];
+    CUdeviceptr pl = upload(want, 4 * (size_t)N), of = upload(off, 4 * (size_t)N);
+    CU_CHECK(lwb_cu.cuMemcpyDtoDAsync(a.planned, pl, 4 * (size_t)N, c->s));
+    CU_CHECK(lwb_cu.cuMemcpyDtoDAsync(a.offset, of, 4 * (size_t)N, c->s));
+    CUdeviceptr sx = dev_alloc(rows_max * H * 2, "send_x"), si = dev_alloc(rows_max * K * 4, "send_ids"),
+                sw = dev_alloc(rows_max * K * 4, "send_w"), back = dev_alloc(rows_max * H * 2, "back"),
+                shd = dev_alloc((size_t)tokens * H * 2, "shared"), out = dev_alloc((size_t)tokens * H * 2, "out");
+    moe_a2a_pack_enqueue(req, rc, c->s, &a, dids, dw, dx, tokens, sx, si, sw);
+    init_fill_bf16(&c->init, c->s, back, (long long)rows_max * H, 41, -1.f, 1.f);
+    init_fill_bf16(&c->init, c->s, shd, (long long)tokens * H, 42, -1.f, 1.f);
+    moe_a2a_sum_enqueue(req, c->s, &a, back, shd, out, tokens);
+    stream_wait(c->s, 60, "a2a pack and sum");
+    int *slot = xmalloc(4 * rows_max), *sids = xmalloc(4 * rows_max * K), changed = 0;
+    uint16_t *x = xmalloc((size_t)tokens * H * 2), *sxh = xmalloc(rows_max * H * 2), *bh = xmalloc(rows_max * H * 2);
+    uint16_t *shh = xmalloc((size_t)tokens * H * 2), *oh = xmalloc((size_t)tokens * H * 2);
+    download(slot, a.slot, 4 * (size_t)tokens * N), download(sids, si, 4 * rows_max * K), download(&changed, a.changed, 4);
+    download(x, dx, (size_t)tokens * H * 2), download(sxh, sx, rows_max * H * 2), download(bh, back, rows_max * H * 2);
+    download(shh, shd, (size_t)tokens * H * 2), download(oh, out, (size_t)tokens * H * 2);
+    char *used = xcalloc(rows_max, 1);
+    for (int t = 0; t < tokens; t++)
+        for (int j = 0; j < N; j++) {
+            int r = slot[t * N + j];
+            if (!(mask[t] >> j & 1)) {
+                bad += r != -1;
+                continue;
+            }
+            if (r < off[j] || r >= off[j] + want[j] || used[r]) {
+                bad++;
+                continue;
+            }
+            used[r] = 1;
+            bad += memcmp(sxh + (size_t)r * H, x + (size_t)t * H, (size_t)H * 2) != 0;
+            bad += memcmp(sids + (size_t)r * K, ids + (size_t)t * K, (size_t)K * 4) != 0;
+        }
+    bad += changed != 0;
+    float *gotf = bf16_to_f32(oh, (size_t)tokens * H), *wantf = xmalloc(4 * (size_t)tokens * H);
+    for (int t = 0; t < tokens; t++)
+        for (int h = 0; h < H; h++) {
+            float acc = ref_bf16_to_f32(shh[(size_t)t * H + h]);
+            for (int j = 0; j < N; j++)
+                if (slot[t * N + j] >= 0) acc += ref_bf16_to_f32(bh[(size_t)slot[t * N + j] * H + h]);
+            wantf[(size_t)t * H + h] = acc;
+        }
+    char what[128];
+    snprintf(what, sizeof what, "moe_a2a count/pack t=%d ranks=%d (%d rows)", tokens, N, total);
+    verdict(c, what, (struct ref_diff){.bad = bad}, 0);
+    snprintf(what, sizeof what, "moe_a2a sum t=%d ranks=%d", tokens, N);
+    verdict(c, what, ref_compare("out", gotf, wantf, (size_t)tokens * H, 2e-2, 1e-2, 1), 1e-2);
+    dev_free(a.mask, 0), dev_free(a.dest_count, 0), dev_free(a.planned, 0), dev_free(a.offset, 0), dev_free(a.fill, 0);
+    dev_free(a.changed, 0), dev_free(a.slot, 0), dev_free(pl, 0), dev_free(of, 0), dev_free(sx, 0), dev_free(si, 0);
+    dev_free(sw, 0), dev_free(back, 0), dev_free(shd, 0), dev_free(out, 0);
+    free(ids), free(cnt), free(want), free(w), free(mask), free(got_mask), free(off), free(slot), free(sids), free(x);
+    free(sxh), free(bh), free(shh), free(oh), free(used), free(gotf), free(wantf);
+}
+
 // The logits arrive as `splits` partial slabs (as the gate GEMM leaves them); the reference sums
 // them in the kernel's order.
+// With rc.ranks > 1 the permutation keeps the slots of rank `rank`'s experts only (other slots get
+// row -1 and add nothing in combine), and the shared term is added to rows shared_first .. only.
 static void check_moe_route_case(struct check *c, int tokens, struct moe_route_config rc, int rows_a, int rows_b,
-                                 bool with_override, int splits) {
+                                 bool with_override, int splits, int rank, int shared_first, int shared_rows) {
     struct lwb_kreq req;
     moe_route_request(&req, rc);
     jit_build(&c->jit, (struct lwb_kreq *[]){&req}, 1);
@@ -737,12 +832,13 @@ static void check_moe_route_case(struct check *c, int tokens, struct moe_route_c
                 dout = dev_alloc(nx * 2, "out");
     init_fill_bf16(&c->init, c->s, dx, (long long)nx, 31, -1.f, 1.f);
     init_fill_bf16(&c->init, c->s, dsh, (long long)nx, 32, -1.f, 1.f);
-    int mta = moe_max_tiles(tokens, K, E, rows_a), mtb = moe_max_tiles(tokens, K, E, rows_b);
-    struct moe_perm p = {dev_alloc(4 * E, "counts"), dev_alloc(4 * E, "offsets"), dev_alloc(4 * E, "fill"),
+    const int EL = E / rc.ranks, e0 = rank * EL;
+    int mta = moe_max_tiles(tokens, K, EL, rows_a), mtb = moe_max_tiles(tokens, K, EL, rows_b);
+    struct moe_perm p = {dev_alloc(4 * EL, "counts"), dev_alloc(4 * EL, "offsets"), dev_alloc(4 * EL, "fill"),
                          dev_alloc(16 * (size_t)mta, "tiles_a"), dev_alloc(16 * (size_t)mtb, "tiles_b"),
                          dev_alloc(8, "ntiles"), dev_alloc(4 * (size_t)n, "perm_row")};
-    moe_permute_enqueue(&req, rc, c->s, &p, dids, tokens, rows_a, rows_b, dx, dxp);
-    moe_combine_enqueue(&req, c->s, dxp, &p, dw, dsh, dout, tokens);
+    moe_permute_enqueue(&req, rc, c->s, &p, dids, tokens, e0, rows_a, rows_b, dx, dxp);
+    moe_combine_enqueue(&req, c->s, dxp, &p, dw, dsh, shared_first, shared_rows, dout, tokens);
     stream_wait(c->s, 60, "moe_route");
 
     int *ids = xmalloc(sizeof(int) * (size_t)n), *want_ids = xmalloc(sizeof(int) * (size_t)n);
@@ -758,64 +854,82 @@ static void check_moe_route_case(struct check *c, int tokens, struct moe_route_c
     char what[160];
     snprintf(what, sizeof what, "moe_topk t=%d e=%d k=%d g=%d/%d splits=%d%s", tokens, E, K, rc.topk_group,
              rc.groups, splits, with_override ? " override" : "");
+    for (int i = 0; i < n && !ovr; i++) bad_ids += ids[i] < 0 || ids[i] >= E;
     struct ref_diff d = {.bad = bad_ids + bad_w};
     verdict(c, what, d, 0);
 
-    // Permutation invariants.
-    int *counts = xmalloc(4 * (size_t)E), *offs = xmalloc(4 * (size_t)E), *rows = xmalloc(4 * (size_t)n), nt[2];
+    // Permutation invariants (this rank's experts: local index e - e0).
+    int *counts = xmalloc(4 * (size_t)EL), *offs = xmalloc(4 * (size_t)EL), *rows = xmalloc(4 * (size_t)n), nt[2];
     int *ta = xmalloc(16 * (size_t)mta), *tb = xmalloc(16 * (size_t)mtb);
-    download(counts, p.counts, 4 * (size_t)E), download(offs, p.offsets, 4 * (size_t)E);
+    download(counts, p.counts, 4 * (size_t)EL), download(offs, p.offsets, 4 * (size_t)EL);
     download(rows, p.perm_row, 4 * (size_t)n), download(nt, p.ntiles, 8);
     download(ta, p.tiles_a, 16 * (size_t)mta), download(tb, p.tiles_b, 16 * (size_t)mtb);
     size_t bad = 0;
-    int *want_count = xcalloc((size_t)E, sizeof(int));
-    for (int i = 0; i < n; i++) want_count[ids[i]]++;
-    for (int e = 0, off = 0; e < E; e++) {
+    int *want_count = xcalloc((size_t)EL, sizeof(int));
+    for (int i = 0; i < n; i++)
+        if (ids[i] >= e0 && ids[i] < e0 + EL) want_count[ids[i] - e0]++;
+    for (int e = 0, off = 0; e < EL; e++) {
         bad += counts[e] != want_count[e] || offs[e] != off;
         off += want_count[e];
     }
     char *used = xcalloc((size_t)n, 1);
     for (int i = 0; i < n; i++) {
-        int e = ids[i], r = rows[i];
-        if (r < offs[e] || r >= offs[e] + counts[e] || used[r]) bad++;
+        int e = ids[i] - e0, r = rows[i];
+        if (e < 0 || e >= EL) bad += r != -1;
+        else if (r < offs[e] || r >= offs[e] + counts[e] || used[r]) bad++;
         else used[r] = 1;
     }
     // Tile lists: each expert's rows in consecutive entries of rows_a (rows_b) rows.
     for (int pass = 0; pass < 2; pass++) {
         const int *tl = pass ? tb : ta, tr = pass ? rows_b : rows_a;
         int k = 0;
-        for (int e = 0; e < E; e++)
+        for (int e = 0; e < EL; e++)
             for (int r0 = 0; r0 < counts[e]; r0 += tr, k++)
                 bad += tl[4 * k] != e || tl[4 * k + 1] != offs[e] + r0 || tl[4 * k + 2] != offs[e] + counts[e];
         bad += nt[pass] != k;
     }
     uint16_t *x = xmalloc(nx * 2), *xp = xmalloc((size_t)n * H * 2), *sh = xmalloc(nx * 2), *out = xmalloc(nx * 2);
     download(x, dx, nx * 2), download(xp, dxp, (size_t)n * H * 2), download(sh, dsh, nx * 2), download(out, dout, nx * 2);
-    for (int i = 0; i < n; i++) bad += memcmp(xp + (size_t)rows[i] * H, x + (size_t)(i / K) * H, (size_t)H * 2) != 0;
-    snprintf(what, sizeof what, "moe_permute t=%d e=%d k=%d tiles %d/%d", tokens, E, K, rows_a, rows_b);
+    for (int i = 0; i < n; i++)
+        if (rows[i] >= 0) bad += memcmp(xp + (size_t)rows[i] * H, x + (size_t)(i / K) * H, (size_t)H * 2) != 0;
+    snprintf(what, sizeof what, "moe_permute t=%d e=%d (rank %d of %d) k=%d tiles %d/%d", tokens, E, rank, rc.ranks, K,
+             rows_a, rows_b);
     d = (struct ref_diff){.bad = bad};
     verdict(c, what, d, 0);
     float *got = bf16_to_f32(out, nx), *want = xmalloc(nx * 4);
     for (int t = 0; t < tokens; t++)
         for (int h = 0; h < H; h++) {
             float acc = 0;
-            for (int k = 0; k < K; k++) acc += w[t * K + k] * ref_bf16_to_f32(x[(size_t)t * H + h]);
-            want[(size_t)t * H + h] = acc + ref_bf16_to_f32(sh[(size_t)t * H + h]);
+            for (int k = 0; k < K; k++)
+                if (rows[t * K + k] >= 0) acc += w[t * K + k] * ref_bf16_to_f32(x[(size_t)t * H + h]);
+            if (t >= shared_first && t < shared_first + shared_rows)
+                acc += ref_bf16_to_f32(sh[(size_t)(t - shared_first) * H + h]);
+            want[(size_t)t * H + h] = acc;
         }
-    snprintf(what, sizeof what, "moe_combine t=%d h=%d", tokens, H);
+    snprintf(what, sizeof what, "moe_combine t=%d h=%d shared rows %d..%d", tokens, H, shared_first,
+             shared_first + shared_rows - 1);
     verdict(c, what, ref_compare("out", got, want, nx, 2e-2, 1e-2, 1), 1e-2);
+    if (rc.ranks > 1) check_moe_a2a(c, &req, rc, dids, dw, dx, tokens);
     free(parts), free(logits), free(bias), free(ovr), free(ids), free(want_ids), free(w), free(want_w), free(counts), free(offs);
     free(rows), free(ta), free(tb), free(want_count), free(used), free(x), free(xp), free(sh), free(out), free(got);
     free(want);
 }
 
 static void check_moe_route(struct check *c) {
-    struct moe_route_config ds = {256, 8, 8, 4, 1, 7168};
-    check_moe_route_case(c, 131, ds, 64, 128, false, 1);
-    check_moe_route_case(c, 7, ds, 128, 256, false, 16);
-    check_moe_route_case(c, 131, ds, 64, 128, true, 3);
-    check_moe_route_case(c, 1000, (struct moe_route_config){64, 6, 1, 1, 1, 2048}, 64, 64, false, 2);
-    check_moe_route_case(c, 33, (struct moe_route_config){128, 8, 4, 2, 0, 4096}, 128, 64, false, 1);
+    struct moe_route_config ds = {256, 8, 8, 4, 1, 7168, 1};
+    check_moe_route_case(c, 131, ds, 64, 128, false, 1, 0, 0, 131);
+    check_moe_route_case(c, 7, ds, 128, 256, false, 16, 0, 0, 7);
+    check_moe_route_case(c, 131, ds, 64, 128, true, 3, 0, 0, 131);
+    check_moe_route_case(c, 1000, (struct moe_route_config){64, 6, 1, 1, 1, 2048, 1}, 64, 64, false, 2, 0, 0, 1000);
+    check_moe_route_case(c, 33, (struct moe_route_config){128, 8, 4, 2, 0, 4096, 1}, 128, 64, false, 1, 0, 0, 33);
+    // Expert parallelism: rank 3 of 8 keeps experts 96..127; tokens gathered from 4 ranks, the
+    // shared term on this rank's own rows only.
+    check_moe_route_case(c, 4 * 37, (struct moe_route_config){256, 8, 8, 4, 1, 7168, 8}, 64, 128, false, 2, 3, 37, 37);
+    check_moe_route_case(c, 96, (struct moe_route_config){256, 8, 8, 4, 1, 7168, 16}, 64, 64, true, 1, 15, 0, 96);
+    // Fewer than 32 experts (--scaled-from 16 and 8 on one GPU: 16 and 32 experts in 8 groups).
+    check_moe_route_case(c, 77, (struct moe_route_config){16, 8, 8, 4, 1, 7168, 1}, 64, 64, false, 4, 0, 0, 77);
+    check_moe_route_case(c, 77, (struct moe_route_config){32, 8, 8, 4, 1, 7168, 1}, 64, 64, false, 1, 0, 0, 77);
+    check_moe_route_case(c, 50, (struct moe_route_config){32, 8, 8, 4, 1, 7168, 4}, 64, 64, false, 1, 1, 0, 50);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,6 +1,9 @@
-// dump.h: `lwb run --dump DIR`: the first problem's layers as safetensors files that a
-// reference implementation can load: DIR/layer<i>.safetensors per selected layer and
-// DIR/meta.json.
+// layers/deepseek_dump.h: `lwb run --dump DIR` for the DeepSeek family: the first problem's
+// layers as safetensors files that a reference implementation can load:
+// DIR/layer<i>.safetensors per selected layer and DIR/meta.json. With several ranks, each rank
+// writes DIR/layer<i>.rank<r>.safetensors with lwb's tensors only (its inputs, outputs and
+// routing: the weights are the one-GPU run's, by construction), for comparison with a one-GPU
+// dump of the same requests; rank 0 writes meta.json.
 //
 // Each file holds the layer's weights under a DeepSeek-V3 checkpoint's own tensor names and
 // layouts (model.layers.<i>.self_attn.q_a_proj.weight, ..., mlp.experts.<e>.gate_proj.weight: the
@@ -16,7 +19,8 @@
 // buffer of its largest tensor, not 22 GB of host memory.
 //
 // Does not: compare anything (test/gpu/check_layer.py does, against transformers).
-// Tested by test/test_plan.c (names and shapes of a dump plan); on the GPU by check_layer.py.
+// Tested by test/test_plan.c (names and shapes of a dump plan); on the GPU by check_layer.py and
+// test/gpu/compare_ranks.py.
 #pragma once
 
 // Rows `first + i * step` (i < rows) of a row-major device matrix with `row_bytes` per row.
@@ -91,27 +95,34 @@ static void *dump_download(CUdeviceptr p, size_t bytes) {
     return h;
 }
 
-static void dump_first_problem(struct lwb_runner *r, const struct lwb_model *model, long long seed, const char *dir) {
+static void ds_dump(void *fam, int pi, CUstream s, const char *dir) {
+    struct ds_family *f = fam;
     if (lwb_mkdirs(dir) != 0) lwb_fatal("--dump: cannot create %s: %s", dir, strerror(errno));
-    const struct ds_dims *d = &r->d;
-    const struct ds_problem *q = &r->problems[0];
+    const struct ds_dims *d = &f->d;
+    const struct lwb_problem *q = &f->spec.problems[pi];
+    const struct lwb_model *model = f->model;
+    const struct lwb_shard *sh = f->sh;
+    struct ds_buffers *b = &f->buf;
+    const bool whole = sh->world_size == 1; // one rank holds the whole layer: weights too
     const long long T = q->tokens, H = d->hidden;
     const size_t act = (size_t)T * H * 2;
-    runner_setup_problem(r, 0);
-    for (int l = 0; l < r->nlayers; l++) {
-        struct ds_run *run = runner_run(r, 0, l);
+    ds_setup(f, pi, s);
+    struct lwb_modules mods = {0};
+    for (int l = 0; l < f->nlayers; l++) {
+        struct ds_run *run = ds_run_of(f, pi, l);
         const struct ds_layer *L = run->L;
-        stream_wait(r->s, 600, "the dump");
-        void *in_h = dump_download(l == 0 ? r->buf.hidden_in : r->buf.hidden, act);
-        void *in_r = dump_download(l == 0 ? r->buf.residual_in : r->buf.residual, act);
-        ds_forward(run, d, &r->buf, r->s, l == 0);
-        stream_wait(r->s, 600, "the dump");
-        void *out_h = dump_download(r->buf.hidden, act), *out_r = dump_download(r->buf.residual, act);
+        stream_wait(s, 600, "the dump");
+        void *in_h = dump_download(l == 0 ? b->hidden_in : b->hidden, act);
+        void *in_r = dump_download(l == 0 ? b->residual_in : b->residual, act);
+        ds_modules(f, pi, l, false, &mods);
+        modules_run(&mods, 0, mods.n, s);
+        stream_wait(s, 600, "the dump");
+        void *out_h = dump_download(b->hidden, act), *out_r = dump_download(b->residual, act);
         void *moe_x = NULL, *ids = NULL, *wts = NULL;
         if (L->moe) {
-            moe_x = dump_download(r->buf.x, act);
-            ids = dump_download(r->buf.ids, (size_t)T * d->top_k * 4);
-            wts = dump_download(r->buf.weights, (size_t)T * d->top_k * 4);
+            moe_x = dump_download(b->x, act);
+            ids = dump_download(b->ids, (size_t)T * d->top_k * 4);
+            wts = dump_download(b->weights, (size_t)T * d->top_k * 4);
         }
         int64_t *pos = xmalloc(sizeof(int64_t) * (size_t)T);
         for (long long t = 0; t < T; t++) pos[t] = q->past + t % q->qlen;
@@ -120,9 +131,8 @@ static void dump_first_problem(struct lwb_runner *r, const struct lwb_model *mod
         if (q->past) {
             size_t rows = (size_t)q->batch * q->past;
             CUdeviceptr g = dev_alloc(rows * d->kv_row * 2, "dump gather");
-            mla_gather_enqueue(&run->r_rope, r->s, L->cache, r->buf.block_table, r->buf.max_blocks, q->past, q->past,
-                               q->batch, g);
-            stream_wait(r->s, 600, "the dump");
+            mla_gather_enqueue(&run->r_rope, s, L->cache, b->block_table, b->max_blocks, q->past, q->past, q->batch, g);
+            stream_wait(s, 600, "the dump");
             uint16_t *all = dump_download(g, rows * d->kv_row * 2);
             dev_free(g, rows * d->kv_row * 2);
             lat = xmalloc(rows * d->kv_lora * 2), kpe = xmalloc(rows * d->rope * 2);
@@ -132,12 +142,13 @@ static void dump_first_problem(struct lwb_runner *r, const struct lwb_model *mod
             }
             free(all);
         }
-        char name[64];
-        snprintf(name, sizeof name, "layer%d.safetensors", L->index);
+        char name[96];
+        if (whole) snprintf(name, sizeof name, "layer%d.safetensors", L->index);
+        else snprintf(name, sizeof name, "layer%d.rank%d.safetensors", L->index, sh->rank);
         char *path = lwb_path_join(dir, name);
         struct lwb_st_writer *w = st_writer_begin(path);
-        struct lwb_weight *ws;
-        int nw = model_layer_weights(model, L->index, &ws);
+        struct lwb_weight *ws = NULL;
+        int nw = whole ? model_layer_weights(model, L->index, &ws) : 0;
         struct dump_src *src = xcalloc((size_t)nw + 16, sizeof *src);
         for (int i = 0; i < nw; i++) {
             src[i] = dump_weight_src(L, d, &ws[i]);
@@ -164,18 +175,25 @@ static void dump_first_problem(struct lwb_runner *r, const struct lwb_model *mod
         snprintf(v, sizeof v, "%d", L->index);
         st_metadata(w, "layer", v);
         st_metadata(w, "run_type", q->ctx ? "CTX" : "GEN");
+        snprintf(v, sizeof v, "%d", sh->rank);
+        st_metadata(w, "rank", v);
         st_writer_finish(w);
         printf("dump: %s (%d weights)\n", path, nw);
         free(path), free(ws), free(src), free(in_h), free(in_r), free(out_h), free(out_r), free(moe_x), free(ids);
         free(wts), free(pos), free(lat), free(kpe);
     }
+    free(mods.m);
+    if (sh->rank != 0) return;
     json_t *meta = json_pack("{s:o, s:o, s:I, s:s, s:f, s:i, s:b, s:s}", "config", model_config_json(model),
-                             "problem", problem_spec_json(q), "seed", (json_int_t)seed, "run_type",
+                             "problem", problem_spec_json(q), "seed", (json_int_t)f->seed, "run_type",
                              q->ctx ? "CTX" : "GEN", "softmax_scale", (double)d->sm_scale, "tokens_per_block", d->page,
                              "rope_interleave", model->rope_interleave, "lwb_version", LWB_VERSION);
-    json_object_set_new(meta, "balance_method", json_string(balance_method_name(r->routing[0].method)));
+    json_object_set_new(meta, "balance_method", json_string(balance_method_name(f->spec.routing[pi].method)));
+    json_object_set_new(meta, "world_size", json_integer(sh->world_size));
+    json_object_set_new(meta, "attention_dp", json_boolean(sh->attention_dp));
+    json_object_set_new(meta, "moe_comm", json_string(lwb_moe_comm_names[sh->moe_comm]));
     json_t *layers = json_array();
-    for (int l = 0; l < r->nlayers; l++) json_array_append_new(layers, json_integer(r->layers[l].index));
+    for (int l = 0; l < f->nlayers; l++) json_array_append_new(layers, json_integer(f->layers[l].index));
     json_object_set_new(meta, "layers", layers);
     char *text = json_dumps(meta, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     char *path = lwb_path_join(dir, "meta.json");
