@@ -665,6 +665,7 @@ static void dist_join(struct lwb_dist *d, json_t *plan, bool dry) {
     free(f.data);
     if (!rep || !json_is_true(json_object_get(rep, "ok"))) {
         const char *e = rep ? json_string_value(json_object_get(rep, "error")) : NULL;
+        if (d->server) dist_server_join(d->server); // every other rank gets the answer before rank 0 exits
         lwb_user_error("%s", e ? e : "rendezvous: a malformed answer");
     }
     const char *hex = json_string_value(json_object_get(rep, "nccl_id"));

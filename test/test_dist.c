@@ -311,6 +311,7 @@ static void test_rendezvous(void **state) {
     for (int r = 0; r < 3; r++) {
         assert_int_equal(res[r].status, 2);
         assert_int_equal(count_lines(res[r].err), 1);
+        if (!strstr(res[r].err, "ranks 0 and 2")) fprintf(stderr, "rank %d: %s", r, res[r].err);
         assert_non_null(strstr(res[r].err, "ranks 0 and 2 disagree on the plan: 'batch_size' is 4 on rank 0 and 8 on rank 2"));
         assert_null(strstr(res[r].out, "joined"));
     }
