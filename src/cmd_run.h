@@ -428,21 +428,119 @@ static void run_report(struct run_plan *p, struct lwb_runner *r, struct lwb_stat
     free(mine), free(all);
 }
 
-static int cmd_run(int argc, char **argv) {
-    // Options.
-    struct lwb_args a;
-    args_init(&a, "run", run_opts, (int)LWB_ARRAY_LEN(run_opts));
-    args_parse(&a, &run_help, argc, argv, 1, "CONFIG.yaml");
-    if (arg_bool(&a, "list_models")) {
+// Options: the command line over the config file, defaults applied. Returns false when the
+// command was --list-models (done).
+static bool run_options(struct lwb_args *a, int argc, char **argv) {
+    args_init(a, "run", run_opts, (int)LWB_ARRAY_LEN(run_opts));
+    args_parse(a, &run_help, argc, argv, 1, "CONFIG.yaml");
+    if (arg_bool(a, "list_models")) {
         int n;
         const struct lwb_preset *pr = model_presets(&n);
         for (int i = 0; i < n; i++)
             printf("%-45s %s\n", pr[i].name, pr[i].supported ? pr[i].model_type : "(not supported yet)");
-        return 0;
+        return false;
     }
-    if (a.npos != 1) lwb_user_error("run: needs a config file: lwb run CONFIG.yaml [options] (e.g. configs/config_gen.yaml)");
-    config_load(&a, a.pos[0]);
-    args_apply_defaults(&a);
+    if (a->npos != 1) lwb_user_error("run: needs a config file: lwb run CONFIG.yaml [options] (e.g. configs/config_gen.yaml)");
+    config_load(a, a->pos[0]);
+    args_apply_defaults(a);
+    return true;
+}
+
+// The device of this rank (local rank r on --device + r), the plan's memory checked against what
+// it has free before anything large is allocated, a stream, the measured copy bandwidth.
+static void run_device(struct run_plan *p, const struct lwb_dist *dist, struct lwb_runner *r, struct lwb_mem *m) {
+    int ordinal = (int)arg_int(p->a, "device") + LWB_MAX(dist->local_rank, 0);
+    if (dist->local_rank < 0) { // the launcher gave no local rank: spread the ranks over the GPUs
+        cu_load();
+        int count = 0;
+        if (lwb_cu.cuInit(0) == CUDA_SUCCESS && lwb_cu.cuDeviceGetCount(&count) == CUDA_SUCCESS && count > 0)
+            ordinal = (int)arg_int(p->a, "device") + dist->rank % count;
+    }
+    device_open(&r->dev, ordinal);
+    run_plan_memory(p, &r->dev, m);
+    if (dist->rank == 0 && (dist->world_size > 1 || p->shard.scaled_from)) p->fam->describe(p->f, stdout);
+    size_t free_b = 0, total_b = 0;
+    CU_CHECK(lwb_cu.cuMemGetInfo(&free_b, &total_b));
+    const size_t reserve = (size_t)3 << 30; // context, modules, graphs, profiler buffers, NCCL
+    mem_check_fits(m, free_b > reserve ? free_b - reserve : 0, r->dev.name);
+    r->spec = gpuspec_for_device(&r->dev);
+    CU_CHECK(lwb_cu.cuStreamCreate(&r->s, CU_STREAM_NON_BLOCKING));
+    r->copy_bw = measure_copy_bw(r->s);
+    printf("device %d: %s (%s, %d SMs, %.1f GiB); copy bandwidth %.2f TB/s measured; bf16 peak %.1f TFLOP/s\n",
+           r->dev.ordinal, r->dev.name, r->dev.arch, r->dev.sm_count, gib(r->dev.total_mem), r->copy_bw * 1e-12,
+           r->spec.bf16_tflops);
+}
+
+// Compile every kernel of every problem at once (in parallel), allocate, initialise.
+static void run_build(struct run_plan *p, const struct lwb_dist *dist, struct lwb_runner *r, struct lwb_mem *real,
+                      struct lwb_kreqs *reqs) {
+    struct lwb_jit jit;
+    jit_init(&jit, r->dev.arch, true);
+    init_request(&r->init);
+    kreqs_add(reqs, &r->init);
+    p->fam->requests(p->f, reqs);
+    double t0 = lwb_now();
+    jit_build(&jit, reqs->r, reqs->n);
+    if (dist->rank == 0) jit_summary(&jit, stdout);
+    mem_init(real, false);
+    p->fam->alloc(p->f, real);
+    r->flush_bytes = (size_t)r->dev.l2_bytes * 2;
+    r->flush = dev_alloc(r->flush_bytes, "L2 flush");
+    p->fam->init(p->f, &r->init, r->s, (unsigned long long)arg_int(p->a, "seed"));
+    if (dist->rank == 0)
+        printf("ready in %.2f s (compile, %.2f GiB allocated%s, weights and KV cache initialised)\n", lwb_now() - t0,
+               gib(mem_total(real)), dist->world_size > 1 ? " per rank" : "");
+    fflush(stdout);
+}
+
+// The profiled region: the reference's markers, then every problem (warm-up forward with checks,
+// the timed iterations, the statistics line).
+static void run_time(struct run_plan *p, struct lwb_dist *dist, struct lwb_runner *r, bool ranked,
+                     struct lwb_stats *stats) {
+    struct lwb_args *a = p->a;
+    bool profiling = arg_bool(a, "profile") && !profile_under_nsys();
+    if (dist->rank == 0 && arg_bool(a, "profile") && profile_under_nsys())
+        printf("running under Nsight Systems (%s): lwb's own profiler stays off\n", profile_nsys_signal());
+    struct lwb_profiler prof;
+    if (profiling) profile_init(&prof, &r->dev, dist->rank, dist->world_size);
+    CU_CHECK(lwb_cu.cuProfilerStart());
+    if (profiling) profile_begin(&prof);
+    marker_json("args", args_json(a));
+    double *us = xcalloc((size_t)p->timed, sizeof *us);
+    for (int i = 0; i < p->nproblems; i++) {
+        char text[160], act[256];
+        iteration_text(&p->problems[i], dist->world_size, text, sizeof text);
+        marker_json("problem_spec", problem_spec_json(&p->problems[i]));
+        runner_setup_problem(r, i);
+        snprintf(act, sizeof act, "the warm-up forward of %s", text);
+        dist_activity(dist, act, 0);
+        runner_warmup_check(r, i, p->layer_index);
+        snprintf(act, sizeof act, "the timed iterations of %s", text);
+        dist_activity(dist, act, 0);
+        runner_time_problem(r, i, p->graph, p->warmup, p->timed, us, ranked ? fault_on_iteration : NULL);
+        char why[256];
+        if (!p->fam->verify(p->f, i, why, sizeof why)) lwb_fatal("problem %s: %s", text, why);
+        stats[i] = stats_compute(us, p->timed);
+        print_problem_line(dist->rank, &p->problems[i], stats[i]);
+    }
+    free(us);
+    CU_CHECK(lwb_cu.cuCtxSynchronize());
+    if (profiling) profile_end(&prof);
+    CU_CHECK(lwb_cu.cuProfilerStop());
+    if (profiling) {
+        const char *dir = arg_str(a, "profile_dir");
+        if (lwb_mkdirs(dir) != 0) lwb_fatal("cannot create the profile folder %s: %s", dir, strerror(errno));
+        const char *path = profile_write(&prof, dir);
+        if (path && dist->rank == 0)
+            printf("profile: %s%s (lwb parse --file-path it)\n", path,
+                   dist->world_size > 1 ? " and one per rank beside it" : "");
+        profile_free(&prof);
+    }
+}
+
+static int cmd_run(int argc, char **argv) {
+    struct lwb_args a;
+    if (!run_options(&a, argc, argv)) return 0;
     const bool dry = arg_bool(&a, "dry_run");
 
     // Ranks. Under --np the parent checks every rank's plan first (bad input is one line, once),
@@ -488,113 +586,28 @@ static int cmd_run(int argc, char **argv) {
         return 0;
     }
 
-    // Device: local rank r on --device + r; refuse a plan that cannot fit before allocating.
     dist_activity(&dist, "opening the device", 0);
-    int ordinal = (int)arg_int(&a, "device") + LWB_MAX(dist.local_rank, 0);
-    if (dist.local_rank < 0) { // the launcher gave no local rank: spread the ranks over the GPUs
-        cu_load();
-        int count = 0;
-        if (lwb_cu.cuInit(0) == CUDA_SUCCESS && lwb_cu.cuDeviceGetCount(&count) == CUDA_SUCCESS && count > 0)
-            ordinal = (int)arg_int(&a, "device") + dist.rank % count;
-    }
-    device_open(&r.dev, ordinal);
-    run_plan_memory(&p, &r.dev, &m);
-    if (dist.rank == 0 && (dist.world_size > 1 || p.shard.scaled_from)) p.fam->describe(p.f, stdout);
-    size_t free_b = 0, total_b = 0;
-    CU_CHECK(lwb_cu.cuMemGetInfo(&free_b, &total_b));
-    const size_t reserve = (size_t)3 << 30; // context, modules, graphs, profiler buffers, NCCL
-    mem_check_fits(&m, free_b > reserve ? free_b - reserve : 0, r.dev.name);
-    r.spec = gpuspec_for_device(&r.dev);
-    CU_CHECK(lwb_cu.cuStreamCreate(&r.s, CU_STREAM_NON_BLOCKING));
-    r.copy_bw = measure_copy_bw(r.s);
-    printf("device %d: %s (%s, %d SMs, %.1f GiB); copy bandwidth %.2f TB/s measured; bf16 peak %.1f TFLOP/s\n",
-           r.dev.ordinal, r.dev.name, r.dev.arch, r.dev.sm_count, gib(r.dev.total_mem),
-           r.copy_bw * 1e-12, r.spec.bf16_tflops);
-
-    // Communicator.
+    run_device(&p, &dist, &r, &m);
     struct lwb_comm comm = {0};
-    struct lwb_comm *cp = NULL;
     if (ranked) {
         comm_init(&comm, &dist);
-        cp = &comm;
+        p.shard.comm = &comm; // the family reads the shard through the plan
     }
-    p.shard.comm = cp; // the family reads the shard through the plan
-
-    // Compile every kernel of every problem at once (in parallel), then allocate and bind.
-    dist_activity(&dist, "compiling kernels", 0);
-    struct lwb_jit jit;
-    jit_init(&jit, r.dev.arch, true);
-    init_request(&r.init);
-    struct lwb_kreqs reqs = {0};
-    kreqs_add(&reqs, &r.init);
-    p.fam->requests(p.f, &reqs);
-    double t0 = lwb_now();
-    jit_build(&jit, reqs.r, reqs.n);
-    if (dist.rank == 0) jit_summary(&jit, stdout);
-
-    dist_activity(&dist, "allocating and initialising", 0);
+    dist_activity(&dist, "compiling, allocating and initialising", 0);
     struct lwb_mem real;
-    mem_init(&real, false);
-    p.fam->alloc(p.f, &real);
-    r.flush_bytes = (size_t)r.dev.l2_bytes * 2;
-    r.flush = dev_alloc(r.flush_bytes, "L2 flush");
-    const unsigned long long seed = (unsigned long long)arg_int(&a, "seed");
-    p.fam->init(p.f, &r.init, r.s, seed);
-    if (dist.rank == 0)
-        printf("ready in %.2f s (compile, %.2f GiB allocated%s, weights and KV cache initialised)\n", lwb_now() - t0,
-               gib(mem_total(&real)), dist.world_size > 1 ? " per rank" : "");
-    fflush(stdout);
-
-    // The profiled region: the reference's markers, then every problem.
-    bool profiling = arg_bool(&a, "profile") && !profile_under_nsys();
-    if (dist.rank == 0 && arg_bool(&a, "profile") && profile_under_nsys())
-        printf("running under Nsight Systems (%s): lwb's own profiler stays off\n", profile_nsys_signal());
-    struct lwb_profiler prof;
-    if (profiling) profile_init(&prof, &r.dev, dist.rank, dist.world_size);
-    CU_CHECK(lwb_cu.cuProfilerStart());
-    if (profiling) profile_begin(&prof);
-    marker_json("args", args_json(&a));
+    struct lwb_kreqs reqs = {0};
+    run_build(&p, &dist, &r, &real, &reqs);
     struct lwb_stats *stats = xcalloc((size_t)p.nproblems, sizeof *stats);
-    double *us = xcalloc((size_t)p.timed, sizeof *us);
-    for (int i = 0; i < p.nproblems; i++) {
-        char text[160];
-        iteration_text(&p.problems[i], dist.world_size, text, sizeof text);
-        marker_json("problem_spec", problem_spec_json(&p.problems[i]));
-        runner_setup_problem(&r, i);
-        char act[256];
-        snprintf(act, sizeof act, "the warm-up forward of %s", text);
-        dist_activity(&dist, act, 0);
-        runner_warmup_check(&r, i, p.layer_index);
-        snprintf(act, sizeof act, "the timed iterations of %s", text);
-        dist_activity(&dist, act, 0);
-        runner_time_problem(&r, i, p.graph, p.warmup, p.timed, us, ranked ? fault_on_iteration : NULL);
-        char why[256];
-        if (!p.fam->verify(p.f, i, why, sizeof why)) lwb_fatal("problem %s: %s", text, why);
-        stats[i] = stats_compute(us, p.timed);
-        print_problem_line(dist.rank, &p.problems[i], stats[i]);
-    }
-    CU_CHECK(lwb_cu.cuCtxSynchronize());
-    if (profiling) profile_end(&prof);
-    CU_CHECK(lwb_cu.cuProfilerStop());
-    if (profiling) {
-        const char *dir = arg_str(&a, "profile_dir");
-        if (lwb_mkdirs(dir) != 0) lwb_fatal("cannot create the profile folder %s: %s", dir, strerror(errno));
-        const char *path = profile_write(&prof, dir);
-        if (path && dist.rank == 0)
-            printf("profile: %s%s (lwb parse --file-path it)\n", path,
-                   dist.world_size > 1 ? " and one per rank beside it" : "");
-        profile_free(&prof);
-    }
-
-    run_report(&p, &r, stats, cp);
+    run_time(&p, &dist, &r, ranked, stats);
+    run_report(&p, &r, stats, p.shard.comm);
     if (arg_set(&a, "dump")) p.fam->dump(p.f, 0, r.s, arg_str(&a, "dump"));
     dist_activity(&dist, "finishing", 0);
-    if (cp) {
+    if (p.shard.comm) {
         stream_wait(r.s, 60, "the last collectives");
         comm_destroy(&comm);
     }
     dist_finish(&dist);
-    free(us), free(stats), free(reqs.r);
+    free(stats), free(reqs.r);
     mem_free_all(&real);
     return 0;
 }
