@@ -3,6 +3,7 @@
 // This file is the table of contents: every module is a header under src/ and is included here
 // once, so lwb builds as one translation unit. Each include says what it defines.
 #include "src/util.h"        // defines: lwb_proc, lwb_user_error, lwb_fatal, LWB_BUG, lwb_str, hashing
+#include "src/files.h"       // defines: input_open, input_read, output_check, output_open, outputs_commit
 #include "build/embedded.h"  // defines: lwb_embedded_files (kernel templates, model presets, assets)
 #include "src/opts.h"        // defines: lwb_opt, lwb_args, args_parse, opts_print_help
 #include "src/dl.h"          // defines: dl_open, dl_sym

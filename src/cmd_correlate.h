@@ -48,11 +48,13 @@ static void timeline_free(struct lwb_timeline *t) {
 // Read a timeline file. Exits with one line naming the file and what is wrong.
 static int correlate_load(const char *path, struct lwb_timeline **out) {
     json_error_t err;
-    json_t *root = json_load_file(path, 0, &err);
-    if (!root) {
-        if (!parse_exists(path, NULL)) lwb_user_error("correlate: cannot read %s: %s", path, strerror(errno));
-        lwb_user_error("correlate: %s:%d: not valid JSON (%s)", path, err.line, err.text);
-    }
+    char why[512];
+    size_t size;
+    char *text = input_read(path, LWB_IN_TIMELINE, &size, why, sizeof why);
+    if (!text) lwb_user_error("correlate: %s: %s", path, why);
+    json_t *root = json_loadb(text, size, 0, &err);
+    free(text);
+    if (!root) lwb_user_error("correlate: %s:%d: not valid JSON (%s)", path, err.line, err.text);
     const char *schema = "expected [{\"name\", \"timeline\": [{\"name\", \"duration\", \"end\"}]}] as lwb parse writes";
     if (json_is_object(root) && json_object_get(root, "kind"))
         lwb_user_error("correlate: %s is a per-range summary (its profile had no layer_wise_benchmarks "
@@ -153,6 +155,10 @@ static int cmd_correlate(int argc, char **argv) {
                        "(lwb correlate --help)");
     struct lwb_timeline *ref;
     int nref = correlate_load(refpath, &ref);
+    struct lwb_timeline **tls = xcalloc((size_t)targets->n, sizeof *tls);
+    int *ntls = xcalloc((size_t)targets->n, sizeof *ntls);
+    for (int ti = 0; ti < targets->n; ti++) ntls[ti] = correlate_load(targets->strs[ti], &tls[ti]);
+    output_check(outpath, "correlate -o"); // not an input, not a special file
     if (nref != 1)
         lwb_user_error("correlate: ambiguous reference data: %s holds %d timelines and the reference must "
                        "hold exactly one (parse one problem, or copy the wanted entry into its own file)",
@@ -165,8 +171,8 @@ static int cmd_correlate(int argc, char **argv) {
     str_printf(&label, "reference: %s", ref->name);
     json_array_append_new(series, correlate_series(label.s, ref, NULL, &names));
     for (int ti = 0; ti < targets->n; ti++) {
-        struct lwb_timeline *tl;
-        int ntl = correlate_load(targets->strs[ti], &tl);
+        struct lwb_timeline *tl = tls[ti];
+        int ntl = ntls[ti];
         for (int j = 0; j < ntl; j++) {
             int32_t *tid = xmalloc((size_t)(tl[j].n + 1) * sizeof *tid);
             double *x = xcalloc((size_t)tl[j].n + 1, sizeof *x);
@@ -194,12 +200,15 @@ static int cmd_correlate(int argc, char **argv) {
     const char *vals[] = {"CUDA Kernel Correlation", asset_text("src/assets/report.css"), data.s,
                           asset_text("src/assets/chart.js"), asset_text("src/assets/correlate.js")};
     report_page("src/assets/correlate.html", keys, vals, 5, &page);
-    report_out_str(report_out_open(outpath), &page);
-    report_out_commit();
+    char *odir = parse_dirname(outpath);
+    output_dir(odir);
+    free(odir);
+    report_out_str(output_open(outpath), &page);
+    outputs_commit();
     printf("Wrote %s\n", outpath);
     json_decref(d);
     str_free(&data), str_free(&page), str_free(&label);
-    timeline_free(ref), free(ref), free(rid);
+    timeline_free(ref), free(ref), free(rid), free(tls), free(ntls);
     trace_free(&names);
     args_free(&a);
     return 0;

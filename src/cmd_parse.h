@@ -182,10 +182,25 @@ static int cmd_parse(int argc, char **argv) {
     args_apply_defaults(&a);
     char *input = parse_resolve_input(&a);
     char *outdir = arg_str(&a, "output_dir") ? xstrdup(arg_str(&a, "output_dir")) : parse_dirname(input);
-    if (lwb_mkdirs(outdir) != 0) lwb_user_error("parse: cannot create --output-dir %s: %s", outdir, strerror(errno));
 
     struct lwb_trace t;
     trace_open(&t, input);
+    // Before any work: no output may replace the profile or a special file.
+    char *stem = parse_stem(input), *paths[3];
+    static const char *ext[] = {".csv", ".json", ".html"};
+    for (int i = 0; i < 3; i++) {
+        struct lwb_str name = {0};
+        str_printf(&name, "%s%s", stem, ext[i]);
+        paths[i] = lwb_path_join(outdir, name.s);
+        str_free(&name);
+        output_check(paths[i], "parse");
+    }
+    if (arg_str(&a, "trace_json")) {
+        output_check(arg_str(&a, "trace_json"), "--trace-json");
+        for (int i = 0; i < 3; i++)
+            if (!strcmp(paths[i], arg_str(&a, "trace_json")))
+                lwb_user_error("--trace-json: %s is also the parse's %s output; give another name", paths[i], ext[i] + 1);
+    }
     parse_print_header(&t);
     struct lwb_bd_opts bo = {arg_str(&a, "module"), arg_set(&a, "warmup_times") ? (int)arg_int(&a, "warmup_times") : -1};
     struct lwb_breakdown b;
@@ -230,25 +245,24 @@ static int cmd_parse(int argc, char **argv) {
     report_print_table(stdout, &rep);
     if (arg_str(&a, "query")) report_print_query(stdout, &rep, arg_str(&a, "query"));
 
-    // Every output is complete before any is renamed into place.
-    char *stem = parse_stem(input), *paths[3];
-    static const char *ext[] = {".csv", ".json", ".html"};
+    // Every output is complete before any is renamed into place; the folder is made only now.
+    output_dir(outdir);
     struct lwb_str body = {0};
     for (int i = 0; i < 3; i++) {
-        struct lwb_str name = {0};
-        str_printf(&name, "%s%s", stem, ext[i]);
-        paths[i] = lwb_path_join(outdir, name.s);
-        str_free(&name);
-        if (!strcmp(paths[i], input)) lwb_user_error("parse: output %s would overwrite the profile", paths[i]);
-        FILE *f = report_out_open(paths[i]);
+        FILE *f = output_open(paths[i]);
         str_clear(&body);
         if (i == 0) report_csv(&rep, &body);
         if (i == 2) report_html(&rep, &body);
         if (i == 1) report_json(json, f);
         else report_out_str(f, &body);
     }
-    if (arg_str(&a, "trace_json")) report_write_trace(&t, report_out_open(arg_str(&a, "trace_json")));
-    report_out_commit();
+    if (arg_str(&a, "trace_json")) {
+        char *tdir = parse_dirname(arg_str(&a, "trace_json"));
+        output_dir(tdir);
+        free(tdir);
+        report_write_trace(&t, output_open(arg_str(&a, "trace_json")));
+    }
+    outputs_commit();
     printf("Wrote %s, %s, %s%s%s\n", paths[0], paths[1], paths[2], arg_str(&a, "trace_json") ? ", " : "",
            arg_str(&a, "trace_json") ? arg_str(&a, "trace_json") : "");
     for (int i = 0; i < 3; i++) free(paths[i]);

@@ -418,8 +418,7 @@ static void run_report(struct run_plan *p, struct lwb_runner *r, struct lwb_stat
                                 records);
         json_object_set_new(doc, "link_gbs", json_real(r->spec.link_gbs));
         char *text = json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-        if (lwb_write_file_atomic(arg_str(p->a, "output_json"), text, strlen(text)) != 0)
-            lwb_fatal("cannot write %s: %s", arg_str(p->a, "output_json"), strerror(errno));
+        output_write(arg_str(p->a, "output_json"), text, strlen(text));
         free(text);
         json_decref(doc);
     } else {
@@ -443,6 +442,12 @@ static bool run_options(struct lwb_args *a, int argc, char **argv) {
     if (a->npos != 1) lwb_user_error("run: needs a config file: lwb run CONFIG.yaml [options] (e.g. configs/config_gen.yaml)");
     config_load(a, a->pos[0]);
     args_apply_defaults(a);
+    if (arg_set(a, "output_json")) output_check(arg_str(a, "output_json"), "--output-json");
+    if (arg_set(a, "dump")) {
+        struct stat st;
+        if (lstat(arg_str(a, "dump"), &st) == 0 && !S_ISDIR(st.st_mode))
+            lwb_user_error("--dump: %s exists and is not a folder; give a folder", arg_str(a, "dump"));
+    }
     return true;
 }
 
@@ -601,6 +606,7 @@ static int cmd_run(int argc, char **argv) {
     run_time(&p, &dist, &r, ranked, stats);
     run_report(&p, &r, stats, p.shard.comm);
     if (arg_set(&a, "dump")) p.fam->dump(p.f, 0, r.s, arg_str(&a, "dump"));
+    outputs_commit(); // --output-json and the dump, once all of them are complete
     dist_activity(&dist, "finishing", 0);
     if (p.shard.comm) {
         stream_wait(r.s, 60, "the last collectives");

@@ -103,23 +103,58 @@ static const char *yaml_scalar_text(const yaml_node_t *n) {
     return t;
 }
 
+#define CONFIG_MAX_DEPTH 16   // a config is a mapping of scalars and lists: depth 3 is enough
+#define CONFIG_MAX_ALIASES 64  // aliases are allowed, a bomb of them is not
+
+// A pass over the events first: nesting and aliases are bounded before a document is built (a
+// deeply nested or alias-heavy file costs the document loader time and memory out of proportion).
+static void config_prescan(const char *path, const char *text, size_t size) {
+    yaml_parser_t p;
+    if (!yaml_parser_initialize(&p)) lwb_fatal("cannot start the YAML parser");
+    yaml_parser_set_input_string(&p, (const unsigned char *)text, size);
+    int depth = 0, aliases = 0;
+    for (;;) {
+        yaml_event_t e;
+        if (!yaml_parser_parse(&p, &e)) break; // the loader reports the error with its position
+        const yaml_event_type_t t = e.type;
+        const size_t line = e.start_mark.line + 1;
+        yaml_event_delete(&e);
+        if (t == YAML_STREAM_END_EVENT) break;
+        if (t == YAML_MAPPING_START_EVENT || t == YAML_SEQUENCE_START_EVENT) depth++;
+        if (t == YAML_MAPPING_END_EVENT || t == YAML_SEQUENCE_END_EVENT) depth--;
+        if (t == YAML_ALIAS_EVENT) aliases++;
+        if (depth > CONFIG_MAX_DEPTH) {
+            yaml_parser_delete(&p);
+            lwb_user_error("%s:%zu: nested more than %d levels deep; a config is a mapping of values and lists",
+                           path, line, CONFIG_MAX_DEPTH);
+        }
+        if (aliases > CONFIG_MAX_ALIASES) {
+            yaml_parser_delete(&p);
+            lwb_user_error("%s:%zu: more than %d YAML aliases; a config needs few or none", path, line,
+                           CONFIG_MAX_ALIASES);
+        }
+    }
+    yaml_parser_delete(&p);
+}
+
 // Read `path` into `a`, which already holds the command line. Exits with one line on any error.
 static void config_load(struct lwb_args *a, const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        lwb_user_error("%s: cannot open the config file (%s); give the path of a YAML file such as "
-                       "configs/config_gen.yaml",
-                       path, strerror(errno));
+    char why[512];
+    size_t size;
+    char *text = input_read(path, LWB_IN_CONFIG, &size, why, sizeof why);
+    if (!text)
+        lwb_user_error("%s: %s; give the path of a YAML file such as configs/config_gen.yaml", path, why);
+    config_prescan(path, text, size);
     yaml_parser_t parser;
     yaml_document_t doc;
     if (!yaml_parser_initialize(&parser)) lwb_fatal("cannot start the YAML parser");
-    yaml_parser_set_input_file(&parser, f);
+    yaml_parser_set_input_string(&parser, (const unsigned char *)text, size);
     if (!yaml_parser_load(&parser, &doc)) {
         char msg[512];
         snprintf(msg, sizeof msg, "%s:%zu:%zu: not valid YAML: %s", path, parser.problem_mark.line + 1,
                  parser.problem_mark.column + 1, parser.problem ? parser.problem : "parse error");
         yaml_parser_delete(&parser);
-        fclose(f);
+        free(text);
         lwb_user_error("%s", msg);
     }
     yaml_node_t *root = yaml_document_get_root_node(&doc);
@@ -134,10 +169,10 @@ static void config_load(struct lwb_args *a, const char *path) {
                            path, extra->start_mark.line + 1);
         yaml_document_delete(&next);
     }
-    fclose(f);
     if (!root || (root->type == YAML_SCALAR_NODE && !yaml_scalar_text(root))) { // empty: nothing to merge
         yaml_document_delete(&doc);
         yaml_parser_delete(&parser);
+        free(text);
         return;
     }
     if (root->type != YAML_MAPPING_NODE)
@@ -229,4 +264,5 @@ static void config_load(struct lwb_args *a, const char *path) {
     free(seen_line);
     yaml_document_delete(&doc);
     yaml_parser_delete(&parser);
+    free(text);
 }

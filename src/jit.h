@@ -303,7 +303,8 @@ static bool cache_lookup(const struct lwb_jit *j, struct lwb_kreq *r) {
 
 static int write_in(const char *dir, const char *name, const void *data, size_t size) {
     char *p = lwb_path_join(dir, name);
-    int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    unlink(p); // a file or link left there is replaced, never written through
+    int fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
     free(p);
     if (fd < 0) return -1;
     int rc = lwb_write_all(fd, data, size);

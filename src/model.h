@@ -482,28 +482,33 @@ static void model_load(const char *model_arg, struct lwb_model *m) {
     if (*model_arg && stat(model_arg, &st) == 0 && S_ISDIR(st.st_mode)) {
         char *path = lwb_path_join(model_arg, "config.json");
         snprintf(m->source, sizeof m->source, "%s", path);
-        size_t size;
-        char *text = lwb_read_file(path, &size);
-        if (!text && errno == ENOENT)
+        char why[512];
+        if (access(path, F_OK) != 0 && errno == ENOENT)
             lwb_user_error("--model %s: the directory has no config.json; give a directory holding a Hugging "
                            "Face config.json or a preset name (lwb run --list-models)",
                            model_arg);
-        if (!text) lwb_user_error("--model %s: cannot read %s (%s)", model_arg, path, strerror(errno));
+        char *text = input_read(path, LWB_IN_MODEL, NULL, why, sizeof why);
+        if (!text) lwb_user_error("--model %s: %s: %s", model_arg, path, why);
         free(path);
         m->config = model_parse_text(m->source, text);
         free(text);
         char *qpath = lwb_path_join(model_arg, "hf_quant_config.json");
-        char *qtext = lwb_read_file(qpath, NULL);
-        if (qtext) hfq = model_parse_text(qpath, qtext);
-        free(qtext), free(qpath);
+        if (access(qpath, F_OK) == 0) {
+            char *qtext = input_read(qpath, LWB_IN_MODEL, NULL, why, sizeof why);
+            if (!qtext) lwb_user_error("--model %s: %s: %s", model_arg, qpath, why);
+            hfq = model_parse_text(qpath, qtext);
+            free(qtext);
+        }
+        free(qpath);
     } else if ((pr = model_preset_find(model_arg))) {
         m->is_preset = true;
         snprintf(m->source, sizeof m->source, "model preset %s", pr->name);
         m->config = model_parse_text(m->source, embedded_find(pr->path)->data);
-    } else if (str_ends(model_arg, ".json") && stat(model_arg, &st) == 0 && S_ISREG(st.st_mode)) {
+    } else if (str_ends(model_arg, ".json") && stat(model_arg, &st) == 0) {
         snprintf(m->source, sizeof m->source, "%s", model_arg);
-        char *text = lwb_read_file(model_arg, NULL);
-        if (!text) lwb_user_error("--model %s: cannot read it (%s)", model_arg, strerror(errno));
+        char why[512];
+        char *text = input_read(model_arg, LWB_IN_MODEL, NULL, why, sizeof why);
+        if (!text) lwb_user_error("--model %s: %s", model_arg, why);
         m->config = model_parse_text(m->source, text);
         free(text);
     } else {

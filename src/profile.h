@@ -748,12 +748,16 @@ fail:
 // transaction, synced and renamed. On failure nothing is left behind (an older file at `path`
 // stays as it was) and `err` says what failed; returns 0 or -1.
 static int prof_write_sqlite(struct lwb_prof_data *d, const char *path, char *err, size_t n) {
-    char tmp[PATH_MAX];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof tmp) {
-        snprintf(err, n, "path too long: %s", path);
+    char *tmp_owned;
+    int tfd = lwb_tmp_beside(path, &tmp_owned); // a new file (O_EXCL) SQLite then opens by name
+    if (tfd < 0) {
+        snprintf(err, n, "cannot create a file beside %s: %s", path, strerror(errno));
         return -1;
     }
-    unlink(tmp);
+    close(tfd);
+    char tmp[PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s", tmp_owned);
+    free(tmp_owned);
     sqlite3 *db = NULL;
     int rc = sqlite3_open_v2(tmp, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
     if (rc != SQLITE_OK) {

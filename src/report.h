@@ -5,8 +5,7 @@
 // Defines: report_from_breakdown, report_from_summary, report_print_table, report_print_query,
 // report_csv, report_html, report_page (an embedded HTML template filled with JSON data),
 // report_timeline_json, report_summary_json, report_write_trace, json_str (a JSON string from
-// any bytes), and the output files: report_out_open / report_out_commit (temporary files renamed
-// into place together at the end; a failure on the way removes them all).
+// any bytes). Files are opened and committed through files.h.
 //
 // NOTES:
 // - Formats follow the reference (§6.4): stdout leaf lines are "|--" x (level-1) + name[:40]
@@ -18,59 +17,6 @@
 // Does not: read profiles (trace.h) or parse the command line (cmd_parse.h, cmd_correlate.h).
 // Tested by test/test_report.c (golden CSV/JSON/stdout, HTML escaping) and test/cli_parse.sh.
 #pragma once
-
-// ---------------------------------------------------------------------------------------------
-// Output files: written under a temporary name, renamed into place together by
-// report_out_commit, removed on any failure, so no reader ever sees half a report.
-
-struct lwb_outfile {
-    char *path; // final name
-    char *tmp;  // being written
-    FILE *f;
-};
-static struct lwb_outfile report_outs[8];
-static int report_nouts;
-
-static void report_outs_remove(void *arg) {
-    (void)arg;
-    for (int i = 0; i < report_nouts; i++) {
-        if (report_outs[i].f) fclose(report_outs[i].f);
-        unlink(report_outs[i].tmp);
-        free(report_outs[i].path), free(report_outs[i].tmp);
-    }
-    report_nouts = 0;
-}
-
-static FILE *report_out_open(const char *path) {
-    if (report_nouts == (int)LWB_ARRAY_LEN(report_outs)) LWB_BUG("too many output files");
-    struct lwb_outfile *o = &report_outs[report_nouts];
-    struct lwb_str tmp = {0};
-    str_printf(&tmp, "%s.tmp.%d", path, (int)getpid());
-    o->f = fopen(tmp.s, "w");
-    if (!o->f) lwb_fatal("cannot write %s: %s", path, strerror(errno));
-    o->path = xstrdup(path), o->tmp = str_take(&tmp);
-    report_nouts++;
-    if (!lwb_proc.on_fatal) lwb_proc.on_fatal = report_outs_remove;
-    return o->f;
-}
-
-// Close and rename every open output file.
-static void report_out_commit(void) {
-    for (int i = 0; i < report_nouts; i++) {
-        struct lwb_outfile *o = &report_outs[i];
-        bool bad = fflush(o->f) != 0 || ferror(o->f);
-        int e = errno;
-        bad = (fclose(o->f) != 0) || bad;
-        o->f = NULL;
-        if (bad) lwb_fatal("cannot write %s: %s", o->path, strerror(e ? e : errno));
-    }
-    for (int i = 0; i < report_nouts; i++)
-        if (rename(report_outs[i].tmp, report_outs[i].path) != 0)
-            lwb_fatal("cannot write %s: %s", report_outs[i].path, strerror(errno));
-    for (int i = 0; i < report_nouts; i++) free(report_outs[i].path), free(report_outs[i].tmp);
-    report_nouts = 0;
-    if (lwb_proc.on_fatal == report_outs_remove) lwb_proc.on_fatal = NULL;
-}
 
 static void report_out_str(FILE *f, const struct lwb_str *s) {
     if (s->len) fwrite(s->s, 1, s->len, f);

@@ -2,7 +2,8 @@
 //
 // Defines: struct lwb_st_writer with st_writer_begin, st_add (bytes copied now), st_add_fill
 // (bytes produced by a callback while the file is written, so large device tensors stream through
-// one host buffer), st_metadata, st_writer_finish (writes atomically) and st_writer_abort;
+// one host buffer), st_metadata, st_writer_finish (an output of files.h: in place at
+// outputs_commit) and st_writer_abort;
 // struct lwb_st_file with st_open, st_find, st_read, st_meta and st_close; st_dtype_size.
 //
 // The format: an 8-byte little-endian header length N, N bytes of JSON
@@ -159,16 +160,15 @@ static char *st_header(struct lwb_st_writer *w, int *order, size_t *len) {
     return buf;
 }
 
-// Write the file (a temporary beside it, then rename) and free the writer. A failed write or a
-// fill callback that fails leaves no file behind and exits with one line.
+// Write the file as one of the command's outputs (files.h: a temporary beside it, renamed into
+// place by outputs_commit once every output is complete) and free the writer. A failed write or
+// a fill callback that fails leaves no file behind and exits with one line.
 static void st_writer_finish(struct lwb_st_writer *w) {
     int *order = xcalloc((size_t)(w->n ? w->n : 1), sizeof *order);
     size_t hlen;
     char *header = st_header(w, order, &hlen);
-    char tmp[PATH_MAX];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%d", w->path, (int)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) lwb_fatal("cannot write %s: %s", tmp, strerror(errno));
+    struct lwb_output *out = output_new(w->path);
+    int fd = out->fd;
     unsigned char len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)hlen >> (8 * i));
     const char *failed = NULL;
@@ -184,23 +184,15 @@ static void st_writer_finish(struct lwb_st_writer *w) {
                 buf_cap = x->bytes;
                 buf = xmalloc(buf_cap);
             }
-            if (x->fill(x->ctx, x->name, buf, x->bytes)) {
-                close(fd);
-                unlink(tmp);
+            if (x->fill(x->ctx, x->name, buf, x->bytes))
                 lwb_fatal("cannot write %s: the data of tensor %s could not be produced", w->path, x->name);
-            }
             src = buf;
         }
         if (x->bytes && lwb_write_all(fd, src, x->bytes)) failed = strerror(errno);
     }
     free(buf);
-    if (!failed && fsync(fd) != 0) failed = strerror(errno);
-    if (close(fd) != 0 && !failed) failed = strerror(errno);
-    if (!failed && rename(tmp, w->path) != 0) failed = strerror(errno);
-    if (failed) {
-        unlink(tmp);
-        lwb_fatal("cannot write %s: %s", w->path, failed);
-    }
+    if (failed) lwb_fatal("cannot write %s: %s", w->path, failed);
+    output_close(out);
     free(header);
     free(order);
     st_writer_free(w);

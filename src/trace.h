@@ -763,10 +763,9 @@ static void trace_free(struct lwb_trace *t) {
 // activities it cannot place (no launch call, no graph node creation).
 static void trace_open(struct lwb_trace *t, const char *path) {
     *t = (struct lwb_trace){.path = xstrdup(path)};
-    struct stat sb;
-    if (stat(path, &sb) != 0)
-        lwb_user_error("%s: cannot open the profile: %s", path, strerror(errno));
-    if (!S_ISREG(sb.st_mode)) lwb_user_error("%s: is not a file (give the profile's .sqlite)", path);
+    char why[512];
+    if (!input_check(path, LWB_IN_PROFILE, why, sizeof why))
+        lwb_user_error("%s: %s", path, why);
     struct tdb d = {NULL, path};
     if (sqlite3_open_v2(path, &d.db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) tdb_fail(&d, "open");
     sqlite3_exec(d.db, "PRAGMA mmap_size=1073741824", NULL, NULL, NULL);

@@ -56,6 +56,8 @@ struct lwb_proc {
     // communicator, it checks NCCL's asynchronous errors and the comm timeout, and exits on them.
     void (*wait_hook)(double waited_s, const char *what);
     double wait_floor_s; // waits on device work last at least this long before they give up
+    // Run on every exit through an error (after on_fatal): remove half-written outputs.
+    void (*on_exit_cleanup)(void);
 };
 
 static struct lwb_proc lwb_proc = {.world_size = 1, .device = -1};
@@ -89,6 +91,9 @@ static void lwb_run_fatal_hook(void) {
     void (*hook)(void *) = lwb_proc.on_fatal;
     lwb_proc.on_fatal = NULL; // at most once, even if the hook fails
     if (hook) hook(lwb_proc.on_fatal_arg);
+    void (*cleanup)(void) = lwb_proc.on_exit_cleanup;
+    lwb_proc.on_exit_cleanup = NULL;
+    if (cleanup) cleanup();
 }
 
 LWB_PRINTF(1, 2) __attribute__((noreturn)) static void lwb_user_error(const char *fmt, ...) {
@@ -132,6 +137,9 @@ LWB_PRINTF(3, 4) __attribute__((noreturn)) static void lwb_bug_at(const char *fi
     fflush(stdout);
     fprintf(stderr, "lwb: BUG at %s:%d: %s (please report this; it is not a problem with your input)\n",
             file, line, buf);
+    void (*cleanup)(void) = lwb_proc.on_exit_cleanup;
+    lwb_proc.on_exit_cleanup = NULL;
+    if (cleanup) cleanup();
     exit(LWB_EXIT_BUG);
 }
 #define LWB_BUG(...) lwb_bug_at(__FILE__, __LINE__, __VA_ARGS__)
@@ -339,26 +347,51 @@ static int lwb_write_all(int fd, const void *data, size_t size) {
     return 0;
 }
 
+// A new temporary file beside `path` (DIR/.NAME.XXXXXX, created with O_EXCL by mkstemp, so no
+// planted file or link is followed). Returns the descriptor and the name in `tmp` (freed by the
+// caller), or -1 with errno set.
+static int lwb_tmp_beside(const char *path, char **tmp) {
+    const char *slash = strrchr(path, '/');
+    struct lwb_str t = {0};
+    if (slash) str_printf(&t, "%.*s/.%s.XXXXXX", (int)(slash - path), path, slash + 1);
+    else str_printf(&t, ".%s.XXXXXX", path);
+    int fd = mkstemp(t.s);
+    if (fd < 0) {
+        int e = errno;
+        str_free(&t);
+        errno = e;
+        return -1;
+    }
+    mode_t m = umask(022);
+    umask(m);
+    fchmod(fd, 0666 & ~m);
+    *tmp = str_take(&t);
+    return fd;
+}
+
 // Write `path` atomically: a temporary file beside it, fsync, rename. Readers see the old file
-// or the new one, never a part. Returns 0, or -1 with errno set.
+// or the new one, never a part. Returns 0, or -1 with errno set. (Commands write their outputs
+// through files.h, which also refuses to replace inputs or special files.)
 static int lwb_write_file_atomic(const char *path, const void *data, size_t size) {
-    char tmp[PATH_MAX];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    char *tmp;
+    int fd = lwb_tmp_beside(path, &tmp);
     if (fd < 0) return -1;
     if (lwb_write_all(fd, data, size) != 0 || fsync(fd) != 0) {
         int e = errno;
         close(fd);
         unlink(tmp);
+        free(tmp);
         errno = e;
         return -1;
     }
     if (close(fd) != 0 || rename(tmp, path) != 0) {
         int e = errno;
         unlink(tmp);
+        free(tmp);
         errno = e;
         return -1;
     }
+    free(tmp);
     return 0;
 }
 

@@ -54,6 +54,7 @@ static int write_sample(const char *path, const struct sample *s) {
     st_add(w, "f.scalar", "F32", NULL, 0, &s->scalar, sizeof s->scalar);
     st_add(w, "g.empty", "BF16", (const int64_t[]){0, 4}, 2, NULL, 0);
     st_writer_finish(w);
+    outputs_commit();
     return calls;
 }
 

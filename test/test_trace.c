@@ -275,7 +275,7 @@ static void test_malformed(void **state) {
     p = lwb_path_join(dir, "missing.sqlite");
     open_expect(p, 2, "No such file");
     free(p);
-    open_expect(dir, 2, "is not a file");
+    open_expect(dir, 2, "the profile is a folder; give a regular file");
 
     p = fixture_build(dir, "nokernel.sqlite", "DROP TABLE CUPTI_ACTIVITY_KIND_KERNEL;");
     open_expect(p, 2, "no CUDA kernels (no CUPTI_ACTIVITY_KIND_KERNEL table)");

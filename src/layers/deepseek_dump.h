@@ -97,7 +97,7 @@ static void *dump_download(CUdeviceptr p, size_t bytes) {
 
 static void ds_dump(void *fam, int pi, CUstream s, const char *dir) {
     struct ds_family *f = fam;
-    if (lwb_mkdirs(dir) != 0) lwb_fatal("--dump: cannot create %s: %s", dir, strerror(errno));
+    output_dir(dir);
     const struct ds_dims *d = &f->d;
     const struct lwb_problem *q = &f->spec.problems[pi];
     const struct lwb_model *model = f->model;
@@ -197,7 +197,7 @@ static void ds_dump(void *fam, int pi, CUstream s, const char *dir) {
     json_object_set_new(meta, "layers", layers);
     char *text = json_dumps(meta, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     char *path = lwb_path_join(dir, "meta.json");
-    if (lwb_write_file_atomic(path, text, strlen(text)) != 0) lwb_fatal("cannot write %s: %s", path, strerror(errno));
+    output_write(path, text, strlen(text));
     free(text), free(path);
     json_decref(meta);
 }
