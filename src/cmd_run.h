@@ -13,6 +13,8 @@
 // GPU by test/gpu/run_lwb.sh and test/gpu/run_ranks.sh.
 #pragma once
 
+#define LWB_MAX_PROBLEMS 65536
+
 struct run_plan {
     const char *config_path;
     struct lwb_args *a;
@@ -89,12 +91,22 @@ static void run_plan_build(struct run_plan *p, struct lwb_args *a, const char *c
                          *sk = run_list(a, "seq_len_kv_cache", config_path);
     const struct lwb_val *br = arg_val(a, "balance_ratio", LWB_OPT_FLOAT_LIST);
     p->max_batch = arg_set(a, "max_batch_size") ? (int)arg_int(a, "max_batch_size") : (int)list_max(bs);
+    // Each term is in its option's range, so sums and products below fit in 64 bits.
     p->max_seq_len = arg_set(a, "max_seq_len") ? (int)arg_int(a, "max_seq_len") : (int)(list_max(sq) + list_max(sk));
-    p->max_num_tokens = arg_set(a, "max_num_tokens") ? (int)arg_int(a, "max_num_tokens")
-                                                     : (int)((long long)p->max_batch * list_max(sq));
+    const long long tokens_default = (long long)p->max_batch * list_max(sq);
+    if (!arg_set(a, "max_num_tokens") && tokens_default > 1048576)
+        lwb_user_error("run: --max-batch-size %d x seq-len-q %lld = %lld tokens per forward, more than lwb runs "
+                       "(1048576); give smaller batch sizes or seq-len-q",
+                       p->max_batch, list_max(sq), tokens_default);
+    p->max_num_tokens = arg_set(a, "max_num_tokens") ? (int)arg_int(a, "max_num_tokens") : (int)tokens_default;
     enum lwb_balance method = balance_method_parse(arg_str(a, "balance_method"));
     int nratio = br->set ? br->n : 1;
-    p->nproblems = bs->n * sq->n * sk->n * nratio;
+    const long long nprob = (long long)bs->n * sq->n * sk->n * nratio;
+    if (nprob > LWB_MAX_PROBLEMS)
+        lwb_user_error("run: %d batch sizes x %d seq-len-q x %d seq-len-kv-cache x %d balance ratios make %lld "
+                       "problems; a run takes at most %d (split it into several runs)",
+                       bs->n, sq->n, sk->n, nratio, nprob, LWB_MAX_PROBLEMS);
+    p->nproblems = (int)nprob;
     p->problems = xcalloc((size_t)p->nproblems, sizeof *p->problems);
     p->routing = xcalloc((size_t)p->nproblems, sizeof *p->routing);
     int k = 0;
@@ -105,7 +117,7 @@ static void run_plan_build(struct run_plan *p, struct lwb_args *a, const char *c
                 for (int ir = 0; ir < nratio; ir++, k++) {
                     struct lwb_problem *q = &p->problems[k];
                     q->batch = (int)bs->ints[ib], q->qlen = (int)sq->ints[iq], q->past = (int)sk->ints[ik];
-                    q->kv_len = q->past + q->qlen, q->tokens = q->batch * q->qlen, q->ctx = p->ctx;
+                    q->kv_len = q->past + q->qlen, q->ctx = p->ctx;
                     q->has_ratio = br->set && !br->nulls[ir];
                     q->ratio = q->has_ratio ? br->floats[ir] : 0;
                     if (q->batch > p->max_batch)
@@ -116,6 +128,7 @@ static void run_plan_build(struct run_plan *p, struct lwb_args *a, const char *c
                     if ((long long)q->batch * q->qlen > p->max_num_tokens)
                         lwb_user_error("run: batch size %d x seq-len-q %d = %lld tokens, more than --max-num-tokens %d",
                                        q->batch, q->qlen, (long long)q->batch * q->qlen, p->max_num_tokens);
+                    q->tokens = q->batch * q->qlen; // at most max_num_tokens
                     if (q->has_ratio && q->ratio > 1)
                         lwb_user_error("run: balance ratio %g is outside 0..1", q->ratio);
                     if ((method == LWB_BALANCE_IMBALANCED_RANKS || method == LWB_BALANCE_IMBALANCED_EXPERTS) &&

@@ -236,17 +236,16 @@ static json_t *mr_get(const struct model_reader *r, const char *key, bool requir
     return v;
 }
 
-// An integer >= `min`. Absent and not required: `dflt`.
-static int mr_int(const struct model_reader *r, const char *key, bool required, int dflt, int min,
+// An integer from `min` to `max` (the field's range: well beyond any real model, small enough
+// that products of fields fit in 64 bits). Absent and not required: `dflt`.
+static int mr_int(const struct model_reader *r, const char *key, bool required, int dflt, int min, int max,
                   const char *example) {
     json_t *v = mr_get(r, key, required, example);
     if (!v) return dflt;
     if (!json_is_integer(v)) model_error(r, key, "must be an integer (got %s)", json_type_text(v));
     json_int_t x = json_integer_value(v);
-    if (x < min || x > INT_MAX) {
-        if (min == 1) model_error(r, key, "must be a positive integer (got %" JSON_INTEGER_FORMAT ")", x);
-        model_error(r, key, "must be an integer >= %d (got %" JSON_INTEGER_FORMAT ")", min, x);
-    }
+    if (x < min || x > max)
+        model_error(r, key, "is %" JSON_INTEGER_FORMAT ", out of range; give an integer from %d to %d", x, min, max);
     return (int)x;
 }
 
@@ -341,7 +340,7 @@ static void model_read_rope_scaling(struct lwb_model *m) {
                     json_string_value(t));
     m->rope.yarn = true;
     m->rope.factor = mr_num(&r, "factor", true, 1, true, "40");
-    m->rope.original_max_pos = mr_int(&r, "original_max_position_embeddings", true, 0, 1, "4096");
+    m->rope.original_max_pos = mr_int(&r, "original_max_position_embeddings", true, 0, 1, 1073741824, "4096");
     m->rope.beta_fast = mr_num(&r, "beta_fast", false, 32, true, "32");
     m->rope.beta_slow = mr_num(&r, "beta_slow", false, 1, true, "1");
     m->rope.mscale = mr_num(&r, "mscale", false, 0, false, "1.0");
@@ -398,41 +397,41 @@ static void model_parse(struct lwb_model *m, json_t *hfq) {
                        m->architecture[0] ? ")" : "");
     mr_str(&r, "torch_dtype", false, "bfloat16", m->torch_dtype, sizeof m->torch_dtype, NULL);
 
-    m->hidden = mr_int(&r, "hidden_size", true, 0, 1, "7168");
-    m->heads = mr_int(&r, "num_attention_heads", true, 0, 1, "128");
-    m->kv_heads = mr_int(&r, "num_key_value_heads", false, m->heads, 1, "128");
+    m->hidden = mr_int(&r, "hidden_size", true, 0, 1, 65536, "7168");
+    m->heads = mr_int(&r, "num_attention_heads", true, 0, 1, 1024, "128");
+    m->kv_heads = mr_int(&r, "num_key_value_heads", false, m->heads, 1, 1024, "128");
     json_t *ql = json_object_get(m->config, "q_lora_rank");
     if (ql && json_is_null(ql))
         model_error(&r, "q_lora_rank",
                     "is null (a model without a q LoRA, like DeepSeek-V2-Lite); lwb "
                     "builds only q_lora_rank > 0 for now");
-    m->q_lora_rank = mr_int(&r, "q_lora_rank", true, 0, 1, "1536");
-    m->kv_lora_rank = mr_int(&r, "kv_lora_rank", true, 0, 1, "512");
-    m->qk_nope_dim = mr_int(&r, "qk_nope_head_dim", true, 0, 1, "128");
-    m->qk_rope_dim = mr_int(&r, "qk_rope_head_dim", true, 0, 1, "64");
-    m->v_head_dim = mr_int(&r, "v_head_dim", true, 0, 1, "128");
+    m->q_lora_rank = mr_int(&r, "q_lora_rank", true, 0, 1, 65536, "1536");
+    m->kv_lora_rank = mr_int(&r, "kv_lora_rank", true, 0, 1, 65536, "512");
+    m->qk_nope_dim = mr_int(&r, "qk_nope_head_dim", true, 0, 1, 1024, "128");
+    m->qk_rope_dim = mr_int(&r, "qk_rope_head_dim", true, 0, 1, 1024, "64");
+    m->v_head_dim = mr_int(&r, "v_head_dim", true, 0, 1, 1024, "128");
     if (m->qk_rope_dim % 2)
         model_error(&r, "qk_rope_head_dim", "(%d) must be even: RoPE rotates pairs of dimensions",
                     m->qk_rope_dim);
     int qk = m->qk_nope_dim + m->qk_rope_dim;
-    int given = mr_int(&r, "qk_head_dim", false, qk, 1, NULL);
+    int given = mr_int(&r, "qk_head_dim", false, qk, 1, 2048, NULL);
     if (given != qk)
         model_error(&r, "qk_head_dim", "(%d) is not qk_nope_head_dim + qk_rope_head_dim (%d + %d = %d)",
                     given, m->qk_nope_dim, m->qk_rope_dim, qk);
     // transformers writes head_dim = qk_rope_head_dim for DeepSeek-V3; some tools write the full
     // q head dim. Anything else contradicts the other two.
-    int head_dim = mr_int(&r, "head_dim", false, m->qk_rope_dim, 1, NULL);
+    int head_dim = mr_int(&r, "head_dim", false, m->qk_rope_dim, 1, 2048, NULL);
     if (head_dim != m->qk_rope_dim && head_dim != qk)
         model_error(&r, "head_dim",
                     "(%d) is neither qk_rope_head_dim (%d) nor qk_nope_head_dim + "
                     "qk_rope_head_dim (%d)",
                     head_dim, m->qk_rope_dim, qk);
 
-    m->n_experts = mr_int(&r, "n_routed_experts", true, 0, 1, "256");
-    m->n_shared_experts = mr_int(&r, "n_shared_experts", true, 0, 0, "1");
-    m->top_k = mr_int(&r, "num_experts_per_tok", true, 0, 1, "8");
-    m->n_group = mr_int(&r, "n_group", true, 0, 1, "8");
-    m->topk_group = mr_int(&r, "topk_group", true, 0, 1, "4");
+    m->n_experts = mr_int(&r, "n_routed_experts", true, 0, 1, 4096, "256");
+    m->n_shared_experts = mr_int(&r, "n_shared_experts", true, 0, 0, 64, "1");
+    m->top_k = mr_int(&r, "num_experts_per_tok", true, 0, 1, 64, "8");
+    m->n_group = mr_int(&r, "n_group", true, 0, 1, 64, "8");
+    m->topk_group = mr_int(&r, "topk_group", true, 0, 1, 64, "4");
     m->routed_scaling_factor = mr_num(&r, "routed_scaling_factor", true, 0, true, "2.5");
     m->norm_topk_prob = mr_bool(&r, "norm_topk_prob", true, true, "true");
     mr_str(&r, "scoring_func", false, "sigmoid", m->scoring_func, sizeof m->scoring_func, NULL);
@@ -443,16 +442,16 @@ static void model_parse(struct lwb_model *m, json_t *hfq) {
     if (strcmp(m->topk_method, "noaux_tc"))
         model_error(&r, "topk_method", "is \"%s\": only \"noaux_tc\" (DeepSeek-V3 routing) is supported yet",
                     m->topk_method);
-    m->first_k_dense = mr_int(&r, "first_k_dense_replace", true, 0, 0, "3");
-    m->moe_layer_freq = mr_int(&r, "moe_layer_freq", false, 1, 1, "1");
-    m->intermediate = mr_int(&r, "intermediate_size", true, 0, 1, "18432");
-    m->moe_intermediate = mr_int(&r, "moe_intermediate_size", true, 0, 1, "2048");
+    m->first_k_dense = mr_int(&r, "first_k_dense_replace", true, 0, 0, 100000, "3");
+    m->moe_layer_freq = mr_int(&r, "moe_layer_freq", false, 1, 1, 100000, "1");
+    m->intermediate = mr_int(&r, "intermediate_size", true, 0, 1, 1048576, "18432");
+    m->moe_intermediate = mr_int(&r, "moe_intermediate_size", true, 0, 1, 1048576, "2048");
     m->rms_norm_eps = mr_num(&r, "rms_norm_eps", true, 0, true, "1e-06");
     m->rope_theta = mr_num(&r, "rope_theta", true, 0, true, "10000");
     m->rope_interleave = mr_bool(&r, "rope_interleave", false, true, NULL);
-    m->max_pos = mr_int(&r, "max_position_embeddings", true, 0, 1, "163840");
-    m->num_layers = mr_int(&r, "num_hidden_layers", true, 0, 1, "61");
-    m->vocab = mr_int(&r, "vocab_size", false, 0, 1, NULL);
+    m->max_pos = mr_int(&r, "max_position_embeddings", true, 0, 1, 1073741824, "163840");
+    m->num_layers = mr_int(&r, "num_hidden_layers", true, 0, 1, 100000, "61");
+    m->vocab = mr_int(&r, "vocab_size", false, 0, 1, 1073741824, NULL);
     model_read_rope_scaling(m);
     if (m->first_k_dense > m->num_layers)
         model_error(&r, "first_k_dense_replace", "(%d) is more than 'num_hidden_layers' (%d)",

@@ -39,7 +39,11 @@ struct lwb_opt {
     const char *choices; // LWB_OPT_ENUM: "A|B|C"
     unsigned flags;      // LWB_OPT_*
     char short_name;     // optional one-letter alias ('o' for -o)
+    long long min, max;  // integers (and list entries): the range accepted (max 0: any)
 };
+
+// Entries a list option takes (the reference's runs use a handful).
+#define LWB_LIST_MAX 256
 
 struct lwb_val {
     bool set;           // given, or defaulted
@@ -154,6 +158,33 @@ static bool opt_sign_ok(const struct lwb_opt *o, double x) {
     return true;
 }
 
+// An integer outside the option's range: one line naming the option, the value and the range.
+__attribute__((noreturn)) static void opt_out_of_range(const struct lwb_opt *o, const char *source, const char *text) {
+    char where[512];
+    opt_where(o, source, where, sizeof where);
+    lwb_user_error("%s: %s is out of range; give %s from %lld to %lld", where, text,
+                   o->type == LWB_OPT_INT_LIST ? "integers" : "an integer", o->min, o->max);
+}
+
+// Parse an integer entry of option `o`, in its range. Text that is no integer (or one beyond
+// 64 bits) is a bad value; an integer outside the range is out of range.
+static long long opt_int(const struct lwb_opt *o, const char *source, const char *entry, const char *whole) {
+    long long v;
+    if (!parse_ll(entry, &v)) {
+        const char *t = entry;
+        while (isspace((unsigned char)*t)) t++;
+        if (*t == '-') t++;
+        bool digits = *t != 0;
+        for (; *t; t++) digits &= isdigit((unsigned char)*t) || isspace((unsigned char)*t);
+        if (digits && o->max) opt_out_of_range(o, source, entry); // more than 64 bits of digits
+        opt_bad_value(o, source, whole);
+    }
+    if (!opt_sign_ok(o, (double)v) && !o->max) opt_bad_value(o, source, whole);
+    if (o->max && (v < o->min || v > o->max)) opt_out_of_range(o, source, entry);
+    return v;
+}
+
+
 static bool enum_has(const char *choices, const char *t) {
     size_t n = strlen(t);
     for (const char *p = choices; p && *p;) {
@@ -174,6 +205,11 @@ static void args_set_list(struct lwb_args *a, int idx, const char *const *items,
     if (o->type != LWB_OPT_INT_LIST && o->type != LWB_OPT_FLOAT_LIST)
         LWB_BUG("args_set_list on non-list option %s", o->key);
     if (n == 0) opt_bad_value(o, source, whole);
+    if (n > LWB_LIST_MAX) {
+        char where[512];
+        opt_where(o, source, where, sizeof where);
+        lwb_user_error("%s: more than %d entries; a list takes at most %d", where, LWB_LIST_MAX, LWB_LIST_MAX);
+    }
     free(v->ints), free(v->floats), free(v->nulls);
     v->ints = NULL, v->floats = NULL, v->nulls = NULL;
     if (o->type == LWB_OPT_INT_LIST) v->ints = xcalloc((size_t)n, sizeof *v->ints);
@@ -181,8 +217,7 @@ static void args_set_list(struct lwb_args *a, int idx, const char *const *items,
     for (int k = 0; k < n; k++) {
         const char *t = items[k];
         if (o->type == LWB_OPT_INT_LIST) {
-            if (!parse_ll(t, &v->ints[k]) || !opt_sign_ok(o, (double)v->ints[k]))
-                opt_bad_value(o, source, whole);
+            v->ints[k] = opt_int(o, source, t, whole);
         } else if (is_null_text(t)) {
             v->nulls[k] = true;
         } else if (!parse_double(t, &v->floats[k]) || !opt_sign_ok(o, v->floats[k])) {
@@ -203,7 +238,7 @@ static void args_set_text(struct lwb_args *a, int idx, const char *text, const c
         if (!parse_bool(text, &v->b)) opt_bad_value(o, source, text);
         break;
     case LWB_OPT_INT:
-        if (!parse_ll(text, &v->i) || !opt_sign_ok(o, (double)v->i)) opt_bad_value(o, source, text);
+        v->i = opt_int(o, source, text, text);
         break;
     case LWB_OPT_FLOAT:
         if (!parse_double(text, &v->f) || !opt_sign_ok(o, v->f)) opt_bad_value(o, source, text);
@@ -223,10 +258,10 @@ static void args_set_text(struct lwb_args *a, int idx, const char *text, const c
     case LWB_OPT_INT_LIST:
     case LWB_OPT_FLOAT_LIST: {
         char *copy = xstrdup(text);
-        const char *items[256];
+        const char *items[LWB_LIST_MAX + 1];
         int n = 0;
         for (char *save = NULL, *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-            if (n == (int)LWB_ARRAY_LEN(items)) opt_bad_value(o, source, text);
+            if (n == LWB_LIST_MAX + 1) break; // args_set_list says how many are allowed
             items[n++] = t;
         }
         // A trailing or doubled comma is a typo, not an empty entry to ignore.
@@ -299,6 +334,7 @@ static void opts_print_help(FILE *f, const struct lwb_cmd_help *h, const struct 
             snprintf(left, sizeof left, "%s--%s %s", shortf, flag, o->meta ? o->meta : "VALUE");
         fprintf(f, "  %-30s %s", left, o->help);
         if (o->dflt) fprintf(f, " (default: %s)", o->dflt);
+        if (o->max && o->max < 1000000000000LL) fprintf(f, " [%lld..%lld]", o->min, o->max);
         if (o->flags & LWB_OPT_REPEAT) fprintf(f, " (repeatable)");
         if (strlen(left) > 30) fprintf(f, "\n");
         fprintf(f, "\n");

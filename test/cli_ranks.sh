@@ -41,7 +41,7 @@ has err "leave --np out under mpirun or srun"; one_line_err
 done_case "--np under a launcher is refused"
 
 expect 2 "np too many" -- ./lwb run configs/config_gen.yaml --np 65 --dry-run
-has err "at most 64 ranks"; one_line_err
+has err "--np: 65 is out of range; give an integer from 1 to 64"; one_line_err
 done_case "--np 65 is refused"
 
 expect 2 "moe comm alone" -- ./lwb run configs/config_gen.yaml --moe-comm alltoall --dry-run

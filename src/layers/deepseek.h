@@ -397,6 +397,7 @@ struct ds_fill {
 
 struct ds_family {
     struct lwb_run_spec spec;
+    const struct lwb_run_spec *spec_ptr;
     const struct lwb_shard *sh; // the plan's: its communicator is set once the device is open
     const struct lwb_model *model;
     struct ds_dims d;
@@ -1021,9 +1022,41 @@ static void ds_fill_cache(struct ds_family *f, CUstream s) {
 
 static bool ds_runs(const struct lwb_model *m) { return !strcmp(m->model_type, "deepseek_v3"); }
 
+// Sizes the kernels index with 32-bit integers or launch as grid dimensions (at most 65535 in y
+// and z), checked in 64 bits before anything is planned: one line naming what to shrink.
+static void ds_check_sizes(const struct ds_family *f) {
+    const struct lwb_run_spec *sp = f->spec_ptr;
+    const struct ds_dims *d = &f->d;
+    const long long blocks = (long long)sp->max_batch * LWB_CEIL_DIV((long long)sp->max_seq_len, sp->page);
+    if (blocks > INT_MAX)
+        lwb_user_error("run: the KV cache would have %lld blocks (%d slots x %d tokens / %d per block); lwb's block "
+                       "tables hold at most %d: a smaller --max-batch-size or --max-seq-len, or larger "
+                       "--tokens-per-block",
+                       blocks, sp->max_batch, sp->max_seq_len, sp->page, INT_MAX);
+    for (int i = 0; i < sp->nproblems; i++) {
+        const struct lwb_problem *q = &sp->problems[i];
+        const long long keys = (long long)q->batch * mla_prefill_pitch(q->kv_len);
+        if (q->ctx && keys > 65535LL * 64)
+            lwb_user_error("run: b=%d x %d keys of context (%lld in all) is more than lwb's context attention takes in "
+                           "one forward (%lld); use fewer requests or a shorter --seq-len-kv-cache",
+                           q->batch, q->kv_len, keys, 65535LL * 64);
+        if (!q->ctx && mla_decode_row_groups(d->heads, q->qlen) > 65535)
+            lwb_user_error("run: seq-len-q %d x %d heads is more than lwb's generation attention takes (65535 x 64 "
+                           "rows per request); use a smaller --seq-len-q for GEN",
+                           q->qlen, d->heads);
+        const long long tm = (long long)q->tokens * (f->sh->moe_comm ? f->sh->world_size : 1);
+        const long long tiles = LWB_CEIL_DIV(tm * d->top_k, 64) + d->experts_local;
+        if (tm * d->top_k > INT_MAX / 2 || tiles > 65535)
+            lwb_user_error("run: %lld routed rows (%d tokens x top-%d%s) are more than lwb's expert GEMMs take in "
+                           "one launch (65535 tiles of 64 rows); use fewer tokens per forward",
+                           tm * d->top_k, q->tokens, d->top_k, f->sh->moe_comm ? " from every rank" : "");
+    }
+}
+
 static void *ds_create(const struct lwb_run_spec *spec) {
     struct ds_family *f = xcalloc(1, sizeof *f);
     f->spec = *spec;
+    f->spec_ptr = &f->spec;
     f->sh = spec->shard;
     f->model = spec->model;
     if (!f->model->rope_interleave)
@@ -1032,6 +1065,7 @@ static void *ds_create(const struct lwb_run_spec *spec) {
                        f->model->name);
     f->d = ds_dims_from_model(f->model, f->sh, spec->page);
     ds_dims_check(&f->d, f->sh, f->model->name);
+    ds_check_sizes(f);
     f->nlayers = spec->nlayers;
     f->layers = xcalloc((size_t)f->nlayers, sizeof *f->layers);
     for (int l = 0; l < f->nlayers; l++) {

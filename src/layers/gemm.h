@@ -109,6 +109,10 @@ static void gemm_plan_config(struct lwb_gemm *g, const char *name, long long m, 
                            .grouped = grouped, .cfg = c};
     snprintf(g->name, sizeof g->name, "%s", name);
     if (k % 64 || n % 8) LWB_BUG("gemm %s: K=%d must be a multiple of 64 and N=%d of 8", name, k, n);
+    if (!grouped && (LWB_CEIL_DIV(m, c.bm) > 65535 || (long long)batch * c.splitk > 65535))
+        lwb_user_error("run: the product %s has %lld rows, more than one launch covers (65535 tiles of %d rows); use "
+                       "fewer tokens or a shorter context",
+                       name, m, c.bm);
     struct lwb_kreq *r = &g->req;
     *r = (struct lwb_kreq){.family = "gemm"};
     snprintf(r->label, sizeof r->label, "gemm_%s_bm%d_bn%d_s%d_k%d_x%d_e%d%s", name, c.bm, c.bn, c.stages,
