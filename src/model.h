@@ -430,8 +430,8 @@ static void model_parse(struct lwb_model *m, json_t *hfq) {
     m->n_experts = mr_int(&r, "n_routed_experts", true, 0, 1, 4096, "256");
     m->n_shared_experts = mr_int(&r, "n_shared_experts", true, 0, 0, 64, "1");
     m->top_k = mr_int(&r, "num_experts_per_tok", true, 0, 1, 64, "8");
-    m->n_group = mr_int(&r, "n_group", true, 0, 1, 64, "8");
-    m->topk_group = mr_int(&r, "topk_group", true, 0, 1, 64, "4");
+    m->n_group = mr_int(&r, "n_group", true, 0, 1, 4096, "8");
+    m->topk_group = mr_int(&r, "topk_group", true, 0, 1, 4096, "4");
     m->routed_scaling_factor = mr_num(&r, "routed_scaling_factor", true, 0, true, "2.5");
     m->norm_topk_prob = mr_bool(&r, "norm_topk_prob", true, true, "true");
     mr_str(&r, "scoring_func", false, "sigmoid", m->scoring_func, sizeof m->scoring_func, NULL);
