@@ -99,7 +99,7 @@ static bool correlate_align(const int32_t *ref, int nref, const int32_t *tgt, in
     int *xsup = xmalloc((size_t)(nsup + 1) * sizeof *xsup); // 0: not a reference kernel
     for (int i = 0, j = 0; i < nsup; i++) xsup[i] = (j < nref && sup[i] == ref[j]) ? ++j : 0;
     if (log) {
-        fprintf(log, "%s x_sup=[", label);
+        fprintf(log, "%s x_sup=[", tesc(label));
         for (int i = 0; i < nsup; i++) xsup[i] ? fprintf(log, "%s%d", i ? ", " : "", xsup[i]) : fprintf(log, "%sNone", i ? ", " : "");
         fprintf(log, "]\n");
     }
@@ -119,7 +119,7 @@ static bool correlate_align(const int32_t *ref, int nref, const int32_t *tgt, in
         top = next;
     }
     if (log) {
-        fprintf(log, "%s x_tgt=[", label);
+        fprintf(log, "%s x_tgt=[", tesc(label));
         for (int i = 0; i < n; i++) fprintf(log, "%s%.10g", i ? ", " : "", x[i]);
         fprintf(log, "]\n");
     }
@@ -205,7 +205,7 @@ static int cmd_correlate(int argc, char **argv) {
     free(odir);
     report_out_str(output_open(outpath), &page);
     outputs_commit();
-    printf("Wrote %s\n", outpath);
+    printf("Wrote %s\n", tesc(outpath));
     json_decref(d);
     str_free(&data), str_free(&page), str_free(&label);
     timeline_free(ref), free(ref), free(rid), free(tls), free(ntls);

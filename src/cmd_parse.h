@@ -34,6 +34,8 @@ static const struct lwb_opt parse_opts[] = {
     {"output_dir", LWB_OPT_STR, "DIR", NULL, "write the .csv, .json and .html here (default: beside the profile)"},
     {"trace_json", LWB_OPT_STR, "FILE", NULL,
      "also write a Chrome/Perfetto trace: GPU activities per stream, NVTX ranges per thread"},
+    {"strict", LWB_OPT_BOOL, NULL, "false",
+     "refuse a profile with impossible times (end before start, out of range) instead of leaving them out"},
 };
 
 static const struct lwb_cmd_help parse_help = {
@@ -148,9 +150,9 @@ static char *parse_resolve_input(const struct lwb_args *a) {
 static const char *plural(size_t n, const char *one, const char *many) { return n == 1 ? one : many; }
 
 static void parse_print_header(const struct lwb_trace *t) {
-    printf("lwb parse: %s", t->path);
+    printf("lwb parse: %s", tesc(t->path));
     if (t->product[0] || t->version[0])
-        printf(" (%s%s%s)", t->product[0] ? t->product : "nsys", t->version[0] ? " " : "", t->version);
+        printf(" (%s%s%s)", tesc(t->product[0] ? t->product : "nsys"), t->version[0] ? " " : "", tesc(t->version));
     printf(": %zu %s, %zu %s, %zu %s, %zu NVTX %s\n", t->count[0], plural(t->count[0], "kernel", "kernels"),
            t->count[1], plural(t->count[1], "memcpy", "memcpys"), t->count[2],
            plural(t->count[2], "memset", "memsets"), t->nr, plural(t->nr, "range", "ranges"));
@@ -188,6 +190,14 @@ static int cmd_parse(int argc, char **argv) {
 
     struct lwb_trace t;
     trace_open(&t, input);
+    if (t.bad_times && arg_bool(&a, "strict"))
+        lwb_user_error("parse: %s: %zu GPU activities or NVTX ranges have impossible times (end before start, or "
+                       "outside 0 .. 2^53 ns); drop --strict to leave them out",
+                       input, t.bad_times);
+    if (t.bad_times)
+        lwb_warn("%s: %zu GPU activities or NVTX ranges have impossible times (end before start, or outside 0 .. "
+                 "2^53 ns) and are left out (--strict refuses such profiles)",
+                 input, t.bad_times);
     // Before any work: no output may replace the profile or a special file.
     char *stem = parse_stem(input), *paths[3];
     static const char *ext[] = {".csv", ".json", ".html"};
@@ -220,15 +230,16 @@ static int cmd_parse(int argc, char **argv) {
         printf("Run args:\n");
         if (b.run_args) {
             char *ra = json_dumps(b.run_args, 0);
-            printf("%s\n", ra);
+            printf("%s\n", tesc(ra));
             free(ra);
         } else {
             printf("(none: the profile has no 'layer_wise_benchmarks args' range)\n");
         }
         printf("Problem set:\n");
         for (int i = 0; i < b.np; i++) {
-            printf("- \"%s\"    %d runs    Ranges: [", b.p[i].text, b.p[i].nruns);
-            for (int j = 0; j < b.p[i].nranges; j++) printf("%s%s", j ? ", " : "", trace_str(&t, b.p[i].ranges[j]));
+            printf("- \"%s\"    %d runs    Ranges: [", tesc(b.p[i].text), b.p[i].nruns);
+            for (int j = 0; j < b.p[i].nranges; j++)
+                printf("%s%s", j ? ", " : "", tesc(trace_str(&t, b.p[i].ranges[j])));
             printf("]\n");
         }
         report_from_breakdown(&rep, &b);
@@ -266,8 +277,8 @@ static int cmd_parse(int argc, char **argv) {
         report_write_trace(&t, output_open(arg_str(&a, "trace_json")));
     }
     outputs_commit();
-    printf("Wrote %s, %s, %s%s%s\n", paths[0], paths[1], paths[2], arg_str(&a, "trace_json") ? ", " : "",
-           arg_str(&a, "trace_json") ? arg_str(&a, "trace_json") : "");
+    printf("Wrote %s, %s, %s%s%s\n", tesc(paths[0]), tesc(paths[1]), tesc(paths[2]),
+           arg_str(&a, "trace_json") ? ", " : "", arg_str(&a, "trace_json") ? tesc(arg_str(&a, "trace_json")) : "");
     for (int i = 0; i < 3; i++) free(paths[i]);
     str_free(&body);
     free(stem), free(outdir), free(input);

@@ -284,7 +284,7 @@ static void print_plan(struct run_plan *p, const struct lwb_mem *m, const struct
                        const struct lwb_gpuspec *spec) {
     const struct lwb_shard *sh = &p->shard;
     if (sh->world_size > 1) printf("== rank %d of %d ==\n", sh->rank, sh->world_size);
-    printf("model: %s (%s), %s phase\n", p->model.name, p->model.source, p->ctx ? "context" : "generation");
+    printf("model: %s (%s), %s phase\n", tesc(p->model.name), tesc(p->model.source), p->ctx ? "context" : "generation");
     p->fam->describe(p->f, stdout);
     printf("problems: %d; KV cache: %d slots x %d tokens, %d per block; max %d tokens per forward; %s\n",
            p->nproblems, p->max_batch, p->max_seq_len, p->page, p->max_num_tokens,
@@ -550,7 +550,7 @@ static void run_time(struct run_plan *p, struct lwb_dist *dist, struct lwb_runne
         if (lwb_mkdirs(dir) != 0) lwb_fatal("cannot create the profile folder %s: %s", dir, strerror(errno));
         const char *path = profile_write(&prof, dir);
         if (path && dist->rank == 0)
-            printf("profile: %s%s (lwb parse --file-path it)\n", path,
+            printf("profile: %s%s (lwb parse --file-path it)\n", tesc(path),
                    dist->world_size > 1 ? " and one per rank beside it" : "");
         profile_free(&prof);
     }
@@ -585,9 +585,9 @@ static int cmd_run(int argc, char **argv) {
     if (dist_fault(dist.rank, "exit")) lwb_fatal("a test fault: rank %d exits after the rendezvous", dist.rank);
     char note[256];
     model_bf16_note(&p.model, note, sizeof note);
-    if (dist.rank == 0 && p.model.runs_in_bf16 && note[0]) printf("%s\n", note);
+    if (dist.rank == 0 && p.model.runs_in_bf16 && note[0]) printf("%s\n", tesc(note));
     if (dist.rank == 0 && arg_set(&a, "moe_backend"))
-        printf("moe_backend %s is recorded; lwb runs its own MoE kernels\n", arg_str(&a, "moe_backend"));
+        printf("moe_backend %s is recorded; lwb runs its own MoE kernels\n", tesc(arg_str(&a, "moe_backend")));
 
     struct lwb_runner r = {.fam = p.fam, .f = p.f, .nlayers = p.nlayers, .problems = p.problems,
                            .nproblems = p.nproblems, .world_size = dist.world_size, .mods_problem = -1};

@@ -274,7 +274,7 @@ static void report_print_table(FILE *f, const struct lwb_report *r) {
     for (int c = 0; c < r->ncols; c++) width += report_col_width(r, c) + (r->col_header ? 1 : 0);
     if (r->col_header) {
         fprintf(f, "%-*s", tw, "");
-        for (int c = 0; c < r->ncols; c++) fprintf(f, " %*s", report_col_width(r, c), r->cols[c].name);
+        for (int c = 0; c < r->ncols; c++) fprintf(f, " %*s", report_col_width(r, c), tesc(r->cols[c].name));
         fprintf(f, "\n");
     } else {
         width = 6 * r->ncols; // the reference's dash line: max_title_len + 1 + 6 per problem
@@ -285,11 +285,13 @@ static void report_print_table(FILE *f, const struct lwb_report *r) {
         const struct lwb_report_row *row = &r->rows[i];
         for (int l = 1; l < row->level; l++) fputs("|--", f);
         if (row->flags & LWB_ROW_GROUP) {
-            fprintf(f, "%s\n", row->name);
+            fprintf(f, "%s\n", tesc(row->name));
             continue;
         }
         int n = (int)LWB_MIN(40, strlen(row->name));
-        fprintf(f, "%.*s%*s", n, row->name, tw - (row->level - 1) * 3 - n, "");
+        char *cut = xstrndup(row->name, (size_t)n);
+        fprintf(f, "%s%*s", tesc(cut), tw - (row->level - 1) * 3 - n, "");
+        free(cut);
         for (int c = 0; c < r->ncols; c++) {
             char buf[64];
             report_fmt_value(r, c, row->v[c], report_col_width(r, c), buf, sizeof buf);
@@ -322,7 +324,7 @@ static void report_print_query(FILE *f, const struct lwb_report *r, const char *
                 for (int c = 0; c < r->ncols; c++) sum[c] += row->v[c];
         }
         str_free(&path);
-        fprintf(f, "%-*s", tw, q);
+        fprintf(f, "%-*s", tw, tesc(q));
         for (int c = 0; c < r->ncols; c++) {
             char buf[64] = "";
             if (r->cols[c].sum) report_fmt_value(r, c, sum[c], report_col_width(r, c), buf, sizeof buf);

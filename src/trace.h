@@ -368,7 +368,17 @@ struct lwb_trace {
     uint8_t *short_state;         // (short_cap) 1: an unknown torch kernel, 2: warned about
     size_t short_cap;
     int unknown_kernels;          // names warned as "Not parsed torch kernel name"
+    size_t bad_times;             // activities and ranges left out: end before start, or a time
+                                  // outside 0 .. LWB_TRACE_MAX_NS (counted, never summed)
 };
+
+// Times are nanoseconds from the session's start; beyond 2^53 (104 days) a profile is corrupt,
+// and sums of such times would lose exactness or overflow.
+#define LWB_TRACE_MAX_NS (1LL << 53)
+static bool trace_times_ok(int64_t start, int64_t end, bool open_end) {
+    return start >= 0 && start <= LWB_TRACE_MAX_NS &&
+           (open_end || (end >= start && end <= LWB_TRACE_MAX_NS));
+}
 
 static const char *trace_str(const struct lwb_trace *t, int32_t id) {
     return id >= 0 && id < t->str.n ? t->str.s[id] : "";
@@ -574,6 +584,10 @@ static void trace_load_activities(struct lwb_trace *t, const struct tdb *d,
             .kind = (uint8_t)kind,
             .name = fixed,
         };
+        if (!trace_times_ok(k.start, k.end, false)) {
+            t->bad_times++;
+            continue;
+        }
         if (kind == LWB_ACT_KERNEL) {
             int64_t id = col_i64(st, col_null(st, 7) ? 8 : 7, -1);
             k.name = id < 0 ? -1 : sids_get(sids, id);
@@ -715,6 +729,10 @@ static void trace_load_nvtx(struct lwb_trace *t, const struct tdb *d, const stru
         }
         // A start/end range that ended on another thread belongs to no thread's stack.
         if (!col_null(st, 7) && (uint64_t)col_i64(st, 7, 0) != tid) continue;
+        if (!trace_times_ok(col_i64(st, 0, 0), col_i64(st, 1, 0), col_null(st, 1))) {
+            t->bad_times++;
+            continue;
+        }
         if (t->nr == cap) {
             cap = cap ? cap * 2 : 4096;
             t->r = xrealloc(t->r, cap * sizeof *t->r);
@@ -1135,8 +1153,8 @@ static void bd_warmup(struct lwb_breakdown *b, int warmup) {
         if (!w)
             lwb_user_error("%s: the profile has no warmup_times (%s); give --warmup-times N", path,
                            b->run_args ? "not in its args range" : "no 'layer_wise_benchmarks args' range");
-        if (!json_is_integer(w) || json_integer_value(w) < 0)
-            lwb_user_error("%s: warmup_times in the args range is not a non-negative integer; give "
+        if (!json_is_integer(w) || json_integer_value(w) < 0 || json_integer_value(w) > 1000000)
+            lwb_user_error("%s: warmup_times in the args range is not an integer from 0 to 1000000; give "
                            "--warmup-times N", path);
         b->warmup = (int)json_integer_value(w);
         b->warmup_from_profile = true;

@@ -72,19 +72,76 @@ static void lwb_proc_init(const char *cmd) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Terminal text: whatever came from input (names, values, paths) is shown with its control
+// characters escaped: \n, \r, \t, \x1b, and the C1 controls U+0080..U+009F as \u0080, so no
+// input can move the cursor, recolour the terminal or split a message into several lines.
+
+// Escape `s` (n bytes) into out (NUL-terminated, at most cap bytes; cut short with "..." when full).
+static void lwb_escape_into(const char *s, size_t n, char *out, size_t cap) {
+    size_t o = 0;
+    for (size_t i = 0; i < n && s[i]; i++) {
+        unsigned char c = (unsigned char)s[i];
+        char tmp[8];
+        const char *rep = NULL;
+        if (c == '\n') rep = "\\n";
+        else if (c == '\r') rep = "\\r";
+        else if (c == '\t') rep = "\\t";
+        else if (c < 0x20 || c == 0x7f) snprintf(tmp, sizeof tmp, "\\x%02x", c), rep = tmp;
+        else if (c == 0xc2 && i + 1 < n && (unsigned char)s[i + 1] >= 0x80 && (unsigned char)s[i + 1] <= 0x9f)
+            snprintf(tmp, sizeof tmp, "\\u%04x", (unsigned char)s[++i]), rep = tmp;
+        size_t len = rep ? strlen(rep) : 1;
+        if (o + len + 4 > cap) {
+            if (cap >= 4) memcpy(out + o, "...", 4); // o <= cap - 4: the last step left room
+            return;
+        }
+        if (rep) memcpy(out + o, rep, len);
+        else out[o] = (char)c;
+        o += len;
+    }
+    out[o] = 0;
+}
+
+// `s` escaped for the terminal, in one of 8 rotating per-thread buffers (valid until 8 more calls).
+static const char *tesc(const char *s) {
+    static __thread char *ring[8];
+    static __thread size_t caps[8];
+    static __thread int next;
+    if (!s) return "(null)";
+    size_t n = strlen(s);
+    bool clean = true;
+    for (size_t i = 0; i < n && clean; i++) {
+        unsigned char c = (unsigned char)s[i];
+        clean = c >= 0x20 && c != 0x7f && !(c == 0xc2 && i + 1 < n && (unsigned char)s[i + 1] <= 0x9f);
+    }
+    if (clean) return s;
+    int k = next++ % 8;
+    size_t need = n * 6 + 8;
+    if (caps[k] < need) {
+        free(ring[k]);
+        ring[k] = malloc(need);
+        if (!ring[k]) return "(out of memory)";
+        caps[k] = need;
+    }
+    lwb_escape_into(s, n, ring[k], need);
+    return ring[k];
+}
+
+// ---------------------------------------------------------------------------------------------
 // Errors. User errors and runtime failures print one line prefixed "lwb: " (with the rank when
-// there are several); bugs print where they happened and abort.
+// there are several); bugs print where they happened and abort. Every message goes through the
+// terminal escaper, so it stays one line whatever input it quotes.
 
 static void lwb_vmessage(const char *fmt, va_list ap) {
-    char buf[4096];
+    char buf[4096], esc[4096];
     vsnprintf(buf, sizeof buf, fmt, ap);
     size_t n = strlen(buf);
     while (n && buf[n - 1] == '\n') buf[--n] = 0;
+    lwb_escape_into(buf, n, esc, sizeof esc);
     fflush(stdout);
     if (lwb_proc.world_size > 1)
-        fprintf(stderr, "lwb[rank %d]: %s\n", lwb_proc.rank, buf);
+        fprintf(stderr, "lwb[rank %d]: %s\n", lwb_proc.rank, esc);
     else
-        fprintf(stderr, "lwb: %s\n", buf);
+        fprintf(stderr, "lwb: %s\n", esc);
 }
 
 static void lwb_run_fatal_hook(void) {
@@ -117,26 +174,28 @@ LWB_PRINTF(1, 2) __attribute__((noreturn)) static void lwb_fatal(const char *fmt
 LWB_PRINTF(1, 2) static void lwb_warn(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    char buf[4096];
+    char buf[4096], esc[4096];
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
+    lwb_escape_into(buf, strlen(buf), esc, sizeof esc);
     fflush(stdout);
     if (lwb_proc.world_size > 1)
-        fprintf(stderr, "lwb[rank %d]: warning: %s\n", lwb_proc.rank, buf);
+        fprintf(stderr, "lwb[rank %d]: warning: %s\n", lwb_proc.rank, esc);
     else
-        fprintf(stderr, "lwb: warning: %s\n", buf);
+        fprintf(stderr, "lwb: warning: %s\n", esc);
 }
 
 LWB_PRINTF(3, 4) __attribute__((noreturn)) static void lwb_bug_at(const char *file, int line,
                                                                  const char *fmt, ...) {
-    char buf[2048];
+    char buf[2048], esc[2048];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
+    lwb_escape_into(buf, strlen(buf), esc, sizeof esc);
     fflush(stdout);
     fprintf(stderr, "lwb: BUG at %s:%d: %s (please report this; it is not a problem with your input)\n",
-            file, line, buf);
+            file, line, esc);
     void (*cleanup)(void) = lwb_proc.on_exit_cleanup;
     lwb_proc.on_exit_cleanup = NULL;
     if (cleanup) cleanup();
@@ -154,9 +213,10 @@ __attribute__((noreturn)) static void lwb_check_failed(const char *lib, const ch
                                                       const char *file, int line, long long code,
                                                       const char *msg) {
     fflush(stdout);
-    fprintf(stderr, "lwb: %s error %lld (%s) in %s\n     at %s:%d, rank %d on %s, device %d\n", lib,
-            code, msg ? msg : "no message", call, file, line, lwb_proc.rank, lwb_proc.host,
-            lwb_proc.device);
+    char esc[1024];
+    lwb_escape_into(msg ? msg : "no message", strlen(msg ? msg : "no message"), esc, sizeof esc);
+    fprintf(stderr, "lwb: %s error %lld (%s) in %s at %s:%d, rank %d on %s, device %d\n", lib, code, esc, call,
+            file, line, lwb_proc.rank, lwb_proc.host, lwb_proc.device);
     lwb_run_fatal_hook();
     exit(LWB_EXIT_FAILURE);
 }

@@ -178,7 +178,7 @@ static void ds_dump(void *fam, int pi, CUstream s, const char *dir) {
         snprintf(v, sizeof v, "%d", sh->rank);
         st_metadata(w, "rank", v);
         st_writer_finish(w);
-        printf("dump: %s (%d weights)\n", path, nw);
+        printf("dump: %s (%d weights)\n", tesc(path), nw);
         free(path), free(ws), free(src), free(in_h), free(in_r), free(out_h), free(out_r), free(moe_x), free(ids);
         free(wts), free(pos), free(lat), free(kpe);
     }
