@@ -12,7 +12,7 @@ static const struct lwb_opt kernels_opts[] = {
     {"list", LWB_OPT_BOOL, NULL, NULL, "print every template and the constants it takes"},
     {"compile", LWB_OPT_BOOL, NULL, NULL,
      "compile every template for representative constants (always compiles; the cache is not read)"},
-    {"arch", LWB_OPT_STR, "SM", "sm_90a", "target architecture for --compile"},
+    {"arch", LWB_OPT_STR, "SM", "sm_90a", "target architecture for --compile (lwb's kernels are Hopper's: sm_90a)"},
     {"family", LWB_OPT_STR, "NAME", NULL, "only this template family"},
 };
 
@@ -67,7 +67,11 @@ static int cmd_kernels(int argc, char **argv) {
     if (arg_bool(&a, "compile")) {
         const char *arch = arg_str(&a, "arch");
         if (!str_starts(arch, "sm_") || strlen(arch) < 5 || !isdigit((unsigned char)arch[3]))
-            lwb_user_error("kernels: --arch must look like sm_90a or sm_100a (got \"%s\")", arch);
+            lwb_user_error("kernels: --arch must look like sm_90a (got \"%s\")", arch);
+        if (strcmp(arch, "sm_90a"))
+            lwb_user_error("kernels: --arch %s: lwb's kernels are written for Hopper (wgmma, TMA) and compile for "
+                           "sm_90a only; give --arch sm_90a",
+                           arch);
         setenv("LWB_JIT_NO_CACHE", "1", 1);
         struct lwb_jit jit;
         jit_init(&jit, arch, false);

@@ -188,16 +188,8 @@ static int cmd_parse(int argc, char **argv) {
     char *input = parse_resolve_input(&a);
     char *outdir = arg_str(&a, "output_dir") ? xstrdup(arg_str(&a, "output_dir")) : parse_dirname(input);
 
-    struct lwb_trace t;
-    trace_open(&t, input);
-    if (t.bad_times && arg_bool(&a, "strict"))
-        lwb_user_error("parse: %s: %zu GPU activities or NVTX ranges have impossible times (end before start, or "
-                       "outside 0 .. 2^53 ns); drop --strict to leave them out",
-                       input, t.bad_times);
-    if (t.bad_times)
-        lwb_warn("%s: %zu GPU activities or NVTX ranges have impossible times (end before start, or outside 0 .. "
-                 "2^53 ns) and are left out (--strict refuses such profiles)",
-                 input, t.bad_times);
+    char why[512];
+    if (!input_check(input, LWB_IN_PROFILE, why, sizeof why)) lwb_user_error("%s: %s", input, why);
     // Before any work: no output may replace the profile or a special file.
     char *stem = parse_stem(input), *paths[3];
     static const char *ext[] = {".csv", ".json", ".html"};
@@ -214,6 +206,16 @@ static int cmd_parse(int argc, char **argv) {
             if (!strcmp(paths[i], arg_str(&a, "trace_json")))
                 lwb_user_error("--trace-json: %s is also the parse's %s output; give another name", paths[i], ext[i] + 1);
     }
+    struct lwb_trace t;
+    trace_open(&t, input);
+    if (t.bad_times && arg_bool(&a, "strict"))
+        lwb_user_error("parse: %s: %zu GPU activities or NVTX ranges have impossible times (end before start, or "
+                       "outside 0 .. 2^53 ns); drop --strict to leave them out",
+                       input, t.bad_times);
+    if (t.bad_times)
+        lwb_warn("%s: %zu GPU activities or NVTX ranges have impossible times (end before start, or outside 0 .. "
+                 "2^53 ns) and are left out (--strict refuses such profiles)",
+                 input, t.bad_times);
     parse_print_header(&t);
     struct lwb_bd_opts bo = {arg_str(&a, "module"), arg_set(&a, "warmup_times") ? (int)arg_int(&a, "warmup_times") : -1};
     struct lwb_breakdown b;

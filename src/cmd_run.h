@@ -475,6 +475,11 @@ static void run_device(struct run_plan *p, const struct lwb_dist *dist, struct l
             ordinal = (int)arg_int(p->a, "device") + dist->rank % count;
     }
     device_open(&r->dev, ordinal);
+    if (strcmp(r->dev.arch, "sm_90a"))
+        lwb_fatal("device %d: %s is compute capability %d.%d; lwb's kernels run on Hopper GPUs (compute capability "
+                  "9.0, sm_90a: H100, H200, H800, H20) only; use --device to pick one, or --dry-run --gpu H100|H200 "
+                  "to plan without a GPU",
+                  r->dev.ordinal, r->dev.name, r->dev.cc_major, r->dev.cc_minor);
     run_plan_memory(p, &r->dev, m);
     if (dist->rank == 0 && (dist->world_size > 1 || p->shard.scaled_from)) p->fam->describe(p->f, stdout);
     size_t free_b = 0, total_b = 0;
