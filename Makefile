@@ -19,9 +19,24 @@ EMBED_SRC := $(sort $(wildcard kernels/*.cu.in)) $(sort $(wildcard configs/model
              $(sort $(wildcard src/assets/*))
 TESTS     := $(patsubst test/%.c,build/%,$(sort $(wildcard test/test_*.c)))
 
-.PHONY: all tests gpu
+# AddressSanitizer and UBSan builds of lwb and of the CPU tests (./build.sh test runs them too).
+SAN       := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+SANTESTS  := $(patsubst test/%.c,build/asan/%,$(sort $(wildcard test/test_*.c)))
+
+.PHONY: all tests gpu asan
 all: lwb
 tests: $(TESTS)
+asan: build/asan/lwb $(SANTESTS)
+
+build/asan/lwb: lwb.c build/embedded.h | build
+	@echo "cc      $@ (sanitizers)"
+	$(Q)mkdir -p build/asan
+	$(Q)$(CC) $(CFLAGS) -O1 $(SAN) -MMD -MP -MF $@.d -o $@ lwb.c $(LDLIBS)
+
+build/asan/test_%: test/test_%.c lwb.c build/embedded.h | build
+	@echo "cc      $@ (sanitizers)"
+	$(Q)mkdir -p build/asan
+	$(Q)$(CC) $(CFLAGS) -O1 $(SAN) -MMD -MP -MF $@.d -o $@ $< $(LDLIBS) $(TESTLIB)
 
 build/embed: gen/embed.c | build
 	$(Q)$(CC) -O2 -Wall -Wextra -Werror -o $@ $<
@@ -51,4 +66,4 @@ build/profile_probe: test/gpu/profile_probe.c lwb.c build/embedded.h
 build:
 	$(Q)mkdir -p build
 
--include build/lwb.d $(wildcard build/test_*.d build/gpu_*.d build/profile_*.d)
+-include build/lwb.d $(wildcard build/test_*.d build/gpu_*.d build/profile_*.d build/asan/*.d)

@@ -71,7 +71,7 @@ mk() { make --no-print-directory -j"$jobs" ${VERBOSE:+V=1} "$@"; }
 
 case "${1:-}" in
     "") mk all ;;
-    test) mk all tests && exec test/run_all.sh ;;
+    test) mk all tests asan && exec test/run_all.sh ;;
     gpu) mk all gpu ;;
     *) echo "usage: ./build.sh [test|gpu|clean]" >&2; exit 2 ;;
 esac

@@ -203,7 +203,7 @@ static int cmd_parse(int argc, char **argv) {
     if (arg_str(&a, "trace_json")) {
         output_check(arg_str(&a, "trace_json"), "--trace-json");
         for (int i = 0; i < 3; i++)
-            if (!strcmp(paths[i], arg_str(&a, "trace_json")))
+            if (paths_same(paths[i], arg_str(&a, "trace_json")))
                 lwb_user_error("--trace-json: %s is also the parse's %s output; give another name", paths[i], ext[i] + 1);
     }
     struct lwb_trace t;

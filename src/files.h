@@ -194,6 +194,24 @@ static void output_check(const char *path, const char *option) {
             lwb_user_error("%s: %s is one of this command's inputs; give another name", option, path);
 }
 
+// `a` and `b` name the same file (existing or not): the same folder (resolved) and name.
+static bool paths_same(const char *a, const char *b) {
+    char *pa[2] = {NULL, NULL};
+    const char *in[2] = {a, b};
+    for (int i = 0; i < 2; i++) {
+        const char *slash = strrchr(in[i], '/');
+        char *dir = slash ? xstrndup(in[i], slash == in[i] ? 1 : (size_t)(slash - in[i])) : xstrdup(".");
+        char *real = realpath(dir, NULL);
+        struct lwb_str s = {0};
+        str_printf(&s, "%s/%s", real ? real : dir, slash ? slash + 1 : in[i]);
+        pa[i] = str_take(&s);
+        free(dir), free(real);
+    }
+    bool same = !strcmp(pa[0], pa[1]);
+    free(pa[0]), free(pa[1]);
+    return same;
+}
+
 // mkdir -p that remembers which folders it made (for outputs_abort).
 static void output_dir(const char *dir) {
     outputs_hook();

@@ -985,7 +985,7 @@ static int prof_node_cmp_time(const void *a, const void *b) {
 // described by its clone event (original set), any other by its creation. Sorts `ev` in place.
 static void prof_nodes_resolve(struct lwb_prof_data *d, const struct prof_conv *c,
                                struct prof_node_event *ev, size_t n) {
-    if (n > 1) qsort(ev, n, sizeof *ev, prof_node_event_cmp);
+    lwb_sort(ev, n, sizeof *ev, prof_node_event_cmp);
     for (size_t i = 0; i < n;) {
         size_t j = i;
         while (j + 1 < n && ev[j + 1].id == ev[i].id) j++;
@@ -995,7 +995,7 @@ static void prof_nodes_resolve(struct lwb_prof_data *d, const struct prof_conv *
         LWB_PUSH(d->nodes, d->nnodes, d->capnodes, g);
         i = j + 1;
     }
-    if (d->nnodes > 1) qsort(d->nodes, d->nnodes, sizeof *d->nodes, prof_node_cmp_time);
+    lwb_sort(d->nodes, d->nnodes, sizeof *d->nodes, prof_node_cmp_time);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -203,7 +203,7 @@ static int sum_node_cmp(const void *x, const void *y) {
 }
 static void sum_node_emit(struct lwb_report *r, struct lwb_trace *t, const struct lwb_nvtx_sum *s,
                           struct sum_node *n, int level) {
-    qsort(n->kid, (size_t)n->nkid, sizeof *n->kid, sum_node_cmp);
+    lwb_sort(n->kid, (size_t)n->nkid, sizeof *n->kid, sum_node_cmp);
     for (int i = 0; i < n->nkid; i++) {
         struct sum_node *c = n->kid[i];
         if (c->label >= 0) {

@@ -36,7 +36,7 @@ static double percentile_sorted(const double *v, int n, double q) {
 static struct lwb_stats stats_compute(const double *us, int n) {
     double *v = xmalloc(sizeof *v * (size_t)n);
     memcpy(v, us, sizeof *v * (size_t)n);
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    lwb_sort(v, (size_t)n, sizeof *v, cmp_double);
     struct lwb_stats s = {.min = v[0], .max = v[n - 1], .median = percentile_sorted(v, n, 0.5),
                           .p90 = percentile_sorted(v, n, 0.9)};
     for (int i = 0; i < n; i++) s.mean += v[i];

@@ -632,7 +632,7 @@ static void trace_join_launches(struct lwb_trace *t, const struct tdb *d, bool b
         sqlite3_finalize(st);
     }
     t->runtime_rows = n;
-    qsort(keys, n, sizeof *keys, key2_cmp);
+    lwb_sort(keys, n, sizeof *keys, key2_cmp);
 
     // Graph node events: (process, node id) -> (original node id, creation time and thread).
     struct {
@@ -662,7 +662,7 @@ static void trace_join_launches(struct lwb_trace *t, const struct tdb *d, bool b
             ng++;
         }
         sqlite3_finalize(st);
-        qsort(gkeys, ng, sizeof *gkeys, key2_cmp);
+        lwb_sort(gkeys, ng, sizeof *gkeys, key2_cmp);
     }
     bool *gn_has_orig = xcalloc(ng ? ng : 1, 1);
     for (size_t i = 0; i < ng; i++) gn_has_orig[i] = gn[i].has_orig;
@@ -757,7 +757,7 @@ static void trace_load_nvtx(struct lwb_trace *t, const struct tdb *d, const stru
     }
     free(range_dom), free(doms);
 
-    qsort(t->r, t->nr, sizeof *t->r, range_cmp);
+    lwb_sort(t->r, t->nr, sizeof *t->r, range_cmp);
     int32_t *stack = xmalloc((t->nr + 1) * sizeof *stack);
     int depth = 0;
     for (size_t i = 0; i < t->nr; i++) {

@@ -268,6 +268,11 @@ static void lwb_grow(void **p, size_t *cap, size_t need, size_t size) {
         (arr)[(n)++] = (item);                                                                     \
     } while (0)
 
+// qsort that takes an empty (NULL) array: qsort's arguments must not be NULL even for 0 items.
+static void lwb_sort(void *base, size_t n, size_t size, int (*cmp)(const void *, const void *)) {
+    if (n > 1) qsort(base, n, size, cmp);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Strings
 

@@ -8,7 +8,7 @@ fail=0
 last_ok=0
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-lwb=$PWD/lwb
+lwb=${LWB_BIN:-$PWD/lwb} # LWB_BIN: another build to try (the sanitizer build)
 
 # expect RC DESCRIPTION -- CMD...: run CMD, check its exit code; output in $tmp/out, $tmp/err.
 expect() {

@@ -375,10 +375,11 @@ static void test_scs(void **state) {
     check_scs(g, 2, h, 2, (int32_t[]){1, 2, 3, 4}, 4);
 }
 
-// `test_trace --write-fixture DIR NAME` builds the layer-wise fixture for test/cli_parse.sh.
+// `test_trace --write-fixture DIR NAME [SQL]` builds the layer-wise fixture (then runs SQL on it,
+// to break it on purpose) for test/cli_parse.sh and test/bad_inputs.sh.
 int main(int argc, char **argv) {
-    if (argc == 4 && !strcmp(argv[1], "--write-fixture")) {
-        free(fixture_build(argv[2], argv[3], NULL));
+    if ((argc == 4 || argc == 5) && !strcmp(argv[1], "--write-fixture")) {
+        free(fixture_build(argv[2], argv[3], argc == 5 ? argv[4] : NULL));
         return 0;
     }
     const struct CMUnitTest tests[] = {
