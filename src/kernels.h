@@ -17,6 +17,7 @@ struct lwb_kfamily {
 static const struct lwb_kfamily lwb_kfamilies[] = {
     {"rmsnorm", rmsnorm_samples},
     {"gemm", gemm_samples},
+    {"gemm_fp8", gemm_fp8_samples},
     {"init", init_samples},
     {"mla_decode", mla_decode_samples},
     {"mla_prefill", mla_prefill_samples},

@@ -53,6 +53,11 @@ struct lwb_gemm {
     CUdeviceptr tiles, num_tiles; // GROUPED: int4 tile list and its length, on the device
     int a_zmul, b_zmul;     // 1: the operand has one matrix per batch; 0: one for all batches
     unsigned smem;          // dynamic shared memory per block
+    // fp8 (the gemm_fp8 family): e4m3 operands with DeepSeek's block scales
+    bool fp8;
+    CUdeviceptr sa, sb;     // fp32 scales: A per row and 128 columns, B per 128 x 128 block
+    long long a_rows;       // rows of A per batch (the scale rows)
+    int kblk;               // K / 128 of the whole product (scale columns)
 };
 
 static unsigned gemm_smem_bytes(struct gemm_config c) {
@@ -99,24 +104,41 @@ static struct gemm_config gemm_choose_config(long long m, int n, int k, int batc
     return c;
 }
 
+// The fp8 family's tiles: the bf16 choice for half the K (one 128-deep fp8 block per stage holds
+// the bytes of a 64-deep bf16 one), with columns capped at 128 (a tile inside one B scale block;
+// the promoted accumulators hold two sets of registers).
+static struct gemm_config gemm_choose_config_fp8(long long m, int n, int k, int batch, bool grouped,
+                                                 double rows_per_group, int sm_count, int smem_optin) {
+    struct gemm_config c = gemm_choose_config(m, n, k / 2, batch, grouped, rows_per_group, sm_count, smem_optin);
+    if (c.bn > 128) {
+        c.bn = 128;
+        int budget = smem_optin / c.min_blocks - 2048, stage = (c.bm + c.bn) * 128;
+        c.stages = LWB_MAX(2, LWB_MIN(6, budget / stage));
+        if (c.stages > (k / 128) / c.splitk) c.stages = LWB_MAX(2, (k / 128) / c.splitk);
+    }
+    return c;
+}
+
 // Rows of C one tile-list entry covers (grouped products).
 static int gemm_tile_rows(const struct lwb_gemm *g) { return g->cfg.bm; }
 
 // Plan a product with a given configuration (tuning and checks); gemm_plan chooses one.
-static void gemm_plan_config(struct lwb_gemm *g, const char *name, long long m, int n, int k, int batch,
-                             int epilogue, bool grouped, struct gemm_config c) {
+static void gemm_plan_config_as(struct lwb_gemm *g, const char *name, long long m, int n, int k, int batch,
+                                int epilogue, bool grouped, struct gemm_config c, bool fp8) {
     *g = (struct lwb_gemm){.m = m, .n = n, .k = k, .batch = batch, .epilogue = epilogue,
-                           .grouped = grouped, .cfg = c};
+                           .grouped = grouped, .cfg = c, .fp8 = fp8, .kblk = k / 128};
     snprintf(g->name, sizeof g->name, "%s", name);
-    if (k % 64 || n % 8) LWB_BUG("gemm %s: K=%d must be a multiple of 64 and N=%d of 8", name, k, n);
+    if (k % (fp8 ? 128 : 64) || n % 8)
+        LWB_BUG("gemm %s: K=%d must be a multiple of %d and N=%d of 8", name, k, fp8 ? 128 : 64, n);
+    if (fp8 && (c.bn > 128 || (k / c.splitk) % 128)) LWB_BUG("gemm %s: fp8 tiles %d wide, K splits of %d", name, c.bn, k / c.splitk);
     if (!grouped && (LWB_CEIL_DIV(m, c.bm) > 65535 || (long long)batch * c.splitk > 65535))
         lwb_user_error("run: the product %s has %lld rows, more than one launch covers (65535 tiles of %d rows); use "
                        "fewer tokens or a shorter context",
                        name, m, c.bm);
     struct lwb_kreq *r = &g->req;
-    *r = (struct lwb_kreq){.family = "gemm"};
-    snprintf(r->label, sizeof r->label, "gemm_%s_bm%d_bn%d_s%d_k%d_x%d_e%d%s", name, c.bm, c.bn, c.stages,
-             k / c.splitk, c.splitk, epilogue, grouped ? "_g" : "");
+    *r = (struct lwb_kreq){.family = fp8 ? "gemm_fp8" : "gemm"};
+    snprintf(r->label, sizeof r->label, "gemm%s_%s_bm%d_bn%d_s%d_k%d_x%d_e%d%s", fp8 ? "8" : "", name, c.bm, c.bn,
+             c.stages, k / c.splitk, c.splitk, epilogue, grouped ? "_g" : "");
     kreq_set(r, "BM", c.bm);
     kreq_set(r, "BN", c.bn);
     kreq_set(r, "STAGES", c.stages);
@@ -125,9 +147,13 @@ static void gemm_plan_config(struct lwb_gemm *g, const char *name, long long m, 
     kreq_set(r, "EPILOGUE", epilogue);
     kreq_set(r, "GROUPED", grouped);
     kreq_set(r, "MIN_BLOCKS", c.min_blocks);
-    kreq_entry(r, "lwb_gemm");
-    kreq_entry(r, "lwb_gemm_reduce");
+    kreq_entry(r, fp8 ? "lwb_gemm_fp8" : "lwb_gemm");
+    kreq_entry(r, fp8 ? "lwb_gemm_fp8_reduce" : "lwb_gemm_reduce");
     g->smem = gemm_smem_bytes(c);
+}
+static void gemm_plan_config(struct lwb_gemm *g, const char *name, long long m, int n, int k, int batch,
+                             int epilogue, bool grouped, struct gemm_config c) {
+    gemm_plan_config_as(g, name, m, n, k, batch, epilogue, grouped, c, false);
 }
 
 // LWB_GEMM_TILES="name=BM,BN,STAGES,SPLITK;name=..." replaces the chosen tiles of the products
@@ -169,6 +195,14 @@ static void gemm_plan(struct lwb_gemm *g, const char *name, long long m, int n, 
     gemm_plan_config(g, name, m, n, k, batch, epilogue, grouped, c);
 }
 
+// The same product with fp8 operands and block scales (bind with gemm_bind_fp8).
+static void gemm_plan_fp8(struct lwb_gemm *g, const char *name, long long m, int n, int k, int batch,
+                          int epilogue, bool grouped, double rows_per_group, const struct lwb_device *dev) {
+    struct gemm_config c = gemm_choose_config_fp8(m, n, k, batch, grouped, rows_per_group, dev->sm_count,
+                                                  dev->smem_optin);
+    gemm_plan_config_as(g, name, m, n, k, batch, epilogue, grouped, c, true);
+}
+
 // Leave the split-K partials as the product's output (fp32 epilogue only): `out` holds
 // cfg.splitk slabs of m x n floats, m * n apart, and whoever reads them sums them (the router's
 // top-k does), which saves the reduce kernel's launch. Call between plan and bind.
@@ -188,19 +222,24 @@ static size_t gemm_workspace_bytes(const struct lwb_gemm *g) {
     return (size_t)g->cfg.splitk * g->batch * g->m * g->n * sizeof(float);
 }
 
-// A 3-D tensor map over a bf16 operand with box (64, box_rows, 1) and 128-byte swizzle.
-static void tmap_encode(CUtensorMap *map, const struct lwb_operand *o, int box_rows, const char *what) {
-    if (o->ptr % 16 || (o->row_stride * 2) % 16 || (o->z > 1 && (o->z_stride * 2) % 16))
+// A 3-D tensor map over an operand of `esize`-byte elements (2: bf16, 1: fp8) with a box of 128
+// bytes by box_rows rows and 128-byte swizzle.
+static void tmap_encode_es(CUtensorMap *map, const struct lwb_operand *o, int box_rows, const char *what, int esize) {
+    if (o->ptr % 16 || (o->row_stride * esize) % 16 || (o->z > 1 && (o->z_stride * esize) % 16))
         LWB_BUG("%s: TMA needs 16-byte aligned rows (stride %lld elements)", what, o->row_stride);
     cuuint64_t dims[3] = {(cuuint64_t)o->k, (cuuint64_t)o->rows, (cuuint64_t)LWB_MAX(o->z, 1)};
-    cuuint64_t strides[2] = {(cuuint64_t)o->row_stride * 2,
-                             (cuuint64_t)(o->z > 1 ? o->z_stride : o->row_stride * o->rows) * 2};
-    cuuint32_t box[3] = {64, (cuuint32_t)box_rows, 1};
+    cuuint64_t strides[2] = {(cuuint64_t)o->row_stride * esize,
+                             (cuuint64_t)(o->z > 1 ? o->z_stride : o->row_stride * o->rows) * esize};
+    cuuint32_t box[3] = {(cuuint32_t)(128 / esize), (cuuint32_t)box_rows, 1};
     cuuint32_t estride[3] = {1, 1, 1};
-    CU_CHECK(lwb_cu.cuTensorMapEncodeTiled(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, (void *)o->ptr, dims,
-                                           strides, box, estride, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                                           CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                                           CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE));
+    CU_CHECK(lwb_cu.cuTensorMapEncodeTiled(map, esize == 2 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_UINT8,
+                                           3, (void *)o->ptr, dims, strides, box, estride,
+                                           CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                                           CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE));
+}
+// A bf16 operand: box (64, box_rows, 1).
+static void tmap_encode(CUtensorMap *map, const struct lwb_operand *o, int box_rows, const char *what) {
+    tmap_encode_es(map, o, box_rows, what, 2);
 }
 
 // Bind operands and output (after jit_build loaded the kernels). C rows are `ld_out` elements
@@ -232,6 +271,25 @@ static void gemm_bind(struct lwb_gemm *g, const struct lwb_operand *a, const str
     CU_CHECK(lwb_cu.cuFuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)g->smem));
 }
 
+// Bind an fp8 product: A and B are e4m3 operands (elements are bytes); sa holds A's scales per
+// row and 128 columns (a_rows rows per batch), sb B's per 128 x 128 block (ceil(N/128) x K/128 per
+// batch or expert). C and the workspace as gemm_bind.
+static void gemm_bind_fp8(struct lwb_gemm *g, const struct lwb_operand *a, CUdeviceptr sa, long long a_rows,
+                          const struct lwb_operand *b, CUdeviceptr sb, CUdeviceptr out, long long ld_out,
+                          long long z_stride_out, CUdeviceptr ws) {
+    if (!g->fp8 || a->k != g->k || b->k != g->k || b->rows < g->n) LWB_BUG("gemm %s: operand shapes do not match", g->name);
+    tmap_encode_es(&g->a_map, a, g->cfg.bm, g->name, 1);
+    tmap_encode_es(&g->b_map, b, g->cfg.bn, g->name, 1);
+    g->out = out, g->ld_out = ld_out, g->z_stride_out = z_stride_out, g->ws = ws;
+    g->sa = sa, g->sb = sb, g->a_rows = a_rows;
+    g->a_zmul = a->z > 1;
+    g->b_zmul = b->z > 1;
+    if (g->cfg.splitk > 1 && !ws) LWB_BUG("gemm %s: split-K needs a workspace", g->name);
+    g->tma_store = 0;
+    CU_CHECK(lwb_cu.cuFuncSetAttribute(kreq_func(&g->req, "lwb_gemm_fp8"), CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                       (int)g->smem));
+}
+
 // GROUPED: the device tile list and its length, and the most entries it can hold.
 static void gemm_bind_tiles(struct lwb_gemm *g, CUdeviceptr tiles, CUdeviceptr num_tiles, int max_tiles) {
     g->tiles = tiles;
@@ -249,15 +307,23 @@ static void gemm_enqueue(struct lwb_gemm *g, CUstream s) {
     CUdeviceptr out = reduce ? g->ws : g->out;
     long long ld = c.splitk > 1 ? g->n : g->ld_out;
     long long split_stride = (long long)g->m * g->n;
-    void *args[] = {&g->a_map, &g->b_map, &g->c_map, &g->tma_store, &out, &ld, &g->z_stride_out, &M, &N,
-                    &g->tiles, &g->num_tiles, &split_stride, &g->a_zmul, &g->b_zmul};
-    cu_launch(kreq_func(&g->req, "lwb_gemm"),
-              (struct lwb_launch){{gx, gy, gz}, {(unsigned)(128 * (c.bm / 64 + 1))}, g->smem}, s, args);
+    const struct lwb_launch l = {{gx, gy, gz}, {(unsigned)(128 * (c.bm / 64 + 1))}, g->smem};
+    if (g->fp8) {
+        long long a_rows = g->a_rows;
+        int kblk = g->kblk;
+        void *args[] = {&g->a_map, &g->b_map, &out, &ld, &g->z_stride_out, &M, &N, &g->tiles, &g->num_tiles,
+                        &split_stride, &g->a_zmul, &g->b_zmul, &g->sa, &a_rows, &g->sb, &kblk};
+        cu_launch(kreq_func(&g->req, "lwb_gemm_fp8"), l, s, args);
+    } else {
+        void *args[] = {&g->a_map, &g->b_map, &g->c_map, &g->tma_store, &out, &ld, &g->z_stride_out, &M, &N,
+                        &g->tiles, &g->num_tiles, &split_stride, &g->a_zmul, &g->b_zmul};
+        cu_launch(kreq_func(&g->req, "lwb_gemm"), l, s, args);
+    }
     if (reduce) {
         int splits = c.splitk, batch = g->batch;
         unsigned blocks = (unsigned)LWB_CEIL_DIV((long long)M * (N / 2), 256);
         void *rargs[] = {&g->ws, &split_stride, &splits, &M, &N, &g->out, &g->ld_out, &g->z_stride_out, &batch};
-        cu_launch(kreq_func(&g->req, "lwb_gemm_reduce"),
+        cu_launch(kreq_func(&g->req, g->fp8 ? "lwb_gemm_fp8_reduce" : "lwb_gemm_reduce"),
                   (struct lwb_launch){{blocks, (unsigned)batch}, {256}}, s, rargs);
     }
 }
@@ -268,6 +334,38 @@ static double gemm_flops(double m, int n, int k, int batch) { return 2.0 * m * n
 static double gemm_bytes(double m, int n, int k, int batch, int b_batches, int epilogue) {
     double c_bytes = epilogue == GEMM_EPI_F32 ? 4.0 * n : epilogue == GEMM_EPI_SWIGLU ? 1.0 * n : 2.0 * n;
     return batch * (2.0 * m * k + m * c_bytes) + 2.0 * n * k * b_batches;
+}
+
+// Bytes of an fp8 product: A and B one byte each, their scales, C as the epilogue writes it.
+static double gemm_bytes_fp8(double m, int n, int k, int batch, int b_batches, int epilogue) {
+    double c_bytes = epilogue == GEMM_EPI_F32 ? 4.0 * n : epilogue == GEMM_EPI_SWIGLU ? 1.0 * n : 2.0 * n;
+    double kb = k / 128.0;
+    return batch * (m * k + 4.0 * m * kb + m * c_bytes) + (double)b_batches * ((double)n * k + 4.0 * ceil(n / 128.0) * kb);
+}
+
+static int gemm_fp8_samples(struct lwb_kreq *out, int max) {
+    struct lwb_device dev = {.sm_count = 132, .smem_optin = 232448};
+    struct {
+        const char *name;
+        long long m;
+        int n, k, batch, epi;
+        bool grouped;
+        double rows;
+    } s[] = {
+        {"fused_a", 128, 2112, 7168, 1, GEMM_EPI_BF16, false, 0},
+        {"q_b", 8193, 24576, 1536, 1, GEMM_EPI_BF16, false, 0},
+        {"experts13", 1024 + 64 * 256, 4096, 7168, 1, GEMM_EPI_SWIGLU, true, 4},
+        {"experts2", 65544 + 128 * 256, 7168, 2048, 1, GEMM_EPI_BF16, true, 256},
+        {"w_uk", 128, 512, 128, 128, GEMM_EPI_BF16, false, 0},
+        {"odd", 77, 200, 384, 3, GEMM_EPI_F32, false, 0},
+    };
+    int n = 0;
+    for (size_t i = 0; i < LWB_ARRAY_LEN(s) && n < max; i++) {
+        struct lwb_gemm g;
+        gemm_plan_fp8(&g, s[i].name, s[i].m, s[i].n, s[i].k, s[i].batch, s[i].epi, s[i].grouped, s[i].rows, &dev);
+        out[n++] = g.req;
+    }
+    return n;
 }
 
 static int gemm_samples(struct lwb_kreq *out, int max) {
