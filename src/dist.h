@@ -285,6 +285,8 @@ struct dist_server {
     bool threaded;
     char error[1024];           // the rendezvous failed: what every rank is told
     int failed_rank;            // the first rank that died after the rendezvous (-1: none)
+    int host_rank;              // the rank whose process runs this server (-1: the --np launcher);
+                                // it hears of a failure last, since its watchdog then ends it
 };
 
 // Name the first key where two plans differ, with both values.
@@ -473,8 +475,12 @@ static void dist_server_watch(struct dist_server *s) {
             json_t *a = json_pack("{s:i, s:s, s:i}", "rank", r, "host", p->host, "pid", p->pid);
             char *text = json_dumps(a, JSON_COMPACT);
             json_decref(a);
-            for (int o = 0; o < s->world_size; o++)
+            // The hosting rank's watchdog ends the process (and this thread) on its ABORT: every
+            // other rank is told first.
+            for (int i = 0; i < s->world_size; i++) {
+                int o = s->host_rank >= 0 ? (s->host_rank + 1 + i) % s->world_size : i;
                 if (o != r && s->peers[o].fd >= 0 && !s->peers[o].bye) dist_send_frame(s->peers[o].fd, DIST_ABORT, text);
+            }
             free(text);
         }
     }
@@ -496,7 +502,7 @@ static void *dist_server_main(void *arg) {
 static void dist_server_init(struct dist_server *s, int listen_fd, struct lwb_master at, int world_size,
                              double timeout_s, bool make_nccl_id) {
     *s = (struct dist_server){.listen_fd = listen_fd, .world_size = world_size, .at = at, .timeout_s = timeout_s,
-                              .make_nccl_id = make_nccl_id, .failed_rank = -1};
+                              .make_nccl_id = make_nccl_id, .failed_rank = -1, .host_rank = -1};
     s->peers = xcalloc((size_t)world_size, sizeof *s->peers);
     for (int r = 0; r < world_size; r++) s->peers[r].fd = -1;
 }
@@ -640,6 +646,7 @@ static void dist_join(struct lwb_dist *d, json_t *plan, bool dry) {
         int lfd = dist_listen(&at);
         d->server = xcalloc(1, sizeof *d->server);
         dist_server_init(d->server, lfd, at, d->world_size, d->rendezvous_timeout_s, !dry);
+        d->server->host_rank = d->rank;
         dist_server_start(d->server);
     }
     double deadline = lwb_now() + d->rendezvous_timeout_s;
