@@ -20,7 +20,8 @@
 #include "src/gpuspec.h"     // defines: datasheet peaks of known GPUs
 #include "src/memplan.h"     // defines: lwb_mem, mem_alloc (dry or real), mem_check_fits
 #include "src/layers/init.h"  // defines: init_request, init_fill_bf16 (seeded device fills)
-#include "src/layers/gemm.h"  // defines: lwb_operand, lwb_gemm, gemm_plan, gemm_bind, gemm_enqueue
+#include "src/layers/gemm.h"  // defines: lwb_operand, lwb_gemm, gemm_plan(_fp8), gemm_bind(_fp8), gemm_enqueue
+#include "src/layers/quant.h" // defines: quant_request, quant_enqueue (bf16 -> fp8 1 x 128)
 #include "src/layers/mla_decode.h" // defines: absorbed MLA attention over the paged cache
 #include "src/layers/mla_prefill.h" // defines: causal MLA attention of the context phase
 #include "src/layers/mla_rope.h" // defines: MLA rotary embedding, cache writes and gathers

@@ -18,6 +18,7 @@ static const struct lwb_kfamily lwb_kfamilies[] = {
     {"rmsnorm", rmsnorm_samples},
     {"gemm", gemm_samples},
     {"gemm_fp8", gemm_fp8_samples},
+    {"quant", quant_samples},
     {"init", init_samples},
     {"mla_decode", mla_decode_samples},
     {"mla_prefill", mla_prefill_samples},

@@ -24,7 +24,7 @@ struct lwb_operand {
     long long z_stride;   // elements between batches
 };
 
-enum { GEMM_EPI_BF16 = 0, GEMM_EPI_F32 = 1, GEMM_EPI_SWIGLU = 2 };
+enum { GEMM_EPI_BF16 = 0, GEMM_EPI_F32 = 1, GEMM_EPI_SWIGLU = 2, GEMM_EPI_SWIGLU64 = 3 };
 
 struct gemm_config {
     int bm, bn;     // block tile
@@ -108,9 +108,9 @@ static struct gemm_config gemm_choose_config(long long m, int n, int k, int batc
 // the bytes of a 64-deep bf16 one), with columns capped at 128 (a tile inside one B scale block;
 // the promoted accumulators hold two sets of registers).
 static struct gemm_config gemm_choose_config_fp8(long long m, int n, int k, int batch, bool grouped,
-                                                 double rows_per_group, int sm_count, int smem_optin) {
+                                                 double rows_per_group, int epilogue, int sm_count, int smem_optin) {
     struct gemm_config c = gemm_choose_config(m, n, k / 2, batch, grouped, rows_per_group, sm_count, smem_optin);
-    if (c.bn > 128) {
+    if (c.bn > 128 || (epilogue == GEMM_EPI_SWIGLU64 && c.bn != 128)) {
         c.bn = 128;
         int budget = smem_optin / c.min_blocks - 2048, stage = (c.bm + c.bn) * 128;
         c.stages = LWB_MAX(2, LWB_MIN(6, budget / stage));
@@ -147,6 +147,7 @@ static void gemm_plan_config_as(struct lwb_gemm *g, const char *name, long long 
     kreq_set(r, "EPILOGUE", epilogue);
     kreq_set(r, "GROUPED", grouped);
     kreq_set(r, "MIN_BLOCKS", c.min_blocks);
+    if (fp8) kreq_set(r, "SB_ROWS", epilogue == GEMM_EPI_SWIGLU64 ? 64 : 128);
     kreq_entry(r, fp8 ? "lwb_gemm_fp8" : "lwb_gemm");
     kreq_entry(r, fp8 ? "lwb_gemm_fp8_reduce" : "lwb_gemm_reduce");
     g->smem = gemm_smem_bytes(c);
@@ -198,7 +199,7 @@ static void gemm_plan(struct lwb_gemm *g, const char *name, long long m, int n, 
 // The same product with fp8 operands and block scales (bind with gemm_bind_fp8).
 static void gemm_plan_fp8(struct lwb_gemm *g, const char *name, long long m, int n, int k, int batch,
                           int epilogue, bool grouped, double rows_per_group, const struct lwb_device *dev) {
-    struct gemm_config c = gemm_choose_config_fp8(m, n, k, batch, grouped, rows_per_group, dev->sm_count,
+    struct gemm_config c = gemm_choose_config_fp8(m, n, k, batch, grouped, rows_per_group, epilogue, dev->sm_count,
                                                   dev->smem_optin);
     gemm_plan_config_as(g, name, m, n, k, batch, epilogue, grouped, c, true);
 }
@@ -354,8 +355,9 @@ static int gemm_fp8_samples(struct lwb_kreq *out, int max) {
     } s[] = {
         {"fused_a", 128, 2112, 7168, 1, GEMM_EPI_BF16, false, 0},
         {"q_b", 8193, 24576, 1536, 1, GEMM_EPI_BF16, false, 0},
-        {"experts13", 1024 + 64 * 256, 4096, 7168, 1, GEMM_EPI_SWIGLU, true, 4},
+        {"experts13", 1024 + 64 * 256, 4096, 7168, 1, GEMM_EPI_SWIGLU64, true, 4},
         {"experts2", 65544 + 128 * 256, 7168, 2048, 1, GEMM_EPI_BF16, true, 256},
+        {"shared13", 128, 4096, 7168, 1, GEMM_EPI_SWIGLU64, false, 0},
         {"w_uk", 128, 512, 128, 128, GEMM_EPI_BF16, false, 0},
         {"odd", 77, 200, 384, 3, GEMM_EPI_F32, false, 0},
     };

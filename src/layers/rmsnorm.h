@@ -13,6 +13,7 @@ struct rmsnorm_config {
     int hidden;   // row length
     int threads;  // per block
     int residual; // 1: fused residual add
+    int quant;    // 1: also the fp8 output (e4m3 + a scale per 128 columns)
 };
 
 // Threads per block: every thread holds at most 8 chunks of 16 bytes; among the choices that
@@ -35,25 +36,39 @@ static struct rmsnorm_config rmsnorm_choose_config(int hidden, bool residual) {
 
 static void rmsnorm_request(struct lwb_kreq *r, struct rmsnorm_config c) {
     *r = (struct lwb_kreq){.family = "rmsnorm"};
-    snprintf(r->label, sizeof r->label, "rmsnorm_h%d%s", c.hidden, c.residual ? "_res" : "");
+    snprintf(r->label, sizeof r->label, "rmsnorm_h%d%s%s", c.hidden, c.residual ? "_res" : "", c.quant ? "_q8" : "");
     kreq_set(r, "HIDDEN", c.hidden);
     kreq_set(r, "THREADS", c.threads);
     kreq_set(r, "RESIDUAL", c.residual);
+    kreq_set(r, "QUANT", c.quant);
     kreq_entry(r, "lwb_rmsnorm");
 }
 
 // out[i] = norm(x[i] (+ residual[i])) * weight for `rows` rows; with a residual the sum goes
 // to res_out (which may be the residual itself). Strides are in elements; with the vector path
 // they must keep rows 16-byte aligned.
+static void rmsnorm_enqueue_q8(const struct lwb_kreq *r, struct rmsnorm_config c, CUstream s, CUdeviceptr x,
+                               long long x_stride, CUdeviceptr residual, CUdeviceptr res_out, long long res_stride,
+                               CUdeviceptr weight, CUdeviceptr out, long long out_stride, int rows, float eps,
+                               CUdeviceptr q, CUdeviceptr qs);
 static void rmsnorm_enqueue(const struct lwb_kreq *r, struct rmsnorm_config c, CUstream s,
                             CUdeviceptr x, long long x_stride, CUdeviceptr residual, CUdeviceptr res_out,
                             long long res_stride, CUdeviceptr weight, CUdeviceptr out,
                             long long out_stride, int rows, float eps) {
+    rmsnorm_enqueue_q8(r, c, s, x, x_stride, residual, res_out, res_stride, weight, out, out_stride, rows, eps, 0, 0);
+}
+// The same, with the fp8 output q (rows x hidden e4m3) and qs (rows x hidden/128 scales) when the
+// config quantises.
+static void rmsnorm_enqueue_q8(const struct lwb_kreq *r, struct rmsnorm_config c, CUstream s, CUdeviceptr x,
+                               long long x_stride, CUdeviceptr residual, CUdeviceptr res_out, long long res_stride,
+                               CUdeviceptr weight, CUdeviceptr out, long long out_stride, int rows, float eps,
+                               CUdeviceptr q, CUdeviceptr qs) {
+    if (c.quant && (!q || !qs)) LWB_BUG("rmsnorm: a quantising norm needs its fp8 outputs");
     if (c.hidden % 8 == 0 &&
         (x_stride % 8 || out_stride % 8 || (c.residual && res_stride % 8) || (x | out | weight) % 16))
         LWB_BUG("rmsnorm: rows are not 16-byte aligned");
     if (rows == 0) return;
-    void *args[] = {&x, &x_stride, &residual, &res_out, &res_stride, &weight, &out, &out_stride, &rows, &eps};
+    void *args[] = {&x, &x_stride, &residual, &res_out, &res_stride, &weight, &out, &out_stride, &rows, &eps, &q, &qs};
     cu_launch(kreq_func(r, "lwb_rmsnorm"), (struct lwb_launch){{(unsigned)rows}, {(unsigned)c.threads}},
               s, args);
 }
@@ -67,10 +82,14 @@ static double rmsnorm_bytes(struct rmsnorm_config c, long long rows) {
 static int rmsnorm_samples(struct lwb_kreq *out, int max) {
     static const struct {
         int hidden;
-        bool residual;
-    } s[] = {{7168, true}, {1536, false}, {512, false}, {4096, true}, {1001, true}};
+        bool residual, quant;
+    } s[] = {{7168, true, false}, {1536, false, false}, {512, false, false}, {4096, true, false},
+             {1001, true, false}, {7168, true, true}, {1536, false, true}};
     int n = 0;
-    for (size_t i = 0; i < LWB_ARRAY_LEN(s) && n < max; i++)
-        rmsnorm_request(&out[n++], rmsnorm_choose_config(s[i].hidden, s[i].residual));
+    for (size_t i = 0; i < LWB_ARRAY_LEN(s) && n < max; i++) {
+        struct rmsnorm_config c = rmsnorm_choose_config(s[i].hidden, s[i].residual);
+        c.quant = s[i].quant;
+        rmsnorm_request(&out[n++], c);
+    }
     return n;
 }

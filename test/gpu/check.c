@@ -20,8 +20,10 @@
 #include "../ref/mla_prefill.c"
 #include "../ref/mla_rope.c"
 #include "../ref/moe_route.c"
+#include "../ref/gemm_fp8.c"
 
 #define PEAK_BF16_TFLOPS 989.4 // H100/H200 SXM dense bf16 (datasheet)
+#define PEAK_FP8_TFLOPS 1978.9 // H100/H200 SXM dense fp8 (datasheet)
 
 struct check {
     struct lwb_device dev;
@@ -76,13 +78,16 @@ static double time_us(struct check *c, launch_fn fn, void *arg, int reps) {
     return time_cold_us(c->s, c->flush, c->flush_bytes, fn, arg, reps, 5);
 }
 
-static void bench_line(struct check *c, const char *what, double us, double bytes, double flops) {
-    double t_mem = bytes / c->copy_bw * 1e6, t_math = flops / (PEAK_BF16_TFLOPS * 1e12) * 1e6;
+static void bench_line_peak(struct check *c, const char *what, double us, double bytes, double flops, double peak) {
+    double t_mem = bytes / c->copy_bw * 1e6, t_math = flops / (peak * 1e12) * 1e6;
     double floor_us = LWB_MAX(t_mem, t_math);
     printf("bench %-46s %9.1f us  %7.1f TFLOP/s  %6.2f TB/s  floor %8.1f us (%s)  %5.1f%% of floor\n",
            what, us, flops / us * 1e-6, bytes / us * 1e-6, floor_us, t_mem >= t_math ? "memory" : "math",
            100.0 * floor_us / us);
     fflush(stdout);
+}
+static void bench_line(struct check *c, const char *what, double us, double bytes, double flops) {
+    bench_line_peak(c, what, us, bytes, flops, PEAK_BF16_TFLOPS);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1066,6 +1071,246 @@ static void check_setup(struct check *c) {
     check_copy(c); // every floor needs it
 }
 
+// ---------------------------------------------------------------------------------------------
+// fp8: activation quantisation (alone and fused into RMSNorm), fp8 weight fills and their bf16
+// copies, and the fp8 GEMMs, against test/ref/gemm_fp8.c on fresh random inputs
+
+// Random bf16 values, quantised on the CPU: e4m3 bytes and 1 x 128 scales of a rows x cols matrix.
+static void rand_fp8_act(struct check *c, int rows, int cols, uint8_t *q, float *s, float lo, float hi) {
+    float *x = xmalloc(sizeof(float) * (size_t)rows * cols);
+    for (size_t i = 0; i < (size_t)rows * cols; i++) x[i] = ref_uniform(&c->rng, lo, hi) * (i % 97 == 0 ? 4.f : 1.f);
+    ref_quant_1x128(x, rows, cols, q, s);
+    free(x);
+}
+// A random fp8 weight of n x k (z matrices) with per-block scales, as the checkpoint stores one:
+// values from uniform(-1, 1) / sqrt(k) per element, each 128 x 128 block (or 64 x 128 with
+// sb_rows 64) quantised with its own scale.
+static void rand_fp8_weight(struct check *c, int z, int n, int k, int sb_rows, uint8_t *q, float *s) {
+    const int kb = k / 128, nb = LWB_CEIL_DIV(n, sb_rows);
+    float *w = xmalloc(sizeof(float) * (size_t)n * k);
+    for (int e = 0; e < z; e++) {
+        for (size_t i = 0; i < (size_t)n * k; i++) w[i] = ref_uniform(&c->rng, -2.f, 2.f) / sqrtf((float)k);
+        for (int b = 0; b < nb; b++)
+            for (int kk = 0; kk < kb; kk++) {
+                float amax = 0;
+                for (int r = b * sb_rows; r < LWB_MIN(n, (b + 1) * sb_rows); r++)
+                    for (int i = kk * 128; i < kk * 128 + 128; i++) amax = fmaxf(amax, fabsf(w[(size_t)r * k + i]));
+                float sc = amax > 0 ? amax / 448.f : 1.f;
+                s[((size_t)e * nb + b) * kb + kk] = sc;
+                for (int r = b * sb_rows; r < LWB_MIN(n, (b + 1) * sb_rows); r++)
+                    for (int i = kk * 128; i < kk * 128 + 128; i++)
+                        q[(size_t)e * n * k + (size_t)r * k + i] = ref_f32_to_e4m3(w[(size_t)r * k + i] / sc);
+            }
+    }
+    free(w);
+}
+
+struct gemm8_arg {
+    struct lwb_gemm *g;
+};
+static void gemm8_launch(void *p, CUstream s) { gemm_enqueue(((struct gemm8_arg *)p)->g, s); }
+
+// One fp8 product against the reference; grouped: `groups` experts with rows_of[e] rows. With
+// bench, also timed against its floor and the bf16 kernel on the same shape.
+static void check_gemm8_case(struct check *c, const char *name, int m, int n, int k, int batch, int epi, int groups,
+                             const int *rows_of, bool verify, bool bench) {
+    const bool grouped = groups > 0;
+    const int zb = grouped ? groups : batch, sb_rows = epi == GEMM_EPI_SWIGLU64 ? 64 : 128, kb = k / 128;
+    long long rows = m;
+    if (grouped) {
+        rows = 0;
+        for (int e = 0; e < groups; e++) rows += rows_of[e];
+    }
+    const int za = grouped ? 1 : batch;
+    struct lwb_gemm g;
+    gemm_plan_fp8(&g, name, rows, n, k, za, epi, grouped, grouped ? (double)rows / groups : 0, &c->dev);
+    jit_build(&c->jit, (struct lwb_kreq *[]){&g.req}, 1);
+    const size_t na = (size_t)za * rows * k, nsa = (size_t)za * rows * kb, nb = (size_t)zb * n * k;
+    const size_t nsb = (size_t)zb * LWB_CEIL_DIV(n, sb_rows) * kb;
+    uint8_t *a = NULL, *b = NULL;
+    float *sa = NULL, *sbv = NULL;
+    CUdeviceptr da, db, dsa, dsb;
+    if (verify) { // CPU-quantised inputs the reference reads
+        a = xmalloc(na), b = xmalloc(nb), sa = xmalloc(nsa * 4), sbv = xmalloc(nsb * 4);
+        for (int z = 0; z < za; z++)
+            rand_fp8_act(c, (int)rows, k, a + (size_t)z * rows * k, sa + (size_t)z * rows * kb, -1.f, 1.f);
+        rand_fp8_weight(c, zb, n, k, sb_rows, b, sbv);
+        da = upload(a, na), db = upload(b, nb), dsa = upload(sa, nsa * 4), dsb = upload(sbv, nsb * 4);
+    } else { // timing only: device fills
+        da = dev_alloc(na, "A"), db = dev_alloc(nb, "B"), dsa = dev_alloc(nsa * 4, "sa"), dsb = dev_alloc(nsb * 4, "sb");
+        init_fill_e4m3_at(&c->init, c->s, da, (long long)na, 1, 1, 0, 91);
+        init_fill_e4m3_at(&c->init, c->s, db, (long long)nb, 1, 1, 0, 92);
+        init_fill_f32(&c->init, c->s, dsa, (long long)nsa, 93, 0.5f / 448, 1.f / 448);
+        init_fill_f32(&c->init, c->s, dsb, (long long)nsb, 94, 0.5f / 448, 1.f / 448);
+    }
+    const int nout = epi == GEMM_EPI_SWIGLU64 ? n / 2 : n;
+    const size_t esz = epi == GEMM_EPI_F32 ? 4 : 2, nc = (size_t)rows * za * nout;
+    CUdeviceptr dc = dev_alloc(nc * esz, "C"), ws = 0;
+    size_t wsb = gemm_workspace_bytes(&g);
+    if (wsb) ws = dev_alloc(wsb, "ws");
+    struct lwb_operand A = {da, rows, k, k, za, rows * k}, B = {db, n, k, k, zb, (long long)n * k};
+    gemm_bind_fp8(&g, &A, dsa, rows, &B, dsb, dc, (long long)nout * za, nout, ws);
+    CUdeviceptr dt = 0, dn = 0;
+    if (grouped) {
+        int *tiles = xcalloc(4 * 4096, sizeof(int)), nt = 0;
+        long long row = 0;
+        for (int e = 0; e < groups; e++) {
+            for (int r0 = 0; r0 < rows_of[e]; r0 += gemm_tile_rows(&g), nt++) {
+                tiles[4 * nt] = e, tiles[4 * nt + 1] = (int)(row + r0), tiles[4 * nt + 2] = (int)(row + rows_of[e]);
+            }
+            row += rows_of[e];
+        }
+        dt = upload(tiles, 4 * 4096 * sizeof(int));
+        dn = upload(&nt, sizeof nt);
+        gemm_bind_tiles(&g, dt, dn, nt + 3);
+        free(tiles);
+    }
+    char what[200];
+    snprintf(what, sizeof what, "gemm_fp8 %s m=%lld n=%d k=%d x%d e%d%s bm%d bn%d s%d split%d", name, rows, n, k, za, epi,
+             grouped ? " grouped" : "", g.cfg.bm, g.cfg.bn, g.cfg.stages, g.cfg.splitk);
+    if (verify) {
+        poison(c, dc, nc * esz);
+        gemm_enqueue(&g, c->s);
+        stream_wait(c->s, 60, "check");
+        void *raw = xmalloc(nc * esz);
+        download(raw, dc, nc * esz);
+        float *got = xmalloc(nc * 4), *want = xcalloc(nc, 4), *tmp = xmalloc((size_t)rows * nout * 4);
+        for (size_t i = 0; i < nc; i++) got[i] = esz == 4 ? ((float *)raw)[i] : ref_bf16_to_f32(((uint16_t *)raw)[i]);
+        if (grouped) {
+            long long row = 0;
+            for (int e = 0; e < groups; e++) {
+                ref_gemm_fp8(a + row * k, k, sa + row * kb, b + (size_t)e * n * k, k,
+                             sbv + (size_t)e * LWB_CEIL_DIV(n, sb_rows) * kb, sb_rows, rows_of[e], n, k, epi == GEMM_EPI_SWIGLU64 ? 3 : epi, tmp);
+                memcpy(want + row * nout, tmp, (size_t)rows_of[e] * nout * 4);
+                row += rows_of[e];
+            }
+        } else {
+            for (int z = 0; z < za; z++) {
+                ref_gemm_fp8(a + (size_t)z * rows * k, k, sa + (size_t)z * rows * kb, b + (size_t)z * n * k, k,
+                             sbv + (size_t)z * LWB_CEIL_DIV(n, sb_rows) * kb, sb_rows, (int)rows, n, k,
+                             epi == GEMM_EPI_SWIGLU64 ? 3 : epi, tmp);
+                for (long long r = 0; r < rows; r++)
+                    memcpy(want + ((size_t)r * za + z) * nout, tmp + (size_t)r * nout, (size_t)nout * 4);
+            }
+        }
+        verdict(c, what, ref_compare("C", got, want, nc, GEMM_FP8_ATOL, GEMM_FP8_RTOL, 1), 1e-2);
+        free(raw), free(got), free(want), free(tmp);
+    }
+    if (bench) {
+        struct gemm8_arg ga = {&g};
+        double us = time_us(c, gemm8_launch, &ga, 10);
+        bench_line_peak(c, what, us, gemm_bytes_fp8((double)rows, n, k, za, zb, epi), gemm_flops((double)rows, n, k, za),
+                        PEAK_FP8_TFLOPS);
+    }
+    free(a), free(b), free(sa), free(sbv);
+    dev_free(da, 0), dev_free(db, 0), dev_free(dsa, 0), dev_free(dsb, 0), dev_free(dc, 0);
+    if (ws) dev_free(ws, 0);
+    if (dt) dev_free(dt, 0), dev_free(dn, 0);
+}
+
+// The quantisation kernel and the quantising RMSNorm against ref_quant_1x128 (bytes equal, or a
+// neighbouring code where the CPU's and the GPU's rounding of x * 448 / amax differ; scales within
+// 1e-6 relative).
+static void check_quant_case(struct check *c, int rows, int cols, bool norm) {
+    struct lwb_kreq req;
+    struct rmsnorm_config cfg = rmsnorm_choose_config(cols, true);
+    cfg.quant = 1;
+    if (norm) rmsnorm_request(&req, cfg);
+    else quant_request(&req);
+    jit_build(&c->jit, (struct lwb_kreq *[]){&req}, 1);
+    const size_t n = (size_t)rows * cols, ns = (size_t)rows * (cols / 128);
+    uint16_t *x = rand_bf16(c, n, -3, 3), *res = rand_bf16(c, n, -1, 1), *w = rand_bf16(c, cols, 0.5f, 1.5f);
+    CUdeviceptr dx = upload(x, n * 2), dres = upload(res, n * 2), dw = upload(w, (size_t)cols * 2);
+    CUdeviceptr dq = dev_alloc(n, "q"), ds = dev_alloc(ns * 4, "s"), dy = dev_alloc(n * 2, "y");
+    poison(c, dq, n), poison(c, ds, ns * 4);
+    if (norm) rmsnorm_enqueue_q8(&req, cfg, c->s, dx, cols, dres, dres, cols, dw, dy, cols, rows, 1e-6f, dq, ds);
+    else quant_enqueue(&req, c->s, dx, cols, rows, cols, dq, cols, ds, cols / 128);
+    stream_wait(c->s, 60, "quant");
+    uint8_t *q = xmalloc(n);
+    float *s = xmalloc(ns * 4), *src = xmalloc(n * 4), *ws = xmalloc(ns * 4);
+    uint8_t *wq = xmalloc(n);
+    download(q, dq, n), download(s, ds, ns * 4);
+    if (norm) { // the quantised input is the bf16 output the kernel wrote
+        uint16_t *y = xmalloc(n * 2);
+        download(y, dy, n * 2);
+        for (size_t i = 0; i < n; i++) src[i] = ref_bf16_to_f32(y[i]);
+        free(y);
+    } else {
+        for (size_t i = 0; i < n; i++) src[i] = ref_bf16_to_f32(x[i]);
+    }
+    ref_quant_1x128(src, rows, cols, wq, ws);
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++)
+        if (q[i] != wq[i] && !((q[i] & 0x80) == (wq[i] & 0x80) && abs((q[i] & 0x7f) - (wq[i] & 0x7f)) == 1)) bad++;
+    for (size_t i = 0; i < ns; i++) bad += fabsf(s[i] - ws[i]) > 1e-6f * fabsf(ws[i]);
+    char what[128];
+    snprintf(what, sizeof what, "%s rows=%d cols=%d", norm ? "rmsnorm+quant" : "quant_1x128", rows, cols);
+    verdict(c, what, (struct ref_diff){.bad = bad}, 0);
+    free(x), free(res), free(w), free(q), free(s), free(src), free(ws), free(wq);
+    dev_free(dx, 0), dev_free(dres, 0), dev_free(dw, 0), dev_free(dq, 0), dev_free(ds, 0), dev_free(dy, 0);
+}
+
+// fp8 weight fills: a shard's bytes and scales equal the whole matrix's at its place; the bf16
+// copy equals the bytes times their block scale; gate/up halves carry their matrix's values.
+static void check_fp8_fills(struct check *c) {
+    const int rows = 384, cols = 640, sr = rows / 128, sc = cols / 128;
+    CUdeviceptr q = dev_alloc((size_t)rows * cols, "q"), s = dev_alloc((size_t)sr * sc * 4, "s");
+    CUdeviceptr q2 = dev_alloc((size_t)128 * 256, "q2"), s2 = dev_alloc(8, "s2"), out = dev_alloc((size_t)rows * cols * 2, "o");
+    init_fill_fp8(&c->init, c->s, q, s, rows, cols, cols, 0, 0, 77, 0.05f);
+    init_fill_fp8(&c->init, c->s, q2, s2, 128, 256, cols, 256, 128, 77, 0.05f); // rows 256.., cols 128..
+    init_dequant_fp8(&c->init, c->s, q, s, rows, cols, out);
+    stream_wait(c->s, 60, "fills");
+    uint8_t *hq = xmalloc((size_t)rows * cols), *hq2 = xmalloc(128 * 256);
+    float *hs = xmalloc((size_t)sr * sc * 4), hs2[2];
+    uint16_t *ho = xmalloc((size_t)rows * cols * 2);
+    download(hq, q, (size_t)rows * cols), download(hq2, q2, 128 * 256), download(hs, s, (size_t)sr * sc * 4);
+    download(hs2, s2, 8), download(ho, out, (size_t)rows * cols * 2);
+    size_t bad = 0, distinct = 0;
+    for (int r = 0; r < 128; r++)
+        for (int k = 0; k < 256; k++) bad += hq2[r * 256 + k] != hq[(size_t)(256 + r) * cols + 128 + k];
+    bad += hs2[0] != hs[2 * sc + 1] || hs2[1] != hs[2 * sc + 2];
+    for (int r = 0; r < rows; r++)
+        for (int k = 0; k < cols; k++) {
+            float want = ref_round_bf16(ref_e4m3_to_f32(hq[(size_t)r * cols + k]) * hs[(r / 128) * sc + k / 128]);
+            bad += ref_bf16_to_f32(ho[(size_t)r * cols + k]) != want;
+            distinct += hq[(size_t)r * cols + k] != hq[0];
+        }
+    for (int i = 0; i < sr * sc; i++) bad += !(hs[i] >= 0.05f * 0.75f / 448.f && hs[i] <= 0.05f * 1.25f / 448.f);
+    bad += distinct < (size_t)rows * cols / 2;
+    verdict(c, "fp8 fill: a shard equals the whole at its place; bf16 copy = bytes x block scale", (struct ref_diff){.bad = bad}, 0);
+    free(hq), free(hq2), free(hs), free(ho);
+    dev_free(q, 0), dev_free(s, 0), dev_free(q2, 0), dev_free(s2, 0), dev_free(out, 0);
+}
+
+static void check_fp8(struct check *c) {
+    check_fp8_fills(c);
+    check_quant_case(c, 37, 7168, false);
+    check_quant_case(c, 5, 1536, false);
+    check_quant_case(c, 33, 7168, true);
+    check_quant_case(c, 7, 1536, true);
+    check_gemm8_case(c, "odd", 77, 200, 384, 1, GEMM_EPI_BF16, 0, NULL, true, false);
+    check_gemm8_case(c, "odd_f32", 300, 512, 1536, 1, GEMM_EPI_F32, 0, NULL, true, false);
+    check_gemm8_case(c, "fused_a", 128, 2112, 7168, 1, GEMM_EPI_BF16, 0, NULL, true, false); // split K
+    check_gemm8_case(c, "heads", 50, 512, 128, 3, GEMM_EPI_BF16, 0, NULL, true, false);
+    check_gemm8_case(c, "swiglu", 130, 512, 1024, 1, GEMM_EPI_SWIGLU64, 0, NULL, true, false);
+    check_gemm8_case(c, "swiglu_dec", 16, 4096, 7168, 1, GEMM_EPI_SWIGLU64, 0, NULL, true, false); // split K
+    static const int rows5[] = {0, 1, 130, 64, 7};
+    check_gemm8_case(c, "experts13", 0, 512, 768, 1, GEMM_EPI_SWIGLU64, 5, rows5, true, false);
+    check_gemm8_case(c, "experts2", 0, 384, 512, 1, GEMM_EPI_BF16, 5, rows5, true, false);
+    // Speed at DeepSeek's shapes (floors: bytes / copy bandwidth, FLOPs / dense fp8 peak 1979 TFLOP/s).
+    check_gemm8_case(c, "q_b", 8192, 24576, 1536, 1, GEMM_EPI_BF16, 0, NULL, false, true);
+    check_gemm8_case(c, "o_proj", 8192, 7168, 16384, 1, GEMM_EPI_BF16, 0, NULL, false, true);
+    check_gemm8_case(c, "sq8192", 8192, 8192, 8192, 1, GEMM_EPI_BF16, 0, NULL, false, true);
+    check_gemm8_case(c, "fused_a_dec", 128, 2112, 7168, 1, GEMM_EPI_BF16, 0, NULL, false, true);
+    int *r256 = xmalloc(256 * sizeof(int));
+    for (int e = 0; e < 256; e++) r256[e] = 4;
+    check_gemm8_case(c, "experts13_dec", 0, 4096, 7168, 1, GEMM_EPI_SWIGLU64, 256, r256, false, true);
+    check_gemm8_case(c, "experts2_dec", 0, 7168, 2048, 1, GEMM_EPI_BF16, 256, r256, false, true);
+    for (int e = 0; e < 256; e++) r256[e] = 256;
+    check_gemm8_case(c, "experts13_ctx", 0, 4096, 7168, 1, GEMM_EPI_SWIGLU64, 256, r256, false, true);
+    free(r256);
+}
+
 static const struct {
     const char *name;
     void (*fn)(struct check *);
@@ -1077,7 +1322,7 @@ static const struct {
     {"mla_decode", check_mla_decode, true}, {"mla_prefill", check_mla_prefill, true},
     {"prefill_odd", check_prefill_odd, true},
     {"moe_route", check_moe_route, true}, {"mla_rope", check_mla_rope, true},
-    {"jit", check_jit, true},
+    {"jit", check_jit, true},             {"fp8", check_fp8, true},
 };
 
 // Each family runs in its own process, so a kernel that faults (the context is lost) does not
