@@ -29,6 +29,8 @@ struct run_plan {
     bool graph;
     int warmup, timed;
     struct lwb_shard shard;
+    enum lwb_wformat wformat;    // the weight format that runs
+    char wnote[320];             // what runs, when it is not what the checkpoint stores ("" else)
     const struct lwb_family *fam;
     void *f;                     // the family's state
 };
@@ -73,6 +75,7 @@ static void run_plan_build(struct run_plan *p, struct lwb_args *a, const char *c
     p->ctx = !strcmp(arg_str(a, "run_type"), "CTX");
     const bool dp = arg_bool(a, "enable_attention_dp");
     model_load(model, &p->model);
+    p->wformat = model_weight_format(&p->model, arg_str(a, "weight_dtype"), p->wnote, sizeof p->wnote);
     const struct lwb_val *li = run_list(a, "layer_indices", config_path);
     model_check_layers(&p->model, li->ints, li->n, li->source);
     const int scaled = arg_set(a, "scaled_from") ? (int)arg_int(a, "scaled_from") : 0;
@@ -149,16 +152,16 @@ static void run_plan_build(struct run_plan *p, struct lwb_args *a, const char *c
     p->warmup = (int)arg_int(a, "warmup_times");
     p->timed = (int)arg_int(a, "run_times");
     struct lwb_run_spec spec = {&p->model, &p->shard, p->layer_index, p->nlayers, p->problems, p->routing,
-                                p->nproblems, p->page, p->max_batch, p->max_seq_len, p->ctx};
+                                p->nproblems, p->page, p->max_batch, p->max_seq_len, p->ctx, p->wformat};
     p->f = p->fam->create(&spec);
 }
 
 // What every rank must agree on (the rendezvous compares it): lwb's version, the options that
 // shape the run, the model as run, the world size.
 static json_t *run_plan_json(const struct run_plan *p, json_t *args) {
-    return json_pack("{s:s, s:o, s:o, s:i, s:b}", "lwb_version", LWB_VERSION, "args", args, "model",
+    return json_pack("{s:s, s:o, s:o, s:i, s:b, s:s}", "lwb_version", LWB_VERSION, "args", args, "model",
                      model_config_json(&p->model), "world_size", p->shard.world_size, "dry_run",
-                     arg_bool(p->a, "dry_run"));
+                     arg_bool(p->a, "dry_run"), "weight_format", lwb_wformat_names[p->wformat]);
 }
 
 // The device a dry run plans for (no GPU touched).
@@ -194,8 +197,9 @@ struct floor_of {
     const char *bound; // "memory", "math" or "link"
 };
 // bw: device memory bytes/s; link: bytes/s per direction (0: unknown, no link floor).
+// peak_tflops: bf16; fp8 FLOPs count at twice that (Hopper's dense fp8 rate: 1979 TFLOP/s).
 static struct floor_of floor_us(struct lwb_cost c, double peak_tflops, double bw, double link) {
-    double tm = c.bytes / bw * 1e6, tc = c.flops / (peak_tflops * 1e12) * 1e6;
+    double tm = c.bytes / bw * 1e6, tc = (c.flops + c.flops8 / 2) / (peak_tflops * 1e12) * 1e6;
     double tl = link > 0 ? LWB_MAX(c.sent, c.received) / link * 1e6 : 0;
     struct floor_of f = {tm, tl, "memory"};
     if (tc > f.us) f.us = tc, f.bound = "math";
@@ -224,9 +228,10 @@ static void print_roofline(const struct lwb_module_time *t, int n, double peak, 
         printf(" %10.1f", f.us);
         if (links) printf(" %9.1f", f.link_us);
         if (measured) {
-            printf(" %7s %9.1f %8.1f%%\n", f.bound, t[i].cost.flops / t[i].us * 1e-6, 100 * f.us / t[i].us);
+            printf(" %7s %9.1f %8.1f%%\n", f.bound, (t[i].cost.flops + t[i].cost.flops8) / t[i].us * 1e-6,
+                   100 * f.us / t[i].us);
         } else {
-            printf(" %7s %10.2f %10.3f", f.bound, t[i].cost.flops * 1e-9, t[i].cost.bytes * 1e-9);
+            printf(" %7s %10.2f %10.3f", f.bound, (t[i].cost.flops + t[i].cost.flops8) * 1e-9, t[i].cost.bytes * 1e-9);
             if (links) printf(" %10.2f", LWB_MAX(t[i].cost.sent, t[i].cost.received) * 1e-6);
             printf("\n");
         }
@@ -307,7 +312,8 @@ static void print_plan(struct run_plan *p, const struct lwb_mem *m, const struct
     for (int i = 0; i < p->nproblems; i++) {
         char text[128];
         iteration_text(&p->problems[i], sh->world_size, text, sizeof text);
-        printf("floors on %s (%.0f TFLOP/s bf16, %.2f TB/s", spec->name, spec->bf16_tflops, spec->hbm_tbs);
+        printf("floors on %s (%.0f TFLOP/s bf16%s, %.2f TB/s", spec->name, spec->bf16_tflops,
+               p->wformat == LWB_WF_FP8 ? ", twice that fp8" : "", spec->hbm_tbs);
         if (sh->world_size > 1) printf(", NVLink %.0f GB/s per direction", spec->link_gbs);
         printf("), problem %s:\n", text);
         plan_module_costs(p, i, &t);
@@ -386,8 +392,8 @@ static void run_report(struct run_plan *p, struct lwb_runner *r, struct lwb_stat
         if (rank != 0) continue;
         char text[128];
         iteration_text(&p->problems[i], world, text, sizeof text);
-        printf("roofline %s (each module alone; floor = max(bytes / %.2f TB/s, FLOPs / %.0f TFLOP/s", text,
-               r->copy_bw * 1e-12, r->spec.bf16_tflops);
+        printf("roofline %s (each module alone; floor = max(bytes / %.2f TB/s, FLOPs / %.0f TFLOP/s%s", text,
+               r->copy_bw * 1e-12, r->spec.bf16_tflops, p->wformat == LWB_WF_FP8 ? " bf16 + fp8 FLOPs / twice that" : "");
         if (world > 1) printf(", bytes on the links / %.0f GB/s", r->spec.link_gbs);
         printf(")%s):\n", world > 1 ? "; rank 0" : "");
         print_roofline(t.t, t.n, r->spec.bf16_tflops, r->copy_bw, link, true, world > 1);
@@ -416,7 +422,7 @@ static void run_report(struct run_plan *p, struct lwb_runner *r, struct lwb_stat
             json_array_append_new(mods, json_pack("{s:i, s:s, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:s}", "layer",
                                                   t.t[k].layer, "module", t.t[k].module, "time_us", t.t[k].us,
                                                   "floor_us", f.us, "link_floor_us", f.link_us, "flops",
-                                                  t.t[k].cost.flops, "bytes", t.t[k].cost.bytes, "bytes_sent",
+                                                  t.t[k].cost.flops + t.t[k].cost.flops8, "bytes", t.t[k].cost.bytes, "bytes_sent",
                                                   t.t[k].cost.sent, "bytes_received", t.t[k].cost.received, "bound",
                                                   f.bound));
         }
@@ -430,6 +436,7 @@ static void run_report(struct run_plan *p, struct lwb_runner *r, struct lwb_stat
                                 "world_size", world, "moe_comm", lwb_moe_comm_names[p->shard.moe_comm], "problems",
                                 records);
         json_object_set_new(doc, "link_gbs", json_real(r->spec.link_gbs));
+        json_object_set_new(doc, "weight_format", json_string(lwb_wformat_names[p->wformat]));
         char *text = json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         output_write(arg_str(p->a, "output_json"), text, strlen(text));
         free(text);
@@ -528,7 +535,9 @@ static void run_time(struct run_plan *p, struct lwb_dist *dist, struct lwb_runne
     if (profiling) profile_init(&prof, &r->dev, dist->rank, dist->world_size);
     CU_CHECK(lwb_cu.cuProfilerStart());
     if (profiling) profile_begin(&prof);
-    marker_json("args", args_json(a));
+    json_t *aj = args_json(a);
+    json_object_set_new(aj, "weight_format", json_string(lwb_wformat_names[p->wformat])); // what auto resolved to
+    marker_json("args", aj);
     double *us = xcalloc((size_t)p->timed, sizeof *us);
     for (int i = 0; i < p->nproblems; i++) {
         char text[160], act[256];
@@ -588,9 +597,7 @@ static int cmd_run(int argc, char **argv) {
         json_decref(pj);
     }
     if (dist_fault(dist.rank, "exit")) lwb_fatal("a test fault: rank %d exits after the rendezvous", dist.rank);
-    char note[256];
-    model_bf16_note(&p.model, note, sizeof note);
-    if (dist.rank == 0 && p.model.runs_in_bf16 && note[0]) printf("%s\n", tesc(note));
+    if (dist.rank == 0 && p.wnote[0]) printf("%s\n", tesc(p.wnote));
     if (dist.rank == 0 && arg_set(&a, "moe_backend"))
         printf("moe_backend %s is recorded; lwb runs its own MoE kernels\n", tesc(arg_str(&a, "moe_backend")));
 

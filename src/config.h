@@ -42,6 +42,11 @@ static const struct lwb_opt run_opts[] = {
      "auto|allgather|alltoall"},
     {"kv_cache_dtype", LWB_OPT_ENUM, NULL, "auto", "KV-cache data type (auto: the model's, bf16)",
      "auto|bf16"},
+    {"weight_dtype", LWB_OPT_ENUM, NULL, "auto",
+     "weight format that runs: auto (the checkpoint's: FP8 with 128x128 block scales for DeepSeek-V3/R1, "
+     "else bf16), bf16, or fp8 (e4m3 weights with 128x128 block scales, activations quantised per token and "
+     "128 channels)",
+     "auto|bf16|fp8"},
     {"load_format", LWB_OPT_ENUM, NULL, "DUMMY", "weights: DUMMY (random) or AUTO (from the checkpoint)",
      "AUTO|DUMMY"},
     {"moe_backend", LWB_OPT_STR, "NAME", NULL,

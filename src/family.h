@@ -76,6 +76,7 @@ static struct lwb_shard shard_make(int rank, int world_size, bool collectives, b
 // to and receives from the others.
 struct lwb_cost {
     double flops, bytes, sent, received;
+    double flops8; // FLOPs on fp8 tensor cores (twice the bf16 rate on Hopper); `flops` are bf16
 };
 
 struct lwb_module {
@@ -167,6 +168,7 @@ struct lwb_run_spec {
     int page;                     // tokens per KV-cache block
     int max_batch, max_seq_len;   // KV-cache slots and their length
     bool ctx;                     // the run's phase
+    enum lwb_wformat wformat;     // the weight format that runs (--weight-dtype, resolved)
 };
 
 struct lwb_family {

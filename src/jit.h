@@ -21,7 +21,7 @@
 #include <pthread.h>
 
 #define LWB_JIT_MAX_CONSTS 48
-#define LWB_JIT_MAX_ENTRIES 8
+#define LWB_JIT_MAX_ENTRIES 12
 
 struct lwb_kconst {
     const char *name; // without the LWB_ prefix: "HIDDEN" becomes LWB_HIDDEN

@@ -18,8 +18,9 @@
 // NOTES:
 // - Only model_type deepseek_v3 (DeepSeek-V3, R1 and their quantized checkpoints) is built.
 //   The other presets exist so their names resolve; model_load refuses them with one line.
-// - lwb runs every model in bf16. A quantized checkpoint (fp8 blocks, NVFP4) or a non-bf16
-//   torch_dtype sets `runs_in_bf16`, so the caller can say it once; model_load itself is silent.
+// - The checkpoint's format is read from quantization_config (or hf_quant_config.json) into
+//   `ckpt`; model_weight_format picks what runs from it and --weight-dtype (bf16, or DeepSeek's
+//   FP8 with 128x128 block scales). model_load itself is silent.
 // - Softmax scale, as transformers' DeepseekV3Attention and DeepSeek's own modeling code:
 //   (qk_nope + qk_rope)^-0.5, times mscale^2 where mscale = 0.1 * mscale_all_dim * ln(factor) + 1
 //   when rope_scaling is given, mscale_all_dim is nonzero and factor > 1 (otherwise 1). For R1:
@@ -55,6 +56,18 @@ struct lwb_rope_scaling {
     bool truncate;         // floor/ceil the correction range (default true)
 };
 
+// What a checkpoint stores, for the choice of the format that runs (model_weight_format).
+enum lwb_ckpt_kind {
+    LWB_CKPT_BF16,      // plain bf16
+    LWB_CKPT_FP8_BLOCK, // float8_e4m3fn with one fp32 scale per 128 x 128 block (DeepSeek's)
+    LWB_CKPT_FP8_OTHER, // fp8 in another layout (other block sizes, per tensor)
+    LWB_CKPT_NVFP4,     // NVFP4 (ModelOpt; Blackwell tensor cores)
+    LWB_CKPT_OTHER,     // float16, float32 or another quantization
+};
+
+// The weight format lwb runs (--weight-dtype).
+enum lwb_wformat { LWB_WF_BF16, LWB_WF_FP8 };
+
 struct lwb_model {
     char name[256];               // the --model argument as given
     char source[PATH_MAX];        // for messages: "model preset X" or DIR/config.json
@@ -63,7 +76,8 @@ struct lwb_model {
     char architecture[64];        // architectures[0], "" when absent
     char torch_dtype[16];         // the checkpoint's dtype ("bfloat16")
     char checkpoint_format[64];   // "bf16", "FP8 (128x128 blocks)", "NVFP4 (groups of 16)", ...
-    bool runs_in_bf16;            // the checkpoint is not plain bf16; lwb runs it in bf16 anyway
+    enum lwb_ckpt_kind ckpt;      // the same, as a kind (what --weight-dtype auto runs)
+    bool runs_in_bf16;            // the checkpoint is not plain bf16 (a note unless it runs as stored)
     int hidden;                   // hidden_size
     int heads;                    // num_attention_heads (after --scaled-from with attention TP)
     int kv_heads;                 // num_key_value_heads (recorded; MLA caches one latent per token)
@@ -298,15 +312,21 @@ static void model_read_quant(struct lwb_model *m, json_t *hfq) {
         if (algo) method = "modelopt", q = hq;
     }
     if (q) {
+        m->ckpt = LWB_CKPT_OTHER;
         if (method && !strcmp(method, "fp8")) {
             json_t *bs = json_object_get(q, "weight_block_size");
-            if (json_array_size(bs) == 2)
+            const char *fmt = json_string_value(json_object_get(q, "fmt"));
+            m->ckpt = LWB_CKPT_FP8_OTHER;
+            if (json_array_size(bs) == 2) {
+                json_int_t br = json_integer_value(json_array_get(bs, 0)), bc = json_integer_value(json_array_get(bs, 1));
                 snprintf(m->checkpoint_format, sizeof m->checkpoint_format,
-                         "FP8 (%" JSON_INTEGER_FORMAT "x%" JSON_INTEGER_FORMAT " blocks)",
-                         json_integer_value(json_array_get(bs, 0)),
-                         json_integer_value(json_array_get(bs, 1)));
-            else snprintf(m->checkpoint_format, sizeof m->checkpoint_format, "FP8");
+                         "FP8 (%" JSON_INTEGER_FORMAT "x%" JSON_INTEGER_FORMAT " blocks)", br, bc);
+                if (br == 128 && bc == 128 && (!fmt || !strcmp(fmt, "e4m3"))) m->ckpt = LWB_CKPT_FP8_BLOCK;
+            } else {
+                snprintf(m->checkpoint_format, sizeof m->checkpoint_format, "FP8");
+            }
         } else if (algo) {
+            if (!strcmp(algo, "NVFP4")) m->ckpt = LWB_CKPT_NVFP4;
             json_t *gs = json_object_get(q, "group_size");
             if (json_is_integer(gs))
                 snprintf(m->checkpoint_format, sizeof m->checkpoint_format,
@@ -319,8 +339,10 @@ static void model_read_quant(struct lwb_model *m, json_t *hfq) {
     } else if (strcmp(m->torch_dtype, "bfloat16")) {
         snprintf(m->checkpoint_format, sizeof m->checkpoint_format, "%s", m->torch_dtype);
         m->runs_in_bf16 = true;
+        m->ckpt = LWB_CKPT_OTHER;
     } else {
         snprintf(m->checkpoint_format, sizeof m->checkpoint_format, "bf16");
+        m->ckpt = LWB_CKPT_BF16;
     }
 }
 
@@ -604,9 +626,38 @@ static void model_rope_inv_freq(const struct lwb_model *m, double *out) {
     }
 }
 
-// One line on how the checkpoint is run, for the caller to print once when runs_in_bf16.
-static void model_bf16_note(const struct lwb_model *m, char *buf, size_t n) {
-    snprintf(buf, n, "%s stores %s weights; lwb runs it in bf16", m->name, m->checkpoint_format);
+static const char *const lwb_wformat_names[] = {"bf16", "fp8"};
+
+// The weight format that runs for --weight-dtype `want` (auto|bf16|fp8): auto is the checkpoint's
+// own where lwb runs it (bf16; FP8 in 128 x 128 blocks, as TensorRT-LLM runs DeepSeek on Hopper),
+// and bf16 for float16/float32 checkpoints. NVFP4 needs Blackwell's tensor cores and other fp8
+// layouts another GEMM: with auto they are refused, naming the choice to make. `note` gets a line
+// to print when what runs is not what the checkpoint stores ("" otherwise).
+static enum lwb_wformat model_weight_format(const struct lwb_model *m, const char *want, char *note, size_t n) {
+    note[0] = 0;
+    if (!strcmp(want, "auto")) {
+        switch (m->ckpt) {
+        case LWB_CKPT_BF16: return LWB_WF_BF16;
+        case LWB_CKPT_FP8_BLOCK: return LWB_WF_FP8;
+        case LWB_CKPT_NVFP4:
+            lwb_user_error("run: %s stores %s weights, which need a Blackwell GPU's fp4 tensor cores; on Hopper give "
+                           "--weight-dtype fp8 (DeepSeek's 128x128 blocks) or bf16, and the timings are of that format",
+                           m->name, m->checkpoint_format);
+        case LWB_CKPT_FP8_OTHER:
+            lwb_user_error("run: %s stores %s weights; lwb's fp8 GEMMs take e4m3 in 128x128 blocks only: give "
+                           "--weight-dtype fp8 (timed in 128x128 blocks) or bf16",
+                           m->name, m->checkpoint_format);
+        case LWB_CKPT_OTHER:
+            snprintf(note, n, "%s stores %s weights; lwb runs it in bf16", m->name, m->checkpoint_format);
+            return LWB_WF_BF16;
+        }
+    }
+    enum lwb_wformat f = !strcmp(want, "fp8") ? LWB_WF_FP8 : LWB_WF_BF16;
+    bool same = f == LWB_WF_FP8 ? m->ckpt == LWB_CKPT_FP8_BLOCK : m->ckpt == LWB_CKPT_BF16;
+    if (!same)
+        snprintf(note, n, "%s stores %s weights; --weight-dtype %s: lwb runs and times it in %s", m->name,
+                 m->checkpoint_format, want, f == LWB_WF_FP8 ? "FP8 (128x128 blocks)" : "bf16");
+    return f;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -677,61 +728,75 @@ static void weight_push(struct lwb_weight **w, int *n, size_t *cap, int layer, c
     struct lwb_weight x = {.dtype = dtype, .ndim = cols ? 2 : 1, .shape = {rows, cols}, .expert = expert};
     int len = snprintf(x.name, sizeof x.name, "model.layers.%d.%s", layer, suffix);
     if (len >= (int)sizeof x.name) LWB_BUG("weight name too long: %s", suffix);
-    uint64_t el = !strcmp(dtype, "F32") ? 4 : 2;
+    uint64_t el = !strcmp(dtype, "F32") ? 4 : !strcmp(dtype, "F8_E4M3") ? 1 : 2;
     x.bytes = (uint64_t)rows * (uint64_t)(cols ? cols : 1) * el;
     LWB_PUSH(*w, *n, *cap, x);
+}
+
+// A Linear weight (rows x cols, a name ending in ".weight"): bf16, or fp8 e4m3 followed by its
+// weight_scale_inv (one fp32 per 128 x 128 block, ceil-divided), as DeepSeek's FP8 checkpoints
+// store it.
+static void linear_push(struct lwb_weight **w, int *n, size_t *cap, int layer, const char *suffix, int64_t rows,
+                        int64_t cols, int expert, enum lwb_wformat f) {
+    if (f == LWB_WF_BF16) {
+        weight_push(w, n, cap, layer, suffix, "BF16", rows, cols, expert);
+        return;
+    }
+    weight_push(w, n, cap, layer, suffix, "F8_E4M3", rows, cols, expert);
+    char s[96];
+    snprintf(s, sizeof s, "%s_scale_inv", suffix);
+    weight_push(w, n, cap, layer, s, "F32", (rows + 127) / 128, (cols + 127) / 128, expert);
 }
 
 // The tensors of decoder layer `layer`, in checkpoint order: norms and attention, then the MLP
 // (dense) or the gate, shared experts and routed experts (MoE). Returns the count; *out is
 // malloc'd (the caller frees it).
-static int model_layer_weights(const struct lwb_model *m, int layer, struct lwb_weight **out) {
+static int model_layer_weights(const struct lwb_model *m, int layer, enum lwb_wformat f, struct lwb_weight **out) {
     struct lwb_weight *w = NULL;
     int n = 0;
     size_t cap = 0;
     int64_t H = m->hidden, nh = m->heads, qk = model_qk_head_dim(m);
     weight_push(&w, &n, &cap, layer, "input_layernorm.weight", "BF16", H, 0, -1);
-    weight_push(&w, &n, &cap, layer, "self_attn.q_a_proj.weight", "BF16", m->q_lora_rank, H, -1);
+    linear_push(&w, &n, &cap, layer, "self_attn.q_a_proj.weight", m->q_lora_rank, H, -1, f);
     weight_push(&w, &n, &cap, layer, "self_attn.q_a_layernorm.weight", "BF16", m->q_lora_rank, 0, -1);
-    weight_push(&w, &n, &cap, layer, "self_attn.q_b_proj.weight", "BF16", nh * qk, m->q_lora_rank, -1);
-    weight_push(&w, &n, &cap, layer, "self_attn.kv_a_proj_with_mqa.weight", "BF16", model_kv_cache_dim(m), H,
-                -1);
+    linear_push(&w, &n, &cap, layer, "self_attn.q_b_proj.weight", nh * qk, m->q_lora_rank, -1, f);
+    linear_push(&w, &n, &cap, layer, "self_attn.kv_a_proj_with_mqa.weight", model_kv_cache_dim(m), H, -1, f);
     weight_push(&w, &n, &cap, layer, "self_attn.kv_a_layernorm.weight", "BF16", m->kv_lora_rank, 0, -1);
-    weight_push(&w, &n, &cap, layer, "self_attn.kv_b_proj.weight", "BF16",
-                nh * (m->qk_nope_dim + m->v_head_dim), m->kv_lora_rank, -1);
-    weight_push(&w, &n, &cap, layer, "self_attn.o_proj.weight", "BF16", H, nh * m->v_head_dim, -1);
+    linear_push(&w, &n, &cap, layer, "self_attn.kv_b_proj.weight", nh * (m->qk_nope_dim + m->v_head_dim),
+                m->kv_lora_rank, -1, f);
+    linear_push(&w, &n, &cap, layer, "self_attn.o_proj.weight", H, nh * m->v_head_dim, -1, f);
     weight_push(&w, &n, &cap, layer, "post_attention_layernorm.weight", "BF16", H, 0, -1);
     if (!model_layer_is_moe(m, layer)) {
         int64_t I = m->intermediate;
-        weight_push(&w, &n, &cap, layer, "mlp.gate_proj.weight", "BF16", I, H, -1);
-        weight_push(&w, &n, &cap, layer, "mlp.up_proj.weight", "BF16", I, H, -1);
-        weight_push(&w, &n, &cap, layer, "mlp.down_proj.weight", "BF16", H, I, -1);
+        linear_push(&w, &n, &cap, layer, "mlp.gate_proj.weight", I, H, -1, f);
+        linear_push(&w, &n, &cap, layer, "mlp.up_proj.weight", I, H, -1, f);
+        linear_push(&w, &n, &cap, layer, "mlp.down_proj.weight", H, I, -1, f);
     } else {
         int64_t I = m->moe_intermediate, S = (int64_t)m->moe_intermediate * m->n_shared_experts;
-        weight_push(&w, &n, &cap, layer, "mlp.gate.weight", "BF16", m->n_experts, H, -1);
+        weight_push(&w, &n, &cap, layer, "mlp.gate.weight", "BF16", m->n_experts, H, -1); // the router: bf16
         weight_push(&w, &n, &cap, layer, "mlp.gate.e_score_correction_bias", "F32", m->n_experts, 0, -1);
         if (S) {
-            weight_push(&w, &n, &cap, layer, "mlp.shared_experts.gate_proj.weight", "BF16", S, H, -1);
-            weight_push(&w, &n, &cap, layer, "mlp.shared_experts.up_proj.weight", "BF16", S, H, -1);
-            weight_push(&w, &n, &cap, layer, "mlp.shared_experts.down_proj.weight", "BF16", H, S, -1);
+            linear_push(&w, &n, &cap, layer, "mlp.shared_experts.gate_proj.weight", S, H, -1, f);
+            linear_push(&w, &n, &cap, layer, "mlp.shared_experts.up_proj.weight", S, H, -1, f);
+            linear_push(&w, &n, &cap, layer, "mlp.shared_experts.down_proj.weight", H, S, -1, f);
         }
         for (int e = 0; e < m->n_experts; e++) {
             char s[64];
             snprintf(s, sizeof s, "mlp.experts.%d.gate_proj.weight", e);
-            weight_push(&w, &n, &cap, layer, s, "BF16", I, H, e);
+            linear_push(&w, &n, &cap, layer, s, I, H, e, f);
             snprintf(s, sizeof s, "mlp.experts.%d.up_proj.weight", e);
-            weight_push(&w, &n, &cap, layer, s, "BF16", I, H, e);
+            linear_push(&w, &n, &cap, layer, s, I, H, e, f);
             snprintf(s, sizeof s, "mlp.experts.%d.down_proj.weight", e);
-            weight_push(&w, &n, &cap, layer, s, "BF16", H, I, e);
+            linear_push(&w, &n, &cap, layer, s, H, I, e, f);
         }
     }
     *out = w;
     return n;
 }
 
-static uint64_t model_layer_weight_bytes(const struct lwb_model *m, int layer) {
+static uint64_t model_layer_weight_bytes(const struct lwb_model *m, int layer, enum lwb_wformat f) {
     struct lwb_weight *w;
-    int n = model_layer_weights(m, layer, &w);
+    int n = model_layer_weights(m, layer, f, &w);
     uint64_t b = 0;
     for (int i = 0; i < n; i++) b += w[i].bytes;
     free(w);

@@ -78,7 +78,7 @@ expect 2 "bad tiles" -- env LWB_GEMM_TILES="gate=64,48,6,16" "$lwb" run configs/
 has err "LWB_GEMM_TILES: gate=64,48,6,16"; has err "BN must be"; one_line_err
 done_case "an impossible LWB_GEMM_TILES entry is refused in one line"
 
-expect 2 "plan too big" -- "$lwb" run configs/config_gen.yaml --dry-run --layer-indices 3,4,5,6,7
+expect 2 "plan too big" -- "$lwb" run configs/config_gen.yaml --dry-run --layer-indices 3,4,5,6,7,8,9,10
 has err "GiB short"; one_line_err
 done_case "a plan larger than the GPU is refused, saying by how much"
 

@@ -47,6 +47,28 @@ static void expect_error(const char *model_arg, ...) {
     va_end(ap);
 }
 
+// model_weight_format(name, want) in a child: exit 2 with one line holding both strings.
+struct format_case {
+    const char *model, *want;
+};
+static void format_child(void *arg) {
+    const struct format_case *c = arg;
+    struct lwb_model m;
+    model_load(c->model, &m);
+    char note[320];
+    model_weight_format(&m, c->want, note, sizeof note);
+}
+static void expect_format_error(const char *model, const char *want, const char *a, const char *b) {
+    static struct child_result r;
+    struct format_case c = {model, want};
+    run_child(format_child, &c, &r);
+    if (r.status != 2 || !strstr(r.err, a) || !strstr(r.err, b)) fprintf(stderr, "exit %d: %s", r.status, r.err);
+    assert_int_equal(r.status, 2);
+    assert_int_equal(count_lines(r.err), 1);
+    assert_non_null(strstr(r.err, a));
+    assert_non_null(strstr(r.err, b));
+}
+
 // R1 with `key` set to `value` (NULL: removed) at `obj` ("" or "rope_scaling"), written to a
 // fresh directory; returns the directory.
 static char *r1_dir_with(const char *obj, const char *key, json_t *value) {
@@ -142,10 +164,16 @@ static void test_r1_numbers(void **state) {
     // The official R1 checkpoint is FP8 with 128x128 block scales; lwb runs it in bf16.
     assert_true(m.runs_in_bf16);
     assert_string_equal(m.checkpoint_format, "FP8 (128x128 blocks)");
-    char note[256];
-    model_bf16_note(&m, note, sizeof note);
-    assert_string_equal(note,
-                        "deepseek-ai/DeepSeek-R1 stores FP8 (128x128 blocks) weights; lwb runs it in bf16");
+    assert_int_equal(m.ckpt, LWB_CKPT_FP8_BLOCK);
+    // --weight-dtype: auto runs the checkpoint's FP8; bf16 says what runs instead.
+    char note[320];
+    assert_int_equal(model_weight_format(&m, "auto", note, sizeof note), LWB_WF_FP8);
+    assert_string_equal(note, "");
+    assert_int_equal(model_weight_format(&m, "fp8", note, sizeof note), LWB_WF_FP8);
+    assert_string_equal(note, "");
+    assert_int_equal(model_weight_format(&m, "bf16", note, sizeof note), LWB_WF_BF16);
+    assert_string_equal(note, "deepseek-ai/DeepSeek-R1 stores FP8 (128x128 blocks) weights; --weight-dtype bf16: lwb "
+                              "runs and times it in bf16");
     // Derived values.
     assert_int_equal(model_qk_head_dim(&m), 192);
     assert_int_equal(model_kv_cache_dim(&m), 576);
@@ -156,6 +184,11 @@ static void test_r1_numbers(void **state) {
     model_load("nvidia/DeepSeek-R1-0528-FP4-v2", &m);
     assert_true(m.runs_in_bf16);
     assert_string_equal(m.checkpoint_format, "NVFP4 (groups of 16)");
+    assert_int_equal(m.ckpt, LWB_CKPT_NVFP4);
+    assert_int_equal(model_weight_format(&m, "fp8", note, sizeof note), LWB_WF_FP8);
+    assert_string_equal(note, "nvidia/DeepSeek-R1-0528-FP4-v2 stores NVFP4 (groups of 16) weights; --weight-dtype fp8: "
+                              "lwb runs and times it in FP8 (128x128 blocks)");
+    expect_format_error("nvidia/DeepSeek-R1-0528-FP4-v2", "auto", "need a Blackwell GPU", "--weight-dtype fp8");
     assert_int_equal(m.n_experts, 256);
     assert_int_equal(m.q_lora_rank, 1536);
     model_free(&m);
@@ -252,6 +285,11 @@ static void test_directory(void **state) {
     assert_false(m.rope.yarn);
     assert_true(m.runs_in_bf16); // float16 checkpoint
     assert_string_equal(m.checkpoint_format, "float16");
+    {
+        char note[320];
+        assert_int_equal(model_weight_format(&m, "auto", note, sizeof note), LWB_WF_BF16);
+        assert_non_null(strstr(note, "stores float16 weights; lwb runs it in bf16"));
+    }
     assert_false(model_layer_is_moe(&m, 2));
     assert_true(model_layer_is_moe(&m, 4));
     assert_false(model_layer_is_moe(&m, 5));
@@ -451,7 +489,7 @@ static void test_scaled_from(void **state) {
     assert_int_equal(m.kv_heads, 32);
     assert_int_equal(m.heads_full, 128);
     struct lwb_weight *w;
-    int n = model_layer_weights(&m, 5, &w);
+    int n = model_layer_weights(&m, 5, LWB_WF_BF16, &w);
     assert_int_equal(n, 9 + 2 + 3 + 3 * 64);
     assert_int_equal(w[3].shape[0], 32 * 192); // q_b_proj follows the scaled heads
     free(w);
@@ -490,7 +528,7 @@ static void test_weights(void **state) {
     struct lwb_model m;
     model_load(R1, &m);
     struct lwb_weight *w;
-    int n = model_layer_weights(&m, 5, &w);
+    int n = model_layer_weights(&m, 5, LWB_WF_BF16, &w);
     assert_int_equal(n, 9 + 2 + 3 + 3 * 256);
     const struct {
         const char *name;
@@ -533,10 +571,31 @@ static void test_weights(void **state) {
     }
     assert_int_equal(attn, 374243328ULL);
     assert_int_equal(total, 23014573056ULL); // 21.4 GiB: 256 experts dominate
-    assert_int_equal(model_layer_weight_bytes(&m, 5), total);
+    assert_int_equal(model_layer_weight_bytes(&m, 5, LWB_WF_BF16), total);
     free(w);
 
-    n = model_layer_weights(&m, 0, &w);
+    // FP8: every Linear but the router as e4m3 followed by its weight_scale_inv (fp32 per 128 x 128
+    // block, ceil-divided: kv_a's 576 rows have 5 block rows), as DeepSeek-R1's checkpoint.
+    n = model_layer_weights(&m, 5, LWB_WF_FP8, &w);
+    assert_int_equal(n, 9 + 2 + 3 + 3 * 256 + 5 + 3 + 3 * 256);
+    assert_string_equal(w[1].name, "model.layers.5.self_attn.q_a_proj.weight");
+    assert_string_equal(w[1].dtype, "F8_E4M3");
+    assert_int_equal(w[1].bytes, 1536 * 7168);
+    assert_string_equal(w[2].name, "model.layers.5.self_attn.q_a_proj.weight_scale_inv");
+    assert_string_equal(w[2].dtype, "F32");
+    assert_int_equal(w[2].shape[0], 12), assert_int_equal(w[2].shape[1], 56);
+    assert_string_equal(w[7].name, "model.layers.5.self_attn.kv_a_proj_with_mqa.weight_scale_inv");
+    assert_int_equal(w[7].shape[0], 5), assert_int_equal(w[7].shape[1], 56);
+    bool router_bf16 = false;
+    for (int i = 0; i < n; i++)
+        if (!strcmp(w[i].name, "model.layers.5.mlp.gate.weight")) router_bf16 = !strcmp(w[i].dtype, "BF16");
+    assert_true(router_bf16);
+    assert_string_equal(w[n - 1].name, "model.layers.5.mlp.experts.255.down_proj.weight_scale_inv");
+    assert_int_equal(w[n - 1].shape[0], 56), assert_int_equal(w[n - 1].shape[1], 16);
+    assert_int_equal(model_layer_weight_bytes(&m, 5, LWB_WF_FP8), 11511947488ULL); // the "about 11.5 GB"
+    free(w);
+
+    n = model_layer_weights(&m, 0, LWB_WF_BF16, &w);
     assert_int_equal(n, 12);
     assert_string_equal(w[9].name, "model.layers.0.mlp.gate_proj.weight");
     assert_int_equal(w[9].shape[0], 18432);
@@ -545,7 +604,8 @@ static void test_weights(void **state) {
     assert_string_equal(w[11].name, "model.layers.0.mlp.down_proj.weight");
     assert_int_equal(w[11].shape[0], 7168);
     assert_int_equal(w[11].shape[1], 18432);
-    assert_int_equal(model_layer_weight_bytes(&m, 0), 1166966784ULL);
+    assert_int_equal(model_layer_weight_bytes(&m, 0, LWB_WF_BF16), 1166966784ULL);
+    assert_int_equal(model_layer_weight_bytes(&m, 0, LWB_WF_FP8), 583642336ULL);
     free(w);
     model_free(&m);
 }

@@ -124,10 +124,27 @@ static void test_memory_plan(void **state) {
     struct lwb_mem m;
     run_plan_memory(&p, &dev, &m);
     const struct ds_dims *d = &fam_of(&p)->d;
+    // R1 runs its checkpoint's FP8 by default; lwb adds the bf16 copy of kv_b_proj it dequantises.
+    assert_int_equal(p.wformat, LWB_WF_FP8);
+    assert_true(d->fp8);
     size_t w_uk = (size_t)d->heads * d->kv_lora * d->nope * 2;
-    size_t want = model_layer_weight_bytes(&p.model, 5) + w_uk;
+    size_t kv_b16 = (size_t)d->heads * (d->nope + d->v) * d->kv_lora * 2;
+    // The gate/up pairs keep a scale per 64-row half: twice the checkpoint's 2 x 16 x 56 per expert.
+    size_t gu_scales = (size_t)(256 + 1) * 2 * 16 * 56 * 4;
+    size_t want = model_layer_weight_bytes(&p.model, 5, LWB_WF_FP8) + w_uk + kv_b16 + gu_scales;
     assert_true(m.bytes[MEM_WEIGHTS] >= want);
-    assert_true(m.bytes[MEM_WEIGHTS] - want < 32 * LWB_MEM_ALIGN); // alignment of each tensor only
+    if (m.bytes[MEM_WEIGHTS] - want >= 32 * LWB_MEM_ALIGN) fail_msg("weights %zu, want %zu", m.bytes[MEM_WEIGHTS], want);
+    {
+        struct run_plan pb;
+        struct lwb_args ab;
+        char *argv_b[] = {"configs/config_gen.yaml", "--weight-dtype", "bf16"};
+        plan_from(&pb, &ab, 3, argv_b);
+        struct lwb_mem mb;
+        run_plan_memory(&pb, &dev, &mb);
+        size_t want_b = model_layer_weight_bytes(&pb.model, 5, LWB_WF_BF16) + w_uk;
+        assert_true(mb.bytes[MEM_WEIGHTS] >= want_b && mb.bytes[MEM_WEIGHTS] - want_b < 32 * LWB_MEM_ALIGN);
+        assert_true(mb.bytes[MEM_WEIGHTS] > 1.9 * m.bytes[MEM_WEIGHTS]); // fp8 holds about half the bytes
+    }
     size_t kv = (size_t)128 * LWB_CEIL_DIV(9220, 32) * 32 * 576 * 2;
     assert_int_equal(m.bytes[MEM_KV], LWB_CEIL_DIV(kv, LWB_MEM_ALIGN) * LWB_MEM_ALIGN);
     // A real plan must allocate identically: a second dry pass gives the same numbers.
@@ -139,16 +156,22 @@ static void test_memory_plan(void **state) {
 // Every kernel a plan asks for compiles (GEN and CTX, dense and MoE layers, MTP).
 static void test_plan_kernels_compile(void **state) {
     (void)state;
-    char *gen[] = {"configs/config_gen.yaml", "--layer-indices", "2,3", "--seq-len-q", "1,4"};
-    char *ctx[] = {"configs/config_ctx.yaml", "--layer-indices", "2,3", "--seq-len-kv-cache", "0,100"};
-    char **cases[] = {gen, ctx};
+    // R1 in its FP8 and in bf16; the reduced test model (dense layer 0, MoE layer 2) in fp8.
+    char *gen[] = {"configs/config_gen.yaml", "--layer-indices", "2,3", "--seq-len-q", "1,4", "--weight-dtype", "auto"};
+    char *ctx[] = {"configs/config_ctx.yaml", "--layer-indices", "2,3", "--seq-len-kv-cache", "0,100", "--weight-dtype", "auto"};
+    char *gen16[] = {"configs/config_gen.yaml", "--layer-indices", "2,3", "--seq-len-q", "1,4", "--weight-dtype", "bf16"};
+    char *small_gen[] = {"configs/config_gen.yaml", "--model", "test/gpu/small_deepseek", "--layer-indices", "0,2",
+                         "--weight-dtype", "fp8"};
+    char *small_ctx[] = {"configs/config_ctx.yaml", "--model", "test/gpu/small_deepseek", "--layer-indices", "0,2",
+                         "--weight-dtype", "fp8"};
+    char **cases[] = {gen, ctx, gen16, small_gen, small_ctx};
     struct lwb_jit j;
     jit_init(&j, "sm_90a", false);
     j.no_cache = true;
-    for (int c = 0; c < 2; c++) {
+    for (int c = 0; c < 5; c++) {
         struct run_plan p;
         struct lwb_args a;
-        plan_from(&p, &a, 5, cases[c]);
+        plan_from(&p, &a, 7, cases[c]);
         struct lwb_device dev = dry_device(gpuspec_find("H100"));
         struct lwb_mem m;
         run_plan_memory(&p, &dev, &m);
@@ -205,8 +228,8 @@ static void test_costs(void **state) {
     (void)state;
     struct run_plan p;
     struct lwb_args a;
-    char *argv[] = {"configs/config_gen.yaml"};
-    plan_from(&p, &a, 1, argv);
+    char *argv[] = {"configs/config_gen.yaml", "--weight-dtype", "bf16"};
+    plan_from(&p, &a, 3, argv);
     const struct ds_dims *d = &fam_of(&p)->d;
     double rows_of_rank[1];
     struct ds_route_stats rt = {.rows = 128 * 8, .active = 256, .rows_of_rank = rows_of_rank};
@@ -222,6 +245,26 @@ static void test_costs(void **state) {
     struct ds_costs h = ds_cost(d, &p.shard, &p.problems[0], true, &rt);
     assert_true(fabs(h.experts.bytes / c.experts.bytes - 0.5) < 0.01);
     assert_true(fabs(ds_active_experts_expected(d, 128) - 256 * (1 - pow(1 - 8.0 / 256, 128))) < 1e-9);
+    assert_true(c.mla.flops8 == 0 && c.experts.flops8 == 0);
+    // FP8: the projections' weights at one byte (and a scale per block), their FLOPs on the fp8
+    // tensor cores; kv_b stays bf16, attention's FLOPs bf16.
+    {
+        struct run_plan p8;
+        struct lwb_args a8;
+        char *argv8[] = {"configs/config_gen.yaml"};
+        plan_from(&p8, &a8, 1, argv8);
+        const struct ds_dims *d8 = &fam_of(&p8)->d;
+        assert_true(d8->fp8);
+        rt.active = 256;
+        struct ds_costs c8 = ds_cost(d8, &p8.shard, &p8.problems[0], true, &rt);
+        double w8 = (2112.0 * 7168 + 24576 * 1536 + 7168 * 16384) * (1 + 4.0 / 16384) + 2.0 * 32768 * 512;
+        assert_true(c8.mla.bytes > cache + w8 && c8.mla.bytes < cache + w8 + 30e6);
+        double e8 = 256.0 * 3 * 7168 * 2048 * (1 + 4.0 / 16384);
+        assert_true(c8.experts.bytes > e8 && c8.experts.bytes < e8 * 1.01);
+        assert_true(fabs(c8.experts.flops8 - c.experts.flops) < 1 && c8.experts.flops == 0);
+        assert_true(c8.mla.flops > 0 && c8.mla.flops8 > 0 && fabs(c8.mla.flops + c8.mla.flops8 - c.mla.flops) < 1);
+        assert_true(c8.gate.flops8 == 0); // the router stays bf16
+    }
     // The module list: the reference's ranges, nested as mark_ranges() nests them.
     struct lwb_device dev = dry_device(gpuspec_find("H100"));
     struct lwb_mem m;
@@ -245,6 +288,26 @@ static void test_costs(void **state) {
 
 // GEMM tiles on a 132-multiprocessor device: few tiles get narrower columns, then K splits; the
 // LWB_GEMM_TILES override replaces the choice of the product it names.
+
+// An fp8 LWB_GEMM_TILES entry for product "x" that must be refused (exit 2, one line with `want`).
+struct tiles_case {
+    const char *spec;
+    int k, epi;
+};
+static void tiles_child(void *arg) {
+    const struct tiles_case *t = arg;
+    struct gemm_config c;
+    gemm_tiles_from_spec(t->spec, "x", 4096, t->k, t->epi, false, 232448, true, &c);
+}
+static void expect_fp8_tiles_error(const char *spec, int k, int epi, const char *want) {
+    static struct child_result r;
+    struct tiles_case t = {spec, k, epi};
+    run_child(tiles_child, &t, &r);
+    if (r.status != 2 || !strstr(r.err, want)) fprintf(stderr, "%s: exit %d: %s\n", spec, r.status, r.err);
+    assert_int_equal(r.status, 2);
+    assert_int_equal(count_lines(r.err), 1);
+    assert_non_null(strstr(r.err, want));
+}
 static void test_gemm_tiles(void **state) {
     (void)state;
     const int sms = 132, smem = 232448;
@@ -257,11 +320,23 @@ static void test_gemm_tiles(void **state) {
     c = gemm_choose_config(128, 2112, 7168, 1, false, 0, sms, smem); // fused_a decode: 33 tiles, 4 splits
     assert_int_equal(c.bn, 64), assert_int_equal(c.splitk, 4);
     struct gemm_config t = {0};
-    assert_false(gemm_tiles_from_spec(NULL, "gate", 256, 7168, GEMM_EPI_F32, false, smem, &t));
-    assert_false(gemm_tiles_from_spec("gate2=64,64,4,16", "gate", 256, 7168, GEMM_EPI_F32, false, smem, &t));
-    assert_true(gemm_tiles_from_spec("q_b=128,256,3,1;gate=64,32,6,8", "gate", 256, 7168, GEMM_EPI_F32, false, smem, &t));
+    assert_false(gemm_tiles_from_spec(NULL, "gate", 256, 7168, GEMM_EPI_F32, false, smem, false, &t));
+    assert_false(gemm_tiles_from_spec("gate2=64,64,4,16", "gate", 256, 7168, GEMM_EPI_F32, false, smem, false, &t));
+    assert_true(gemm_tiles_from_spec("q_b=128,256,3,1;gate=64,32,6,8", "gate", 256, 7168, GEMM_EPI_F32, false, smem, false, &t));
     assert_int_equal(t.bm, 64), assert_int_equal(t.bn, 32), assert_int_equal(t.stages, 6);
     assert_int_equal(t.splitk, 8), assert_int_equal(t.min_blocks, 2);
+    // fp8: tiles at most 128 wide, 128 wide for the SwiGLU of 64-row halves; splits of whole K blocks.
+    c = gemm_choose_config_fp8(8192, 24576, 1536, 1, false, 0, GEMM_EPI_BF16, sms, smem);
+    assert_int_equal(c.bm, 128), assert_int_equal(c.bn, 128), assert_true(c.overlap);
+    c = gemm_choose_config_fp8(1024, 4096, 7168, 1, true, 4, GEMM_EPI_SWIGLU64, sms, smem); // decode experts
+    assert_int_equal(c.bm, 64), assert_int_equal(c.bn, 128);
+    assert_int_equal(c.min_blocks, 1); // 2 x 64 accumulators and addresses spill in 128 registers
+    assert_int_equal(c.stages, 8), assert_true(c.overlap);
+    assert_true(gemm_tiles_from_spec("experts13=64,128,4,1", "experts13", 4096, 7168, GEMM_EPI_SWIGLU64, true, smem, true, &t));
+    assert_int_equal(t.bn, 128), assert_int_equal(t.min_blocks, 1), assert_true(t.overlap);
+    expect_fp8_tiles_error("x=128,256,3,1", 7168, GEMM_EPI_BF16, "fp8 tiles are at most 128 wide");
+    expect_fp8_tiles_error("x=128,64,3,1", 7168, GEMM_EPI_SWIGLU64, "the fp8 SwiGLU needs 128-wide tiles");
+    expect_fp8_tiles_error("x=128,128,3,3", 512, GEMM_EPI_BF16, "SPLITK must divide the K blocks");
     // Kept partials: no workspace, the output holds every slab.
     struct lwb_gemm g;
     c = gemm_choose_config(128, 256, 7168, 1, false, 0, sms, smem);
@@ -277,23 +352,27 @@ static void test_dump_mapping(void **state) {
     (void)state;
     struct run_plan p;
     struct lwb_args a;
-    char *argv[] = {"configs/config_gen.yaml", "--layer-indices", "2,5"};
-    plan_from(&p, &a, 3, argv);
-    struct lwb_mem m;
-    mem_init(&m, true);
-    struct ds_family *f = fam_of(&p);
-    for (int l = 0; l < 2; l++) {
-        struct ds_layer *L = &f->layers[l];
-        ds_layer_alloc(&m, L, &f->d, 4);
-        struct lwb_weight *w;
-        int n = model_layer_weights(&p.model, L->index, &w);
-        for (int i = 0; i < n; i++) {
-            struct dump_src s = dump_weight_src(L, &f->d, &w[i]);
-            if ((uint64_t)s.rows * s.row_bytes != w[i].bytes)
-                fail_msg("%s: %lld rows of %zu bytes for %" PRIu64 " bytes", w[i].name, s.rows, s.row_bytes, w[i].bytes);
-            assert_true(s.base != 0);
+    for (int fmt = 0; fmt < 2; fmt++) {
+        char *argv[] = {"configs/config_gen.yaml", "--layer-indices", "2,5", "--weight-dtype", fmt ? "fp8" : "bf16"};
+        plan_from(&p, &a, 5, argv);
+        struct lwb_mem m;
+        mem_init(&m, true);
+        struct ds_family *f = fam_of(&p);
+        assert_int_equal(f->d.fp8, fmt);
+        for (int l = 0; l < 2; l++) {
+            struct ds_layer *L = &f->layers[l];
+            ds_layer_alloc(&m, L, &f->d, 4);
+            struct lwb_weight *w;
+            int n = model_layer_weights(&p.model, L->index, p.wformat, &w);
+            for (int i = 0; i < n; i++) {
+                struct dump_src s = dump_weight_src(L, &f->d, &w[i]);
+                if ((uint64_t)s.rows * s.row_bytes != w[i].bytes)
+                    fail_msg("%s: %lld rows of %zu bytes for %" PRIu64 " bytes", w[i].name, s.rows, s.row_bytes,
+                             w[i].bytes);
+                assert_true(s.base != 0);
+            }
+            free(w);
         }
-        free(w);
     }
 }
 

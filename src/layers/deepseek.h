@@ -36,6 +36,15 @@
 // pair from adjacent columns); W_UK transposed (derived once from kv_b_proj). The dump
 // (layers/deepseek_dump.h) writes them back under a checkpoint's names and layouts.
 //
+// FP8 (--weight-dtype fp8, the default for DeepSeek's FP8 checkpoints), as TensorRT-LLM runs it
+// on Hopper: every Linear of attention and the MLPs is e4m3 with one fp32 scale per 128 x 128
+// block (the checkpoint's weight_scale_inv), multiplied by fp8 activations quantised per token and
+// 128 channels (layers/quant.h says where that is fused); the router gate stays bf16 (fp32
+// logits) and kv_b_proj is dequantised to bf16 at load, for the bf16 absorbed products (W_UK,
+// W_UV) and the context phase's expansion. fused q_a/kv_a keeps both matrices' scale rows (q_lora
+// is a multiple of 128); gate/up pairs are 128-row groups of [64 gate rows | 64 up rows], each
+// half with its own block's scale, so a 128-wide GEMM tile holds 64 SwiGLU outputs.
+//
 // Does not: loop over problems, time or profile (runner.h), or choose balance selections
 // (routing.h; setup uploads them).
 // Tested by test/test_plan.c (shapes, shards, costs, memory plan, kernels of a plan without a
@@ -61,6 +70,7 @@ struct ds_dims {
     float eps;               // rms_norm_eps
     float sm_scale;          // softmax scale (YaRN mscale included)
     int page;                // tokens per KV-cache block
+    bool fp8;                // fp8 weights (e4m3, 128 x 128 block scales) and fp8 projections
 };
 
 static struct ds_dims ds_dims_from_model(const struct lwb_model *m, const struct lwb_shard *sh, int page) {
@@ -112,6 +122,14 @@ static void ds_dims_check(const struct ds_dims *d, const struct lwb_shard *sh, c
                        "a multiple of 32 (at most 1024), groups of a power-of-two number of warp lanes, top-k at "
                        "most 32",
                        model, d->experts, d->groups, d->top_k);
+    // fp8: every projection's K is whole 128-deep scale blocks, and each rank's slice of a weight
+    // starts on a 128 x 128 block (its scales are whole blocks of the checkpoint's).
+    if (d->fp8 && (d->hidden % 128 || d->q_lora % 128 || d->moe_inter % 128 || d->kv_lora % 128 ||
+                   (d->shared_total && d->shared_inter % 128) || d->inter % 128 || (d->heads * d->qk) % 128))
+        lwb_user_error("model %s: fp8 projections need hidden_size, q_lora_rank, kv_lora_rank, moe_intermediate_size "
+                       "and each rank's slices (the MLPs' width, heads x %d query rows) in multiples of 128; give "
+                       "--weight-dtype bf16%s",
+                       model, d->qk, tp > 1 ? ", or fewer ranks of attention TP" : "");
     if ((long long)epg * d->topk_group < d->top_k)
         lwb_user_error("model %s: %d groups kept of %d experts each leave fewer than top-k %d experts to choose; "
                        "with --scaled-from, simulate fewer GPUs",
@@ -136,6 +154,11 @@ struct ds_weights {
     CUdeviceptr w2;                 // (E_local, H, moe_inter)
     CUdeviceptr s13, s2;            // shared experts: (2 * shared_inter, H), (H, shared_inter)
     CUdeviceptr d13, d2;            // dense MLP: (2 * inter, H), (H, inter)
+    // fp8 runs: the projections above hold e4m3 bytes, each with its fp32 scales (one per 128 x
+    // 128 block; the gate/up pairs one per 64-row half, see below); kv_b is dequantised to bf16
+    // from kv_b8 (kept as loaded, for the dump).
+    CUdeviceptr fused_a_s, q_b_s, o_proj_s, w13_s, w2_s, s13_s, s2_s, d13_s, d2_s;
+    CUdeviceptr kv_b8, kv_b8_s;
 };
 
 struct ds_layer {
@@ -148,33 +171,101 @@ struct ds_layer {
 
 #define DS_BF16(rows, cols) ((size_t)(rows) * (size_t)(cols) * 2)
 
+// Bytes of a rows x cols projection in the run's format, and of its block scales (fp8).
+static size_t ds_wbytes(const struct ds_dims *d, size_t rows, size_t cols) { return rows * cols * (d->fp8 ? 1 : 2); }
+static size_t ds_sbytes(size_t rows, size_t cols) { return LWB_CEIL_DIV(rows, 128) * LWB_CEIL_DIV(cols, 128) * 4; }
+
+// A projection (and its scales in fp8; gate/up: the pair's 64-row halves, `pairs` matrices).
+static CUdeviceptr ds_alloc_linear(struct lwb_mem *m, const struct ds_dims *d, size_t rows, size_t cols,
+                                   const char *what, CUdeviceptr *scales, int gate_up_pairs) {
+    CUdeviceptr p = mem_alloc(m, MEM_WEIGHTS, ds_wbytes(d, rows, cols), what);
+    if (d->fp8) {
+        char label[96];
+        snprintf(label, sizeof label, "%s scales", what);
+        size_t sb = gate_up_pairs ? (size_t)gate_up_pairs * (rows / gate_up_pairs / 64) * LWB_CEIL_DIV(cols, 128) * 4
+                                  : ds_sbytes(rows, cols);
+        *scales = mem_alloc(m, MEM_WEIGHTS, sb, label);
+    }
+    return p;
+}
+
 static void ds_layer_alloc(struct lwb_mem *m, struct ds_layer *L, const struct ds_dims *d, int blocks) {
-    const size_t H = d->hidden;
+    const size_t H = d->hidden, I = d->moe_inter, EL = d->experts_local;
     struct ds_weights *w = &L->w;
     w->in_norm = mem_alloc(m, MEM_WEIGHTS, DS_BF16(H, 1), "input_layernorm");
     w->post_norm = mem_alloc(m, MEM_WEIGHTS, DS_BF16(H, 1), "post_attention_layernorm");
-    w->fused_a = mem_alloc(m, MEM_WEIGHTS, DS_BF16(d->q_lora + d->kv_row, H), "q_a/kv_a projections");
+    w->fused_a = mem_alloc(m, MEM_WEIGHTS, ds_wbytes(d, d->q_lora + d->kv_row, H), "q_a/kv_a projections");
+    if (d->fp8) // q_a's and kv_a's block rows, one after the other
+        w->fused_a_s = mem_alloc(m, MEM_WEIGHTS, ds_sbytes(d->q_lora, H) + ds_sbytes(d->kv_row, H),
+                                 "q_a/kv_a projections scales");
     w->q_a_norm = mem_alloc(m, MEM_WEIGHTS, DS_BF16(d->q_lora, 1), "q_a_layernorm");
     w->kv_a_norm = mem_alloc(m, MEM_WEIGHTS, DS_BF16(d->kv_lora, 1), "kv_a_layernorm");
-    w->q_b = mem_alloc(m, MEM_WEIGHTS, DS_BF16((size_t)d->heads * d->qk, d->q_lora), "q_b_proj");
-    w->kv_b = mem_alloc(m, MEM_WEIGHTS, DS_BF16((size_t)d->heads * (d->nope + d->v), d->kv_lora), "kv_b_proj");
+    w->q_b = ds_alloc_linear(m, d, (size_t)d->heads * d->qk, d->q_lora, "q_b_proj", &w->q_b_s, 0);
+    const size_t kvb_rows = (size_t)d->heads * (d->nope + d->v);
+    w->kv_b = mem_alloc(m, MEM_WEIGHTS, DS_BF16(kvb_rows, d->kv_lora), d->fp8 ? "kv_b_proj (dequantised)" : "kv_b_proj");
+    if (d->fp8) {
+        w->kv_b8 = mem_alloc(m, MEM_WEIGHTS, kvb_rows * d->kv_lora, "kv_b_proj (fp8, as loaded)");
+        w->kv_b8_s = mem_alloc(m, MEM_WEIGHTS, ds_sbytes(kvb_rows, d->kv_lora), "kv_b_proj scales");
+    }
     w->w_uk_t = mem_alloc(m, MEM_WEIGHTS, DS_BF16((size_t)d->heads * d->kv_lora, d->nope), "W_UK transposed");
-    w->o_proj = mem_alloc(m, MEM_WEIGHTS, DS_BF16(H, (size_t)d->heads * d->v), "o_proj");
+    w->o_proj = ds_alloc_linear(m, d, H, (size_t)d->heads * d->v, "o_proj", &w->o_proj_s, 0);
     if (L->moe) {
         w->gate = mem_alloc(m, MEM_WEIGHTS, DS_BF16(d->experts, H), "gate");
         w->bias = mem_alloc(m, MEM_WEIGHTS, (size_t)d->experts * 4, "e_score_correction_bias");
-        w->w13 = mem_alloc(m, MEM_WEIGHTS, DS_BF16((size_t)d->experts_local * 2 * d->moe_inter, H), "experts gate/up");
-        w->w2 = mem_alloc(m, MEM_WEIGHTS, DS_BF16((size_t)d->experts_local * H, d->moe_inter), "experts down");
+        w->w13 = ds_alloc_linear(m, d, EL * 2 * I, H, "experts gate/up", &w->w13_s, (int)EL);
+        w->w2 = ds_alloc_linear(m, d, EL * H, I, "experts down", &w->w2_s, 0);
         if (d->shared_inter) {
-            w->s13 = mem_alloc(m, MEM_WEIGHTS, DS_BF16(2 * d->shared_inter, H), "shared experts gate/up");
-            w->s2 = mem_alloc(m, MEM_WEIGHTS, DS_BF16(H, d->shared_inter), "shared experts down");
+            w->s13 = ds_alloc_linear(m, d, 2 * (size_t)d->shared_inter, H, "shared experts gate/up", &w->s13_s, 1);
+            w->s2 = ds_alloc_linear(m, d, H, d->shared_inter, "shared experts down", &w->s2_s, 0);
         }
     } else {
-        w->d13 = mem_alloc(m, MEM_WEIGHTS, DS_BF16(2 * (size_t)d->inter, H), "mlp gate/up");
-        w->d2 = mem_alloc(m, MEM_WEIGHTS, DS_BF16(H, d->inter), "mlp down");
+        w->d13 = ds_alloc_linear(m, d, 2 * (size_t)d->inter, H, "mlp gate/up", &w->d13_s, 1);
+        w->d2 = ds_alloc_linear(m, d, H, d->inter, "mlp down", &w->d2_s, 0);
     }
     L->blocks = blocks;
     L->cache = mem_alloc(m, MEM_KV, DS_BF16((size_t)blocks * d->page, d->kv_row), "KV cache");
+}
+
+// The fp8 weights: e4m3 values over the whole range times block scales drawn so that each
+// weight is about uniform in +-sqrt(3 / fan_in) (as the bf16 fill), each matrix from its own
+// seed (q_a and kv_a apart, as a checkpoint stores them); shards at their place in the whole.
+static void ds_layer_init_fp8(struct ds_layer *L, const struct ds_dims *d, const struct lwb_kreq *init, CUstream s,
+                              unsigned long long k) {
+    const struct ds_weights *w = &L->w;
+    const long long H = d->hidden, I = d->moe_inter, KB = H / 128;
+#define DS_AMAX(fan_in) sqrtf(3.0f / (float)(fan_in))
+    init_fill_fp8(init, s, w->fused_a, w->fused_a_s, d->q_lora, H, H, 0, 0, ++k, DS_AMAX(H));
+    init_fill_fp8(init, s, w->fused_a + (CUdeviceptr)d->q_lora * H, w->fused_a_s + (CUdeviceptr)(d->q_lora / 128) * KB * 4,
+                  d->kv_row, H, H, 0, 0, ++k, DS_AMAX(H));
+    init_fill_fp8(init, s, w->q_b, w->q_b_s, (long long)d->heads * d->qk, d->q_lora, d->q_lora,
+                  (long long)d->head0 * d->qk, 0, ++k, DS_AMAX(d->q_lora));
+    const long long kvb_rows = (long long)d->heads * (d->nope + d->v);
+    init_fill_fp8(init, s, w->kv_b8, w->kv_b8_s, kvb_rows, d->kv_lora, d->kv_lora, (long long)d->head0 * (d->nope + d->v),
+                  0, ++k, DS_AMAX(d->kv_lora));
+    init_dequant_fp8(init, s, w->kv_b8, w->kv_b8_s, kvb_rows, d->kv_lora, w->kv_b);
+    init_fill_fp8(init, s, w->o_proj, w->o_proj_s, H, (long long)d->heads * d->v, (long long)d->heads_total * d->v, 0,
+                  (long long)d->head0 * d->v, ++k, DS_AMAX((long long)d->heads_total * d->v));
+    init_transpose(init, s, w->kv_b, d->kv_lora, (long long)(d->nope + d->v) * d->kv_lora, w->w_uk_t, d->nope,
+                   (long long)d->kv_lora * d->nope, d->nope, d->kv_lora, d->heads);
+    if (L->moe) {
+        init_fill_bf16(init, s, w->gate, (long long)d->experts * H, ++k, -DS_AMAX(H), DS_AMAX(H));
+        init_fill_f32(init, s, w->bias, d->experts, ++k, -0.05f, 0.05f);
+        init_fill_fp8_gateup(init, s, w->w13, w->w13_s, d->experts_local, d->e0, (int)I, 0, (int)I, (int)H, ++k,
+                             DS_AMAX(H));
+        init_fill_fp8(init, s, w->w2, w->w2_s, (long long)d->experts_local * H, I, I, (long long)d->e0 * H, 0, ++k,
+                      DS_AMAX(I));
+        if (d->shared_inter) {
+            init_fill_fp8_gateup(init, s, w->s13, w->s13_s, 1, 0, d->shared_inter, d->shared0, d->shared_total, (int)H,
+                                 ++k, DS_AMAX(H));
+            init_fill_fp8(init, s, w->s2, w->s2_s, H, d->shared_inter, d->shared_total, 0, d->shared0, ++k,
+                          DS_AMAX(d->shared_total));
+        }
+    } else {
+        init_fill_fp8_gateup(init, s, w->d13, w->d13_s, 1, 0, d->inter, d->inter0, d->inter_total, (int)H, ++k,
+                             DS_AMAX(H));
+        init_fill_fp8(init, s, w->d2, w->d2_s, H, d->inter, d->inter_total, 0, d->inter0, ++k, DS_AMAX(d->inter_total));
+    }
+#undef DS_AMAX
 }
 
 // Random weights scaled like a trained model's: Linear weights uniform with standard deviation
@@ -200,6 +291,11 @@ static void ds_layer_init(struct ds_layer *L, const struct ds_dims *d, const str
     init_fill_bf16(init, s, w->post_norm, H, ++k, 0.8f, 1.2f);
     init_fill_bf16(init, s, w->q_a_norm, d->q_lora, ++k, 0.8f, 1.2f);
     init_fill_bf16(init, s, w->kv_a_norm, d->kv_lora, ++k, 0.8f, 1.2f);
+    if (d->fp8) {
+        ds_layer_init_fp8(L, d, init, s, k);
+        init_fill_bf16(init, s, L->cache, (long long)L->blocks * d->page * d->kv_row, k + 1000, -1.f, 1.f);
+        return;
+    }
     DS_FILL(w->fused_a, d->q_lora + d->kv_row, H, H);
     DS_FILL_AT(w->q_b, (long long)d->heads * d->qk, d->q_lora, d->q_lora, (long long)d->head0 * d->qk * d->q_lora,
                d->q_lora);
@@ -272,7 +368,19 @@ struct ds_buffers {
     size_t gemm_ws_bytes;
     CUdeviceptr mla_ws;                 // decode split partials
     size_t mla_ws_bytes;
+    // fp8 runs: quantised copies (e4m3 rows) and their scales (one per row and 128 columns) of
+    // each fp8 projection's input
+    struct ds_q8 { CUdeviceptr q, s; } xq, qaq, attnq, x_permq, h_permq, hsq, hdq;
 };
+
+// A quantised copy of a rows x cols activation: e4m3 bytes and fp32 scales per 128 columns.
+static void ds_q8_alloc(struct lwb_mem *m, struct ds_q8 *q, long long rows, long long cols, const char *what) {
+    char label[96];
+    snprintf(label, sizeof label, "%s (fp8)", what);
+    q->q = mem_alloc(m, MEM_ACT, (size_t)rows * cols, label);
+    snprintf(label, sizeof label, "%s (fp8 scales)", what);
+    q->s = mem_alloc(m, MEM_ACT, (size_t)rows * (cols / 128) * 4, label);
+}
 
 static void ds_buffers_alloc(struct lwb_mem *m, struct ds_buffers *b, const struct ds_dims *d,
                              const struct lwb_shard *sh, bool ctx, bool any_moe, bool any_dense) {
@@ -333,7 +441,7 @@ static void ds_buffers_alloc(struct lwb_mem *m, struct ds_buffers *b, const stru
                                     mem_alloc(m, MEM_WS, (size_t)tiles * 16, "tile list"),
                                     mem_alloc(m, MEM_WS, 64, "tile counts"),
                                     mem_alloc(m, MEM_WS, (size_t)TM * kk * 4, "token rows")};
-        b->x_perm = mem_alloc(m, MEM_ACT, DS_BF16(TM * kk, H), "permuted tokens");
+        if (!d->fp8) b->x_perm = mem_alloc(m, MEM_ACT, DS_BF16(TM * kk, H), "permuted tokens"); // fp8: x_permq
         b->h_perm = mem_alloc(m, MEM_ACT, DS_BF16(TM * kk, d->moe_inter), "expert intermediate");
         b->y_perm = mem_alloc(m, MEM_ACT, DS_BF16(TM * kk, H), "expert outputs");
         if (d->shared_inter) {
@@ -342,6 +450,17 @@ static void ds_buffers_alloc(struct lwb_mem *m, struct ds_buffers *b, const stru
         }
     }
     if (any_dense) b->hd = mem_alloc(m, MEM_ACT, DS_BF16(T, d->inter), "mlp intermediate");
+    if (d->fp8) {
+        ds_q8_alloc(m, &b->xq, T, H, "normalised input");
+        ds_q8_alloc(m, &b->qaq, T, d->q_lora, "q_a normalised");
+        ds_q8_alloc(m, &b->attnq, T, (long long)d->heads * d->v, "attention output");
+        if (any_moe) {
+            ds_q8_alloc(m, &b->x_permq, TM * kk, H, "permuted tokens");
+            ds_q8_alloc(m, &b->h_permq, TM * kk, d->moe_inter, "expert intermediate");
+            if (d->shared_inter) ds_q8_alloc(m, &b->hsq, T, d->shared_inter, "shared intermediate");
+        }
+        if (any_dense) ds_q8_alloc(m, &b->hdq, T, d->inter, "mlp intermediate");
+    }
     b->kv_lens = mem_alloc(m, MEM_WS, (size_t)b->max_batch * 4, "kv lengths");
     b->block_table = mem_alloc(m, MEM_WS, (size_t)b->max_batch * b->max_blocks * 4, "block table");
     b->cos_t = mem_alloc(m, MEM_WS, (size_t)b->positions * (d->rope / 2) * 4, "rope cos");
@@ -379,6 +498,7 @@ struct ds_run {
     struct lwb_mla_prefill pre;
     struct moe_route_config route_cfg;
     struct lwb_kreq r_route;
+    struct lwb_kreq r_quant;  // fp8: the quantisation passes (before o_proj and the down projections)
     bool use_override;   // balance override active
     struct ds_a2a_plan a2a;
     char what_gather[96], what_scatter[96], what_attn_ar[96], what_out_ar[96]; // collective labels
@@ -390,6 +510,7 @@ struct ds_fill {
     int chunk;                 // tokens per launch (0: nothing cached)
     int max_past;
     CUdeviceptr hidden, x, kv, latent, kv_new, lens;
+    struct ds_q8 xq;           // fp8 runs: the norm's quantised copy for the fp8 kv_a product
     struct rmsnorm_config n_in, n_kv;
     struct lwb_kreq r_in, r_kv, r_rope;
     struct lwb_gemm *g;        // per layer
@@ -432,16 +553,26 @@ static void ds_run_plan(struct ds_run *r, struct ds_family *f, const struct ds_l
     r->p = *p;
     r->use_override = override;
     const long long T = p->tokens;
+    const bool q8 = d->fp8;
+    // fp8: the norms before fp8 projections also write the quantised copy.
     r->n_in = rmsnorm_choose_config(d->hidden, true);
-    r->n_post = r->n_in;
+    r->n_in.quant = q8;
+    r->n_post = rmsnorm_choose_config(d->hidden, true);
+    r->n_post.quant = q8 && (!L->moe || d->shared_inter);
     r->n_qa = rmsnorm_choose_config(d->q_lora, false);
+    r->n_qa.quant = q8;
     r->n_kva = rmsnorm_choose_config(d->kv_lora, false);
     rmsnorm_request(&r->r_in, r->n_in);
     rmsnorm_request(&r->r_post, r->n_post);
     rmsnorm_request(&r->r_qa, r->n_qa);
     rmsnorm_request(&r->r_kva, r->n_kva);
-    gemm_plan(&r->g_a, "fused_a", T, d->q_lora + d->kv_row, d->hidden, 1, GEMM_EPI_BF16, false, 0, dev);
-    gemm_plan(&r->g_qb, "q_b", T, d->heads * d->qk, d->q_lora, 1, GEMM_EPI_BF16, false, 0, dev);
+    if (q8) quant_request(&r->r_quant);
+    // The projections run in the weight format; the kv_b products, the router and attention in bf16.
+    void (*proj)(struct lwb_gemm *, const char *, long long, int, int, int, int, bool, double,
+                 const struct lwb_device *) = q8 ? gemm_plan_fp8 : gemm_plan;
+    const int swiglu = q8 ? GEMM_EPI_SWIGLU64 : GEMM_EPI_SWIGLU;
+    proj(&r->g_a, "fused_a", T, d->q_lora + d->kv_row, d->hidden, 1, GEMM_EPI_BF16, false, 0, dev);
+    proj(&r->g_qb, "q_b", T, d->heads * d->qk, d->q_lora, 1, GEMM_EPI_BF16, false, 0, dev);
     if (!p->ctx) {
         gemm_plan(&r->g_uk, "w_uk", T, d->kv_lora, d->nope, d->heads, GEMM_EPI_BF16, false, 0, dev);
         gemm_plan(&r->g_uv, "w_uv", T, d->v, d->kv_lora, d->heads, GEMM_EPI_BF16, false, 0, dev);
@@ -453,7 +584,7 @@ static void ds_run_plan(struct ds_run *r, struct ds_family *f, const struct ds_l
         gemm_plan(&r->g_vt, "v_t", d->v, (int)keys, d->kv_lora, d->heads, GEMM_EPI_BF16, false, 0, dev);
         mla_prefill_request(&r->pre, d->heads);
     }
-    gemm_plan(&r->g_o, "o_proj", T, d->hidden, d->heads * d->v, 1, GEMM_EPI_BF16, false, 0, dev);
+    proj(&r->g_o, "o_proj", T, d->hidden, d->heads * d->v, 1, GEMM_EPI_BF16, false, 0, dev);
     r->rope_cfg = (struct mla_rope_config){d->heads, d->nope, d->rope, d->kv_lora, d->page};
     mla_rope_request(&r->r_rope, r->rope_cfg);
     if (L->moe) {
@@ -461,22 +592,21 @@ static void ds_run_plan(struct ds_run *r, struct ds_family *f, const struct ds_l
         double rows = (double)T * f->sh->dp_size * d->top_k / d->experts; // expected per expert, balanced
         gemm_plan(&r->g_gate, "gate", T, d->experts, d->hidden, 1, GEMM_EPI_F32, false, 0, dev);
         gemm_keep_partials(&r->g_gate); // the top-k sums them
-        gemm_plan(&r->g_e13, "experts13", TM * d->top_k, 2 * d->moe_inter, d->hidden, 1, GEMM_EPI_SWIGLU, true, rows,
-                  dev);
-        gemm_plan(&r->g_e2, "experts2", TM * d->top_k, d->hidden, d->moe_inter, 1, GEMM_EPI_BF16, true, rows, dev);
+        proj(&r->g_e13, "experts13", TM * d->top_k, 2 * d->moe_inter, d->hidden, 1, swiglu, true, rows, dev);
+        proj(&r->g_e2, "experts2", TM * d->top_k, d->hidden, d->moe_inter, 1, GEMM_EPI_BF16, true, rows, dev);
         if (d->shared_inter) {
-            gemm_plan(&r->g_s13, "shared13", T, 2 * d->shared_inter, d->hidden, 1, GEMM_EPI_SWIGLU, false, 0, dev);
-            gemm_plan(&r->g_s2, "shared2", T, d->hidden, d->shared_inter, 1, GEMM_EPI_BF16, false, 0, dev);
+            proj(&r->g_s13, "shared13", T, 2 * d->shared_inter, d->hidden, 1, swiglu, false, 0, dev);
+            proj(&r->g_s2, "shared2", T, d->hidden, d->shared_inter, 1, GEMM_EPI_BF16, false, 0, dev);
         }
         r->route_cfg = (struct moe_route_config){d->experts, d->top_k, d->groups, d->topk_group, d->norm_topk,
-                                                 d->hidden, f->sh->ep_size};
+                                                 d->hidden, f->sh->ep_size, q8};
         moe_route_request(&r->r_route, r->route_cfg);
         const int N = f->sh->world_size;
         r->a2a = (struct ds_a2a_plan){.send_rows = xcalloc((size_t)N, sizeof(int)), .send_off = xcalloc((size_t)N, sizeof(int)),
                                       .recv_rows = xcalloc((size_t)N, sizeof(int)), .recv_off = xcalloc((size_t)N, sizeof(int))};
     } else {
-        gemm_plan(&r->g_d13, "mlp13", T, 2 * d->inter, d->hidden, 1, GEMM_EPI_SWIGLU, false, 0, dev);
-        gemm_plan(&r->g_d2, "mlp2", T, d->hidden, d->inter, 1, GEMM_EPI_BF16, false, 0, dev);
+        proj(&r->g_d13, "mlp13", T, 2 * d->inter, d->hidden, 1, swiglu, false, 0, dev);
+        proj(&r->g_d2, "mlp2", T, d->hidden, d->inter, 1, GEMM_EPI_BF16, false, 0, dev);
     }
     snprintf(r->what_gather, sizeof r->what_gather, "layer %d MoE: all-gather of routed tokens", L->index);
     snprintf(r->what_scatter, sizeof r->what_scatter, "layer %d MoE: reduce-scatter of expert outputs", L->index);
@@ -505,6 +635,7 @@ static void ds_run_requests(struct ds_run *r, struct lwb_kreqs *out) {
     if (r->dec.req.family) kreqs_add(out, &r->dec.req);
     if (r->pre.req.family) kreqs_add(out, &r->pre.req);
     if (r->r_route.family) kreqs_add(out, &r->r_route);
+    if (r->r_quant.family) kreqs_add(out, &r->r_quant);
 }
 
 // Grow the shared buffers' sizes to what this run needs (split-K workspace, attention split
@@ -518,6 +649,18 @@ static void ds_run_workspace(struct ds_run *r, struct ds_buffers *b) {
     if (r->L->moe) b->logit_splits = LWB_MAX(b->logit_splits, r->g_gate.cfg.splitk);
 }
 
+// Bind a projection: its input (the bf16 operand, or in fp8 runs its quantised copy `aq` with the
+// same shape) and its weight (with block scales `w_s` in fp8).
+static void ds_bind_proj(struct lwb_gemm *g, const struct lwb_operand *a, const struct ds_q8 *aq,
+                         const struct lwb_operand *w, CUdeviceptr w_s, CUdeviceptr out, long long ld_out, CUdeviceptr ws) {
+    if (!g->fp8) {
+        gemm_bind(g, a, w, out, ld_out, 0, ws);
+        return;
+    }
+    struct lwb_operand a8 = {aq->q, a->rows, a->k, a->k, 1, 0};
+    gemm_bind_fp8(g, &a8, aq->s, a->rows, w, w_s, out, ld_out, 0, ws);
+}
+
 // Tensor maps and pointers, once buffers and weights exist (the kernels must be loaded).
 static void ds_run_bind(struct ds_run *r) {
     const struct ds_dims *d = &r->f->d;
@@ -528,10 +671,10 @@ static void ds_run_bind(struct ds_run *r) {
     const int A = d->q_lora + d->kv_row;
     struct lwb_operand x = {b->x, T, d->hidden, H, 1, 0};
     struct lwb_operand wa = {w->fused_a, A, d->hidden, H, 1, 0};
-    gemm_bind(&r->g_a, &x, &wa, b->a_out, A, 0, b->gemm_ws);
+    ds_bind_proj(&r->g_a, &x, &b->xq, &wa, w->fused_a_s, b->a_out, A, b->gemm_ws);
     struct lwb_operand qa = {b->qa_n, T, d->q_lora, d->q_lora, 1, 0};
     struct lwb_operand wqb = {w->q_b, (long long)d->heads * d->qk, d->q_lora, d->q_lora, 1, 0};
-    gemm_bind(&r->g_qb, &qa, &wqb, b->q, (long long)d->heads * d->qk, 0, b->gemm_ws);
+    ds_bind_proj(&r->g_qb, &qa, &b->qaq, &wqb, w->q_b_s, b->q, (long long)d->heads * d->qk, b->gemm_ws);
     const long long kvb_head = (long long)(d->nope + d->v) * d->kv_lora; // elements per head of kv_b
     if (!p->ctx) {
         // q_abs[:, h, 0:512] = q_nope[:, h] W_UK[h]
@@ -557,7 +700,7 @@ static void ds_run_bind(struct ds_run *r) {
     }
     struct lwb_operand at = {b->attn, T, d->heads * d->v, (long long)d->heads * d->v, 1, 0};
     struct lwb_operand wo = {w->o_proj, H, d->heads * d->v, (long long)d->heads * d->v, 1, 0};
-    gemm_bind(&r->g_o, &at, &wo, b->attn_out, H, 0, b->gemm_ws);
+    ds_bind_proj(&r->g_o, &at, &b->attnq, &wo, w->o_proj_s, b->attn_out, H, b->gemm_ws);
     if (r->L->moe) {
         const int E = d->experts, EL = d->experts_local, kk = d->top_k;
         const long long TM = ds_moe_tokens(r->f, p);
@@ -565,25 +708,25 @@ static void ds_run_bind(struct ds_run *r) {
         gemm_bind(&r->g_gate, &x, &wg, b->logits, E, 0, b->gemm_ws);
         struct lwb_operand xp = {b->x_perm, TM * kk, d->hidden, H, 1, 0};
         struct lwb_operand w13 = {w->w13, 2LL * d->moe_inter, d->hidden, H, EL, 2LL * d->moe_inter * H};
-        gemm_bind(&r->g_e13, &xp, &w13, b->h_perm, d->moe_inter, 0, 0);
+        ds_bind_proj(&r->g_e13, &xp, &b->x_permq, &w13, w->w13_s, b->h_perm, d->moe_inter, 0);
         gemm_bind_tiles(&r->g_e13, b->perm.tiles_a, b->perm.ntiles, moe_max_tiles((int)TM, kk, EL, gemm_tile_rows(&r->g_e13)));
         struct lwb_operand hp = {b->h_perm, TM * kk, d->moe_inter, d->moe_inter, 1, 0};
         struct lwb_operand w2 = {w->w2, H, d->moe_inter, d->moe_inter, EL, H * d->moe_inter};
-        gemm_bind(&r->g_e2, &hp, &w2, b->y_perm, H, 0, 0);
+        ds_bind_proj(&r->g_e2, &hp, &b->h_permq, &w2, w->w2_s, b->y_perm, H, 0);
         gemm_bind_tiles(&r->g_e2, b->perm.tiles_b, b->perm.ntiles + 4, moe_max_tiles((int)TM, kk, EL, gemm_tile_rows(&r->g_e2)));
         if (d->shared_inter) {
             struct lwb_operand s13 = {w->s13, 2LL * d->shared_inter, d->hidden, H, 1, 0};
-            gemm_bind(&r->g_s13, &x, &s13, b->hs, d->shared_inter, 0, b->gemm_ws);
+            ds_bind_proj(&r->g_s13, &x, &b->xq, &s13, w->s13_s, b->hs, d->shared_inter, b->gemm_ws);
             struct lwb_operand hs = {b->hs, T, d->shared_inter, d->shared_inter, 1, 0};
             struct lwb_operand s2 = {w->s2, H, d->shared_inter, d->shared_inter, 1, 0};
-            gemm_bind(&r->g_s2, &hs, &s2, b->ys, H, 0, b->gemm_ws);
+            ds_bind_proj(&r->g_s2, &hs, &b->hsq, &s2, w->s2_s, b->ys, H, b->gemm_ws);
         }
     } else {
         struct lwb_operand d13 = {w->d13, 2LL * d->inter, d->hidden, H, 1, 0};
-        gemm_bind(&r->g_d13, &x, &d13, b->hd, d->inter, 0, b->gemm_ws);
+        ds_bind_proj(&r->g_d13, &x, &b->xq, &d13, w->d13_s, b->hd, d->inter, b->gemm_ws);
         struct lwb_operand hd = {b->hd, T, d->inter, d->inter, 1, 0};
         struct lwb_operand d2 = {w->d2, H, d->inter, d->inter, 1, 0};
-        gemm_bind(&r->g_d2, &hd, &d2, b->hidden, H, 0, b->gemm_ws);
+        ds_bind_proj(&r->g_d2, &hd, &b->hdq, &d2, w->d2_s, b->hidden, H, b->gemm_ws);
     }
 }
 
@@ -596,9 +739,14 @@ static void ds_mod_input_norm(void *arg, CUstream s) {
     const struct ds_dims *d = &r->f->d;
     const struct ds_buffers *b = &r->f->buf;
     const long long H = d->hidden;
-    rmsnorm_enqueue(&r->r_in, r->n_in, s, r->first ? b->hidden_in : b->hidden, H,
-                    r->first ? b->residual_in : b->residual, b->residual, H, r->L->w.in_norm, b->x, H, r->p.tokens,
-                    d->eps);
+    rmsnorm_enqueue_q8(&r->r_in, r->n_in, s, r->first ? b->hidden_in : b->hidden, H,
+                       r->first ? b->residual_in : b->residual, b->residual, H, r->L->w.in_norm, b->x, H, r->p.tokens,
+                       d->eps, b->xq.q, b->xq.s);
+}
+
+// fp8 runs: the quantised copy of a bf16 activation (rows x cols, compact) for the next projection.
+static void ds_quant(struct ds_run *r, CUstream s, CUdeviceptr x, long long rows, int cols, const struct ds_q8 *q) {
+    quant_enqueue(&r->r_quant, s, x, cols, (int)rows, cols, q->q, cols, q->s, cols / 128);
 }
 
 // Attention TP: the o_proj outputs of the ranks' heads summed.
@@ -616,7 +764,8 @@ static void ds_mod_mla(void *arg, CUstream s) {
     const struct lwb_problem *p = &r->p;
     const int T = p->tokens, A = d->q_lora + d->kv_row;
     gemm_enqueue(&r->g_a, s);
-    rmsnorm_enqueue(&r->r_qa, r->n_qa, s, b->a_out, A, 0, 0, 0, r->L->w.q_a_norm, b->qa_n, d->q_lora, T, d->eps);
+    rmsnorm_enqueue_q8(&r->r_qa, r->n_qa, s, b->a_out, A, 0, 0, 0, r->L->w.q_a_norm, b->qa_n, d->q_lora, T, d->eps,
+                       b->qaq.q, b->qaq.s);
     rmsnorm_enqueue(&r->r_kva, r->n_kva, s, b->a_out + (CUdeviceptr)d->q_lora * 2, A, 0, 0, 0, r->L->w.kv_a_norm,
                     b->latent, d->kv_lora, T, d->eps);
     gemm_enqueue(&r->g_qb, s);
@@ -635,6 +784,7 @@ static void ds_mod_mla(void *arg, CUstream s) {
         gemm_enqueue(&r->g_vt, s);
         mla_prefill_enqueue(&r->pre, s, p->batch, p->qlen, p->kv_len, d->sm_scale, b->attn);
     }
+    if (d->fp8) ds_quant(r, s, b->attn, T, d->heads * d->v, &b->attnq);
     gemm_enqueue(&r->g_o, s);
     // Dense layers under attention TP: o_proj reduces its own output, inside MLA (TensorRT-LLM
     // fuses the MoE layers' all-reduce with the post-attention norm instead: ds_mod_attn_allreduce).
@@ -646,14 +796,15 @@ static void ds_mod_post_norm(void *arg, CUstream s) {
     const struct ds_dims *d = &r->f->d;
     const struct ds_buffers *b = &r->f->buf;
     const long long H = d->hidden;
-    rmsnorm_enqueue(&r->r_post, r->n_post, s, b->attn_out, H, b->residual, b->residual, H, r->L->w.post_norm, b->x, H,
-                    r->p.tokens, d->eps);
+    rmsnorm_enqueue_q8(&r->r_post, r->n_post, s, b->attn_out, H, b->residual, b->residual, H, r->L->w.post_norm, b->x,
+                       H, r->p.tokens, d->eps, b->xq.q, b->xq.s);
 }
 
 // Deepseekv3MoE > GatedMLP (the shared experts, on this rank's tokens): x -> ys.
 static void ds_mod_shared(void *arg, CUstream s) {
     struct ds_run *r = arg;
     gemm_enqueue(&r->g_s13, s);
+    if (r->f->d.fp8) ds_quant(r, s, r->f->buf.hs, r->p.tokens, r->f->d.shared_inter, &r->f->buf.hsq);
     gemm_enqueue(&r->g_s2, s);
 }
 // Deepseekv3MoE > DeepseekV3Gate: the router logits (as split-K partials), nothing more: as in
@@ -688,6 +839,28 @@ static void ds_a2a_plan_counts(struct ds_run *r, CUstream s) {
     free(all);
 }
 
+// This rank's experts on `tokens` tokens (x, their expert ids): permute (in fp8 runs quantising
+// each routed copy), the gate/up product with its SwiGLU, (fp8: quantise the rows the permutation
+// filled), the down product.
+static void ds_experts(struct ds_run *r, CUstream s, CUdeviceptr ids, int tokens, CUdeviceptr x) {
+    const struct ds_dims *d = &r->f->d;
+    struct ds_buffers *b = &r->f->buf;
+    const int ra = gemm_tile_rows(&r->g_e13), rb = gemm_tile_rows(&r->g_e2);
+    if (!d->fp8) {
+        moe_permute_enqueue(&r->r_route, r->route_cfg, s, &b->perm, ids, tokens, d->e0, ra, rb, x, b->x_perm);
+        gemm_enqueue(&r->g_e13, s);
+    } else {
+        moe_permute_fp8_enqueue(&r->r_route, r->route_cfg, s, &b->perm, ids, tokens, d->e0, ra, rb, x, b->x_permq.q,
+                                b->x_permq.s);
+        gemm_enqueue(&r->g_e13, s);
+        const CUdeviceptr last = (CUdeviceptr)(d->experts_local - 1) * 4;
+        const int I = d->moe_inter;
+        quant_enqueue_used(&r->r_quant, s, b->h_perm, I, (int)(ds_moe_tokens(r->f, &r->p) * d->top_k), I, b->h_permq.q, I,
+                           b->h_permq.s, I / 128, b->perm.offsets + last, b->perm.counts + last);
+    }
+    gemm_enqueue(&r->g_e2, s);
+}
+
 // Deepseekv3MoE > MoE: expert choice (and the balance override) on this rank's tokens, the
 // exchange of routed tokens between ranks, permute, the two grouped expert products over this
 // rank's experts, combine (adding the shared experts' output) into the layer's hidden output.
@@ -702,21 +875,15 @@ static void ds_mod_experts(void *arg, CUstream s) {
     const CUdeviceptr shared = d->shared_inter ? b->ys : 0;
     moe_topk_enqueue(&r->r_route, s, b->logits, r->g_gate.cfg.splitk, T * (long long)d->experts, r->L->w.bias, T,
                      d->scaling, r->use_override ? b->override : 0, b->ids, b->weights);
-    const int ra = gemm_tile_rows(&r->g_e13), rb = gemm_tile_rows(&r->g_e2);
     if (!c || f->sh->moe_comm == LWB_MOE_COMM_NONE) {
-        moe_permute_enqueue(&r->r_route, r->route_cfg, s, &b->perm, b->ids, T, d->e0, ra, rb, b->x, b->x_perm);
-        gemm_enqueue(&r->g_e13, s);
-        gemm_enqueue(&r->g_e2, s);
+        ds_experts(r, s, b->ids, T, b->x);
         moe_combine_enqueue(&r->r_route, s, b->y_perm, &b->perm, b->weights, shared, 0, T, b->hidden, T);
     } else if (f->sh->moe_comm == LWB_MOE_COMM_ALLGATHER) {
         struct comm_gather g[] = {{b->x, b->x_all, (size_t)T * H, ncclBfloat16},
                                   {b->ids, b->ids_all, (size_t)T * kk, ncclInt32},
                                   {b->weights, b->w_all, (size_t)T * kk, ncclFloat32}};
         comm_allgather_group(c, g, 3, s, r->what_gather);
-        moe_permute_enqueue(&r->r_route, r->route_cfg, s, &b->perm, b->ids_all, T * N, d->e0, ra, rb, b->x_all,
-                            b->x_perm);
-        gemm_enqueue(&r->g_e13, s);
-        gemm_enqueue(&r->g_e2, s);
+        ds_experts(r, s, b->ids_all, T * N, b->x_all);
         moe_combine_enqueue(&r->r_route, s, b->y_perm, &b->perm, b->w_all, shared, f->sh->rank * T, T, b->y_all, T * N);
         comm_reduce_scatter(c, b->y_all, b->hidden, (size_t)T * H, ncclBfloat16, s, r->what_scatter);
     } else {
@@ -737,10 +904,7 @@ static void ds_mod_experts(void *arg, CUstream s) {
                                   {b->send_ids, b->ids_all, (size_t)kk * 4},
                                   {b->send_w, b->w_all, (size_t)kk * 4}};
         comm_alltoallv(c, out, 3, a->send_rows, a->send_off, a->recv_rows, a->recv_off, s, r->what_gather);
-        moe_permute_enqueue(&r->r_route, r->route_cfg, s, &b->perm, b->ids_all, a->recv_total, d->e0, ra, rb,
-                            b->x_all, b->x_perm);
-        gemm_enqueue(&r->g_e13, s);
-        gemm_enqueue(&r->g_e2, s);
+        ds_experts(r, s, b->ids_all, a->recv_total, b->x_all);
         moe_combine_enqueue(&r->r_route, s, b->y_perm, &b->perm, b->w_all, 0, 0, 0, b->y_all, a->recv_total);
         struct comm_part back[] = {{b->y_all, b->back, (size_t)H * 2}};
         comm_alltoallv(c, back, 1, a->recv_rows, a->recv_off, a->send_rows, a->send_off, s, r->what_scatter);
@@ -752,6 +916,7 @@ static void ds_mod_experts(void *arg, CUstream s) {
 static void ds_mod_mlp(void *arg, CUstream s) {
     struct ds_run *r = arg;
     gemm_enqueue(&r->g_d13, s);
+    if (r->f->d.fp8) ds_quant(r, s, r->f->buf.hd, r->p.tokens, r->f->d.inter, &r->f->buf.hdq);
     gemm_enqueue(&r->g_d2, s);
 }
 
@@ -858,17 +1023,36 @@ static double ds_active_experts_expected(const struct ds_dims *d, int tokens) {
 // Bytes a rank sends (and receives) in a ring all-reduce of `bytes` over n ranks.
 static double ds_ring_allreduce(double bytes, int n) { return n > 1 ? 2.0 * (n - 1) / n * bytes : 0; }
 
+// A projection's cost: its FLOPs (fp8 or bf16 by the weight format) and weight bytes (1 byte and a
+// scale per 128 x 128 block in fp8), plus `act` bytes of activations; in fp8 its input is also
+// read as the quantised copy (1 byte and a scale per 128 values) that a quantising producer wrote.
+static struct lwb_cost ds_linear(const struct ds_dims *d, double m, double n, double k, double act) {
+    struct lwb_cost c = {0};
+    double f = 2.0 * m * n * k;
+    if (d->fp8) {
+        c.flops8 = f;
+        c.bytes = n * k * (1 + 4.0 / 16384) + m * k * (1 + 4.0 / 128) * 2 + act; // quantised A written, read
+    } else {
+        c.flops = f;
+        c.bytes = 2.0 * n * k + act;
+    }
+    return c;
+}
+static void cost_add(struct lwb_cost *a, struct lwb_cost b) {
+    a->flops += b.flops, a->flops8 += b.flops8, a->bytes += b.bytes, a->sent += b.sent, a->received += b.received;
+}
+
 static struct ds_costs ds_cost(const struct ds_dims *d, const struct lwb_shard *sh, const struct lwb_problem *p,
                                bool moe, const struct ds_route_stats *rt) {
     struct ds_costs c = {0};
     const double T = p->tokens, H = d->hidden, A = d->q_lora + d->kv_row, nh = d->heads;
     const int N = sh->world_size;
-    // MLA: the projections, attention over the cache, the output projection.
-    double f = gemm_flops(T, (int)A, (int)H, 1) + gemm_flops(T, (int)(nh * d->qk), d->q_lora, 1) +
-               gemm_flops(T, (int)H, (int)(nh * d->v), 1);
-    double bytes = 2.0 * (A * H + nh * d->qk * d->q_lora + H * nh * d->v) // weights
-                   + 2.0 * T * (H + A + d->q_lora + nh * d->qk + nh * d->v + H) // activations in and out
-                   + 2.0 * T * d->kv_row;                               // new cache rows
+    // MLA: the projections (fp8 in fp8 runs), attention over the cache and the absorbed or expanded
+    // kv_b products (bf16: TensorRT-LLM dequantises kv_b_proj on Hopper), the output projection.
+    cost_add(&c.mla, ds_linear(d, T, A, H, 2.0 * T * (H + A)));
+    cost_add(&c.mla, ds_linear(d, T, nh * d->qk, d->q_lora, 2.0 * T * (d->q_lora + nh * d->qk)));
+    cost_add(&c.mla, ds_linear(d, T, H, nh * d->v, 2.0 * T * (nh * d->v + H)));
+    double f = 0, bytes = 2.0 * T * d->kv_row; // new cache rows
     double cached = (double)p->batch * p->kv_len;
     if (!p->ctx) {
         f += gemm_flops(T, d->kv_lora, d->nope, (int)nh) + gemm_flops(T, d->v, d->kv_lora, (int)nh);
@@ -880,20 +1064,29 @@ static struct ds_costs ds_cost(const struct ds_dims *d, const struct lwb_shard *
         f += mla_prefill_flops((int)nh, p->batch, p->qlen, p->kv_len);
     }
     bytes += 2.0 * nh * d->kv_lora * (d->nope + d->v) + cached * d->kv_row * 2;
+    cost_add(&c.mla, (struct lwb_cost){f, bytes, 0, 0, 0});
     const double ar = ds_tp_collectives(sh) ? ds_ring_allreduce(2.0 * T * H, N) : 0;
-    c.mla = (struct lwb_cost){f, bytes, 0, 0};
-    if (moe) c.attn_ar = (struct lwb_cost){0, 0, ar, ar};
+    if (moe) c.attn_ar = (struct lwb_cost){0, 0, ar, ar, 0};
     else c.mla.sent = c.mla.received = ar;
     if (moe) {
-        const double k = d->top_k, rows = rt->rows;
-        if (d->shared_inter)
-            c.shared = (struct lwb_cost){gemm_flops(T, 2 * d->shared_inter, (int)H, 1) + gemm_flops(T, (int)H, d->shared_inter, 1),
-                                         2.0 * 3 * H * d->shared_inter + 2.0 * T * (2 * H + d->shared_inter), 0, 0};
+        const double k = d->top_k, rows = rt->rows, I = d->moe_inter;
+        if (d->shared_inter) {
+            c.shared = ds_linear(d, T, 2 * d->shared_inter, H, 2.0 * T * d->shared_inter);
+            cost_add(&c.shared, ds_linear(d, T, H, d->shared_inter, 2.0 * T * (d->shared_inter + H)));
+        }
         c.gate = (struct lwb_cost){gemm_flops(T, d->experts, (int)H, 1),
-                                   2.0 * d->experts * H + 2.0 * T * H + 4.0 * T * d->experts, 0, 0};
-        double ef = gemm_flops(rows, 2 * d->moe_inter, (int)H, 1) + gemm_flops(rows, (int)H, d->moe_inter, 1);
-        double eb = 2.0 * 3 * H * d->moe_inter * rt->active + 2.0 * T * H * 2 + 2.0 * rows * (2 * H + 2 * d->moe_inter)
-                    + 4.0 * T * d->experts + 8.0 * T * k; // routing: logits in, choices out
+                                   2.0 * d->experts * H + 2.0 * T * H + 4.0 * T * d->experts, 0, 0, 0};
+        // Routed experts: only the active experts' weights are read.
+        const double wfrac = rt->active;
+        // Activations: the permuted copies (bf16, or quantised by the permutation), the
+        // intermediate written and read, the outputs written and read by the combine.
+        struct lwb_cost e13 = ds_linear(d, rows, 2 * I, H, 2.0 * rows * I + (d->fp8 ? 0 : 4.0 * rows * H)),
+                        e2 = ds_linear(d, rows, H, I, 2.0 * rows * (I + 2 * H));
+        e13.bytes -= 2 * I * H * (d->fp8 ? 1 + 4.0 / 16384 : 2), e2.bytes -= H * I * (d->fp8 ? 1 + 4.0 / 16384 : 2);
+        c.experts = e13;
+        cost_add(&c.experts, e2);
+        c.experts.bytes += 3.0 * H * I * wfrac * (d->fp8 ? 1 + 4.0 / 16384 : 2) // active experts' weights
+                           + 2.0 * T * H * 2 + 4.0 * T * d->experts + 8.0 * T * k; // tokens in and out, routing
         double sent = 0, received = 0;
         if (sh->moe_comm == LWB_MOE_COMM_ALLGATHER) {
             // Ring all-gather of every rank's tokens, ids and weights; ring reduce-scatter of the sums.
@@ -902,13 +1095,15 @@ static struct ds_costs ds_cost(const struct ds_dims *d, const struct lwb_shard *
             sent = rt->sent * (2 * H + 8 * k) + rt->received * 2 * H;
             received = rt->received * (2 * H + 8 * k) + rt->sent * 2 * H;
         }
-        c.experts = (struct lwb_cost){ef, eb, sent, received};
-        c.moe = (struct lwb_cost){c.shared.flops + c.gate.flops + ef, c.shared.bytes + c.gate.bytes + eb, sent, received};
+        c.experts.sent = sent, c.experts.received = received;
+        c.moe = c.shared;
+        cost_add(&c.moe, c.gate);
+        cost_add(&c.moe, c.experts);
     } else {
-        c.mlp = (struct lwb_cost){gemm_flops(T, 2 * d->inter, (int)H, 1) + gemm_flops(T, (int)H, d->inter, 1),
-                                  2.0 * 3 * H * d->inter + 2.0 * T * (2 * H + d->inter), 0, 0};
+        c.mlp = ds_linear(d, T, 2 * d->inter, H, 2.0 * T * d->inter);
+        cost_add(&c.mlp, ds_linear(d, T, H, d->inter, 2.0 * T * (d->inter + H)));
     }
-    if (ds_tp_collectives(sh)) c.out_ar = (struct lwb_cost){0, 0, ar, ar};
+    if (ds_tp_collectives(sh)) c.out_ar = (struct lwb_cost){0, 0, ar, ar, 0};
     return c;
 }
 
@@ -959,13 +1154,15 @@ static void ds_fill_plan(struct ds_fill *fl, struct ds_family *f, const struct l
     fl->chunk = LWB_MIN(fl->max_past, 4096);
     if (fl->chunk == 0) return;
     fl->n_in = rmsnorm_choose_config(d->hidden, false);
+    fl->n_in.quant = d->fp8;
     fl->n_kv = rmsnorm_choose_config(d->kv_lora, false);
     rmsnorm_request(&fl->r_in, fl->n_in);
     rmsnorm_request(&fl->r_kv, fl->n_kv);
     mla_rope_request(&fl->r_rope, (struct mla_rope_config){d->heads, d->nope, d->rope, d->kv_lora, d->page});
     fl->g = xcalloc((size_t)f->nlayers, sizeof *fl->g);
     for (int l = 0; l < f->nlayers; l++)
-        gemm_plan(&fl->g[l], "cache_fill", fl->chunk, d->kv_row, d->hidden, 1, GEMM_EPI_BF16, false, 0, dev);
+        (d->fp8 ? gemm_plan_fp8 : gemm_plan)(&fl->g[l], "cache_fill", fl->chunk, d->kv_row, d->hidden, 1, GEMM_EPI_BF16,
+                                             false, 0, dev);
 }
 
 static void ds_fill_alloc(struct ds_fill *fl, const struct ds_dims *d, struct lwb_mem *m) {
@@ -976,6 +1173,10 @@ static void ds_fill_alloc(struct ds_fill *fl, const struct ds_dims *d, struct lw
     fl->latent = mem_alloc(m, MEM_WS, DS_BF16(fl->chunk, d->kv_lora), "cache fill latent");
     fl->kv_new = mem_alloc(m, MEM_WS, DS_BF16(fl->chunk, d->kv_row), "cache fill rows");
     fl->lens = mem_alloc(m, MEM_WS, (size_t)LWB_CEIL_DIV(fl->max_past, fl->chunk) * 4, "cache fill lengths");
+    if (d->fp8) {
+        fl->xq.q = mem_alloc(m, MEM_WS, (size_t)fl->chunk * d->hidden, "cache fill norm (fp8)");
+        fl->xq.s = mem_alloc(m, MEM_WS, (size_t)fl->chunk * (d->hidden / 128) * 4, "cache fill norm (fp8 scales)");
+    }
 }
 
 // Request b of this rank is request dp_rank x max_batch + b of the whole run: its cached tokens
@@ -991,17 +1192,20 @@ static void ds_fill_cache(struct ds_family *f, CUstream s) {
     upload_wait(s, fl->lens, lens, sizeof(int) * (size_t)nchunks);
     for (int l = 0; l < f->nlayers; l++) {
         const struct ds_layer *L = &f->layers[l];
+        // kv_a_proj_with_mqa: the rows after q_a's in the fused weight (and its scale rows).
         struct lwb_operand x = {fl->x, fl->chunk, d->hidden, d->hidden, 1, 0};
-        struct lwb_operand w = {L->w.fused_a + (CUdeviceptr)d->q_lora * d->hidden * 2, d->kv_row, d->hidden, d->hidden, 1, 0};
-        gemm_bind(&fl->g[l], &x, &w, fl->kv, d->kv_row, 0, b->gemm_ws);
+        struct lwb_operand w = {L->w.fused_a + (CUdeviceptr)d->q_lora * d->hidden * (d->fp8 ? 1 : 2), d->kv_row,
+                                d->hidden, d->hidden, 1, 0};
+        ds_bind_proj(&fl->g[l], &x, &fl->xq, &w, L->w.fused_a_s + ds_sbytes(d->q_lora, d->hidden), fl->kv, d->kv_row,
+                     b->gemm_ws);
         for (int q = 0; q < b->max_batch; q++) {
             const unsigned long long req = (unsigned long long)f->sh->dp_rank * b->max_batch + (unsigned long long)q;
             for (int c = 0; c < nchunks; c++) {
                 const int n = lens[c] - c * fl->chunk;
                 init_fill_bf16(f->init, s, fl->hidden, (long long)n * d->hidden,
                                f->seed * 7919 + req * (unsigned long long)nchunks + (unsigned long long)c, 0.f, 1.f);
-                rmsnorm_enqueue(&fl->r_in, fl->n_in, s, fl->hidden, d->hidden, 0, 0, 0, L->w.in_norm, fl->x, d->hidden,
-                                n, d->eps);
+                rmsnorm_enqueue_q8(&fl->r_in, fl->n_in, s, fl->hidden, d->hidden, 0, 0, 0, L->w.in_norm, fl->x,
+                                   d->hidden, n, d->eps, fl->xq.q, fl->xq.s);
                 fl->g[l].m = n;
                 gemm_enqueue(&fl->g[l], s);
                 rmsnorm_enqueue(&fl->r_kv, fl->n_kv, s, fl->kv, d->kv_row, 0, 0, 0, L->w.kv_a_norm, fl->latent,
@@ -1064,6 +1268,7 @@ static void *ds_create(const struct lwb_run_spec *spec) {
                        "interleaved rope dimensions only",
                        f->model->name);
     f->d = ds_dims_from_model(f->model, f->sh, spec->page);
+    f->d.fp8 = spec->wformat == LWB_WF_FP8;
     ds_dims_check(&f->d, f->sh, f->model->name);
     ds_check_sizes(f);
     f->nlayers = spec->nlayers;
@@ -1186,6 +1391,13 @@ static void ds_describe(void *fam, FILE *out) {
     for (int l = 0; l < f->nlayers; l++)
         fprintf(out, " %d (%s)", f->layers[l].index, f->layers[l].moe ? "MLA + MoE" : "MLA + MLP");
     fprintf(out, "\n");
+    if (d->fp8)
+        fprintf(out, "weights: fp8 (e4m3, one fp32 scale per 128x128 block; activations quantised per token and 128 "
+                     "channels, in the RMSNorms and the MoE permutation and by passes before o_proj and the down "
+                     "projections); bf16: the router gate, kv_b_proj (dequantised at load: the absorbed W_UK/W_UV "
+                     "products and the context expansion) and attention\n");
+    else
+        fprintf(out, "weights: bf16\n");
     if (sh->world_size == 1 && !sh->scaled_from) return;
     fprintf(out, "rank %d of %d: attention %s, heads %d..%d of %d; experts %d..%d of %d", sh->rank, sh->world_size,
             sh->attention_dp ? "data-parallel" : "tensor-parallel", d->head0, d->head0 + d->heads - 1, d->heads_total,

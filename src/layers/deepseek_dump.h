@@ -23,12 +23,15 @@
 // test/gpu/compare_ranks.py.
 #pragma once
 
-// Rows `first + i * step` (i < rows) of a row-major device matrix with `row_bytes` per row.
+// Rows `first + i * step` (i < rows) of a row-major device matrix with `row_bytes` per row; with
+// `half` 1 or 2, rows `first + (i / 64) * 128 + (half - 1) * 64 + i % 64` (the gate or up rows of
+// lwb's fp8 gate/up layout).
 struct dump_src {
     CUdeviceptr base;
     size_t row_bytes;
     long long first, step, rows;
     const void *host; // or host bytes
+    int half;
 };
 
 static int dump_fill(void *ctx, const char *name, void *dst, size_t bytes) {
@@ -39,6 +42,16 @@ static int dump_fill(void *ctx, const char *name, void *dst, size_t bytes) {
         return 0;
     }
     if ((size_t)s->rows * s->row_bytes != bytes) return -1;
+    if (s->half) {
+        size_t span = (size_t)LWB_CEIL_DIV(s->rows, 64) * 128 * s->row_bytes;
+        char *tmp = xmalloc(span);
+        CU_CHECK(lwb_cu.cuMemcpyDtoH(tmp, s->base + (CUdeviceptr)(s->first * (long long)s->row_bytes), span));
+        for (long long i = 0; i < s->rows; i++)
+            memcpy((char *)dst + i * s->row_bytes, tmp + (size_t)((i / 64) * 128 + (s->half - 1) * 64 + i % 64) * s->row_bytes,
+                   s->row_bytes);
+        free(tmp);
+        return 0;
+    }
     if (s->step == 1) {
         CU_CHECK(lwb_cu.cuMemcpyDtoH(dst, s->base + (CUdeviceptr)(s->first * (long long)s->row_bytes), bytes));
         return 0;
@@ -52,40 +65,63 @@ static int dump_fill(void *ctx, const char *name, void *dst, size_t bytes) {
     return 0;
 }
 
-// Where a checkpoint tensor of `layer` lives in lwb's weights.
+// Where a checkpoint tensor of `layer` lives in lwb's weights (bf16 or fp8 runs: an fp8 weight's
+// bytes, or with a name ending in _scale_inv its block scales).
 static struct dump_src dump_weight_src(const struct ds_layer *L, const struct ds_dims *d, const struct lwb_weight *w) {
-    // The name after "model.layers.<i>.".
-    const char *n = w->name + (str_starts(w->name, "model.layers.") ? strlen("model.layers.") : 0);
-    while (isdigit((unsigned char)*n)) n++;
-    if (*n == '.') n++;
-    const size_t H2 = (size_t)d->hidden * 2;
+    // The name after "model.layers.<i>.", without the _scale_inv of a scale.
+    const char *n0 = w->name + (str_starts(w->name, "model.layers.") ? strlen("model.layers.") : 0);
+    while (isdigit((unsigned char)*n0)) n0++;
+    if (*n0 == '.') n0++;
+    char n[96];
+    snprintf(n, sizeof n, "%s", n0);
+    const size_t len = strlen(n), sl = strlen("_scale_inv");
+    const bool scale = len > sl && !strcmp(n + len - sl, "_scale_inv");
+    if (scale) n[len - sl] = 0;
+    const size_t H = d->hidden, es = d->fp8 ? 1 : 2;
     const struct ds_weights *x = &L->w;
-#define ROWS(b, rb, f, st, n_) ((struct dump_src){b, rb, f, st, n_, NULL})
-    if (!strcmp(n, "input_layernorm.weight")) return ROWS(x->in_norm, H2, 0, 1, 1);
-    if (!strcmp(n, "post_attention_layernorm.weight")) return ROWS(x->post_norm, H2, 0, 1, 1);
-    if (!strcmp(n, "self_attn.q_a_proj.weight")) return ROWS(x->fused_a, H2, 0, 1, d->q_lora);
-    if (!strcmp(n, "self_attn.kv_a_proj_with_mqa.weight")) return ROWS(x->fused_a, H2, d->q_lora, 1, d->kv_row);
+    // A projection's rows: bytes per row of a cols-wide weight, or of its scales (one per block).
+#define RB(cols) (scale ? (size_t)LWB_CEIL_DIV(cols, 128) * 4 : (size_t)(cols) * es)
+#define PROJ(wp, sp, cols, f, st, n_) ((struct dump_src){scale ? sp : wp, RB(cols), f, st, n_, NULL, 0})
+#define ROWS(b, rb, f, st, n_) ((struct dump_src){b, rb, f, st, n_, NULL, 0})
+    // In 128-row blocks for scales.
+#define B(rows) (scale ? LWB_CEIL_DIV((long long)(rows), 128) : (long long)(rows))
+    if (!strcmp(n, "input_layernorm.weight")) return ROWS(x->in_norm, H * 2, 0, 1, 1);
+    if (!strcmp(n, "post_attention_layernorm.weight")) return ROWS(x->post_norm, H * 2, 0, 1, 1);
+    if (!strcmp(n, "self_attn.q_a_proj.weight")) return PROJ(x->fused_a, x->fused_a_s, H, 0, 1, B(d->q_lora));
+    if (!strcmp(n, "self_attn.kv_a_proj_with_mqa.weight"))
+        return PROJ(x->fused_a, x->fused_a_s, H, B(d->q_lora), 1, B(d->kv_row));
     if (!strcmp(n, "self_attn.q_a_layernorm.weight")) return ROWS(x->q_a_norm, (size_t)d->q_lora * 2, 0, 1, 1);
     if (!strcmp(n, "self_attn.kv_a_layernorm.weight")) return ROWS(x->kv_a_norm, (size_t)d->kv_lora * 2, 0, 1, 1);
-    if (!strcmp(n, "self_attn.q_b_proj.weight")) return ROWS(x->q_b, (size_t)d->q_lora * 2, 0, 1, (long long)d->heads * d->qk);
-    if (!strcmp(n, "self_attn.kv_b_proj.weight"))
-        return ROWS(x->kv_b, (size_t)d->kv_lora * 2, 0, 1, (long long)d->heads * (d->nope + d->v));
-    if (!strcmp(n, "self_attn.o_proj.weight")) return ROWS(x->o_proj, (size_t)d->heads * d->v * 2, 0, 1, d->hidden);
-    if (!strcmp(n, "mlp.gate.weight")) return ROWS(x->gate, H2, 0, 1, d->experts);
+    if (!strcmp(n, "self_attn.q_b_proj.weight")) return PROJ(x->q_b, x->q_b_s, d->q_lora, 0, 1, B((long long)d->heads * d->qk));
+    if (!strcmp(n, "self_attn.kv_b_proj.weight")) // as loaded: fp8 (kept beside the bf16 copy) or bf16
+        return PROJ(d->fp8 ? x->kv_b8 : x->kv_b, x->kv_b8_s, d->kv_lora, 0, 1, B((long long)d->heads * (d->nope + d->v)));
+    if (!strcmp(n, "self_attn.o_proj.weight")) return PROJ(x->o_proj, x->o_proj_s, (size_t)d->heads * d->v, 0, 1, B(H));
+    if (!strcmp(n, "mlp.gate.weight")) return ROWS(x->gate, H * 2, 0, 1, d->experts);
     if (!strcmp(n, "mlp.gate.e_score_correction_bias")) return ROWS(x->bias, (size_t)d->experts * 4, 0, 1, 1);
-    if (!strcmp(n, "mlp.shared_experts.gate_proj.weight")) return ROWS(x->s13, H2, 0, 2, d->shared_inter);
-    if (!strcmp(n, "mlp.shared_experts.up_proj.weight")) return ROWS(x->s13, H2, 1, 2, d->shared_inter);
-    if (!strcmp(n, "mlp.shared_experts.down_proj.weight")) return ROWS(x->s2, (size_t)d->shared_inter * 2, 0, 1, d->hidden);
-    if (!strcmp(n, "mlp.gate_proj.weight")) return ROWS(x->d13, H2, 0, 2, d->inter);
-    if (!strcmp(n, "mlp.up_proj.weight")) return ROWS(x->d13, H2, 1, 2, d->inter);
-    if (!strcmp(n, "mlp.down_proj.weight")) return ROWS(x->d2, (size_t)d->inter * 2, 0, 1, d->hidden);
-    if (w->expert >= 0) {
-        long long e = w->expert, I = d->moe_inter;
-        if (strstr(n, "gate_proj")) return ROWS(x->w13, H2, e * 2 * I, 2, I);
-        if (strstr(n, "up_proj")) return ROWS(x->w13, H2, e * 2 * I + 1, 2, I);
-        if (strstr(n, "down_proj")) return ROWS(x->w2, (size_t)I * 2, e * d->hidden, 1, d->hidden);
+    if (!strcmp(n, "mlp.shared_experts.down_proj.weight")) return PROJ(x->s2, x->s2_s, d->shared_inter, 0, 1, B(H));
+    if (!strcmp(n, "mlp.down_proj.weight")) return PROJ(x->d2, x->d2_s, d->inter, 0, 1, B(H));
+    // gate/up pairs: interleaved rows (bf16); 64-row halves, each half a scale row (fp8).
+    CUdeviceptr gu = 0, gu_s = 0;
+    long long e = 0, I = 0;
+    bool up = strstr(n, "up_proj") != NULL;
+    if (!strcmp(n, "mlp.shared_experts.gate_proj.weight") || !strcmp(n, "mlp.shared_experts.up_proj.weight"))
+        gu = x->s13, gu_s = x->s13_s, I = d->shared_inter;
+    else if (!strcmp(n, "mlp.gate_proj.weight") || !strcmp(n, "mlp.up_proj.weight"))
+        gu = x->d13, gu_s = x->d13_s, I = d->inter;
+    else if (w->expert >= 0 && (strstr(n, "gate_proj") || up))
+        gu = x->w13, gu_s = x->w13_s, I = d->moe_inter, e = w->expert;
+    if (gu) {
+        if (!d->fp8) return ROWS(gu, H * 2, e * 2 * I + up, 2, I);
+        // Gate block b's scale is its first half's: half 4b (gate) or 4b + 1 (up) of the expert's.
+        if (scale) return ROWS(gu_s, RB(H), e * (2 * I / 64) + up, 4, I / 128);
+        return (struct dump_src){gu, H, e * 2 * I, 1, I, NULL, up ? 2 : 1};
     }
+    if (w->expert >= 0 && strstr(n, "down_proj"))
+        return PROJ(x->w2, x->w2_s, d->moe_inter, B(w->expert * H), 1, B(H));
+#undef RB
+#undef PROJ
 #undef ROWS
+#undef B
     LWB_BUG("dump: no source for %s", w->name);
 }
 
@@ -148,7 +184,7 @@ static void ds_dump(void *fam, int pi, CUstream s, const char *dir) {
         char *path = lwb_path_join(dir, name);
         struct lwb_st_writer *w = st_writer_begin(path);
         struct lwb_weight *ws = NULL;
-        int nw = whole ? model_layer_weights(model, L->index, &ws) : 0;
+        int nw = whole ? model_layer_weights(model, L->index, d->fp8 ? LWB_WF_FP8 : LWB_WF_BF16, &ws) : 0;
         struct dump_src *src = xcalloc((size_t)nw + 16, sizeof *src);
         for (int i = 0; i < nw; i++) {
             src[i] = dump_weight_src(L, d, &ws[i]);

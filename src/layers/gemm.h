@@ -31,6 +31,7 @@ struct gemm_config {
     int stages;     // pipeline depth
     int splitk;     // K splits (1: none)
     int min_blocks; // blocks per SM the register budget allows
+    int overlap;    // fp8: two K blocks' products in flight per warpgroup (registers permitting)
 };
 
 struct lwb_gemm {
@@ -104,18 +105,32 @@ static struct gemm_config gemm_choose_config(long long m, int n, int k, int batc
     return c;
 }
 
+// Whether a consumer thread can hold two K blocks' products next to its accumulators: 3 x BN / 2
+// floats plus about 40 registers of addresses and scales, within the registers a thread gets
+// (232 with two consumer warpgroups, which take the producer's; else 64 K over the block's
+// threads times the blocks per multiprocessor, at most 255).
+static int gemm_fp8_overlap_fits(struct gemm_config c) {
+    int threads = 128 * (c.bm / 64 + 1);
+    int budget = c.bm == 128 ? 232 : LWB_MIN(255, 65536 / (threads * c.min_blocks));
+    return 3 * c.bn / 2 + 40 <= budget;
+}
+
 // The fp8 family's tiles: the bf16 choice for half the K (one 128-deep fp8 block per stage holds
 // the bytes of a 64-deep bf16 one), with columns capped at 128 (a tile inside one B scale block;
 // the promoted accumulators hold two sets of registers).
 static struct gemm_config gemm_choose_config_fp8(long long m, int n, int k, int batch, bool grouped,
                                                  double rows_per_group, int epilogue, int sm_count, int smem_optin) {
     struct gemm_config c = gemm_choose_config(m, n, k / 2, batch, grouped, rows_per_group, sm_count, smem_optin);
-    if (c.bn > 128 || (epilogue == GEMM_EPI_SWIGLU64 && c.bn != 128)) {
-        c.bn = 128;
-        int budget = smem_optin / c.min_blocks - 2048, stage = (c.bm + c.bn) * 128;
-        c.stages = LWB_MAX(2, LWB_MIN(6, budget / stage));
-        if (c.stages > (k / 128) / c.splitk) c.stages = LWB_MAX(2, (k / 128) / c.splitk);
-    }
+    if (c.bn > 128 || (epilogue == GEMM_EPI_SWIGLU64 && c.bn != 128)) c.bn = 128;
+    // One block per multiprocessor for 64-row tiles: two would leave a thread 128 registers, and a
+    // 64 x 128 tile's promoted and running accumulators alone take that (they spilled, and the
+    // decode expert GEMMs read their weights at half the bandwidth, measured on an H200). The
+    // deeper pipeline the shared memory then holds keeps the weights streaming.
+    if (c.bm == 64 && c.bn == 128) c.min_blocks = 1;
+    int budget = smem_optin / c.min_blocks - 2048, stage = (c.bm + c.bn) * 128;
+    c.stages = LWB_MAX(2, LWB_MIN(c.bm == 64 ? 8 : 6, budget / stage));
+    if (c.stages > (k / 128) / c.splitk) c.stages = LWB_MAX(2, (k / 128) / c.splitk);
+    c.overlap = gemm_fp8_overlap_fits(c);
     return c;
 }
 
@@ -137,8 +152,8 @@ static void gemm_plan_config_as(struct lwb_gemm *g, const char *name, long long 
                        name, m, c.bm);
     struct lwb_kreq *r = &g->req;
     *r = (struct lwb_kreq){.family = fp8 ? "gemm_fp8" : "gemm"};
-    snprintf(r->label, sizeof r->label, "gemm%s_%s_bm%d_bn%d_s%d_k%d_x%d_e%d%s", fp8 ? "8" : "", name, c.bm, c.bn,
-             c.stages, k / c.splitk, c.splitk, epilogue, grouped ? "_g" : "");
+    snprintf(r->label, sizeof r->label, "gemm%s_%s_bm%d_bn%d_s%d_k%d_x%d_e%d%s%s", fp8 ? "8" : "", name, c.bm, c.bn,
+             c.stages, k / c.splitk, c.splitk, epilogue, grouped ? "_g" : "", fp8 && c.overlap ? "_ov" : "");
     kreq_set(r, "BM", c.bm);
     kreq_set(r, "BN", c.bn);
     kreq_set(r, "STAGES", c.stages);
@@ -147,7 +162,10 @@ static void gemm_plan_config_as(struct lwb_gemm *g, const char *name, long long 
     kreq_set(r, "EPILOGUE", epilogue);
     kreq_set(r, "GROUPED", grouped);
     kreq_set(r, "MIN_BLOCKS", c.min_blocks);
-    if (fp8) kreq_set(r, "SB_ROWS", epilogue == GEMM_EPI_SWIGLU64 ? 64 : 128);
+    if (fp8) {
+        kreq_set(r, "SB_ROWS", epilogue == GEMM_EPI_SWIGLU64 ? 64 : 128);
+        kreq_set(r, "OVERLAP", c.overlap);
+    }
     kreq_entry(r, fp8 ? "lwb_gemm_fp8" : "lwb_gemm");
     kreq_entry(r, fp8 ? "lwb_gemm_fp8_reduce" : "lwb_gemm_reduce");
     g->smem = gemm_smem_bytes(c);
@@ -161,7 +179,7 @@ static void gemm_plan_config(struct lwb_gemm *g, const char *name, long long m, 
 // so named (the names in kernel labels: gate, q_b, experts13, ...), for tuning without a rebuild.
 // Returns true when `spec` names `name`; a malformed or impossible entry is a user error.
 static bool gemm_tiles_from_spec(const char *spec, const char *name, int n, int k, int epilogue, bool grouped,
-                                 int smem_optin, struct gemm_config *c) {
+                                 int smem_optin, bool fp8, struct gemm_config *c) {
     for (const char *e = spec; e && *e; e = strchr(e, ';') ? strchr(e, ';') + 1 : NULL) {
         const char *eq = strchr(e, '=');
         size_t len = strlen(name);
@@ -171,10 +189,12 @@ static bool gemm_tiles_from_spec(const char *spec, const char *name, int n, int 
         if (sscanf(eq + 1, "%d,%d,%d,%d%n", &t.bm, &t.bn, &t.stages, &t.splitk, &used) != 4 ||
             (eq[1 + used] && eq[1 + used] != ';'))
             lwb_user_error("LWB_GEMM_TILES: entry for %s must read %s=BM,BN,STAGES,SPLITK", name, name);
-        t.min_blocks = t.bm == 64 ? 2 : 1;
+        t.min_blocks = t.bm == 64 && !(fp8 && t.bn == 128) ? 2 : 1; // as the choices above
         const char *why = t.bm != 64 && t.bm != 128                            ? "BM must be 64 or 128"
                           : t.bn < 16 || t.bn > 256 || t.bn & (t.bn - 1)      ? "BN must be 16, 32, 64, 128 or 256"
-                          : t.splitk < 1 || (k / 64) % t.splitk               ? "SPLITK must divide K / 64"
+                          : fp8 && t.bn > 128                                  ? "fp8 tiles are at most 128 wide"
+                          : fp8 && epilogue == GEMM_EPI_SWIGLU64 && t.bn != 128 ? "the fp8 SwiGLU needs 128-wide tiles"
+                          : t.splitk < 1 || (k / (fp8 ? 128 : 64)) % t.splitk  ? "SPLITK must divide the K blocks"
                           : grouped && t.splitk > 1                           ? "grouped products are not split"
                           : t.stages < 2                                      ? "STAGES must be at least 2"
                           : (int)gemm_smem_bytes(t) * t.min_blocks > smem_optin ? "the stages do not fit in shared memory"
@@ -182,6 +202,7 @@ static bool gemm_tiles_from_spec(const char *spec, const char *name, int n, int 
                                                                                     : NULL;
         if (why) lwb_user_error("LWB_GEMM_TILES: %s=%d,%d,%d,%d (N %d, K %d): %s", name, t.bm, t.bn, t.stages,
                                 t.splitk, n, k, why);
+        if (fp8) t.overlap = gemm_fp8_overlap_fits(t);
         *c = t;
         return true;
     }
@@ -192,7 +213,7 @@ static bool gemm_tiles_from_spec(const char *spec, const char *name, int n, int 
 static void gemm_plan(struct lwb_gemm *g, const char *name, long long m, int n, int k, int batch,
                       int epilogue, bool grouped, double rows_per_group, const struct lwb_device *dev) {
     struct gemm_config c = gemm_choose_config(m, n, k, batch, grouped, rows_per_group, dev->sm_count, dev->smem_optin);
-    gemm_tiles_from_spec(getenv("LWB_GEMM_TILES"), name, n, k, epilogue, grouped, dev->smem_optin, &c);
+    gemm_tiles_from_spec(getenv("LWB_GEMM_TILES"), name, n, k, epilogue, grouped, dev->smem_optin, false, &c);
     gemm_plan_config(g, name, m, n, k, batch, epilogue, grouped, c);
 }
 
@@ -201,6 +222,9 @@ static void gemm_plan_fp8(struct lwb_gemm *g, const char *name, long long m, int
                           int epilogue, bool grouped, double rows_per_group, const struct lwb_device *dev) {
     struct gemm_config c = gemm_choose_config_fp8(m, n, k, batch, grouped, rows_per_group, epilogue, dev->sm_count,
                                                   dev->smem_optin);
+    gemm_tiles_from_spec(getenv("LWB_GEMM_TILES"), name, n, k, epilogue, grouped, dev->smem_optin, true, &c);
+    const char *ov = getenv("LWB_FP8_OVERLAP"); // 0 or 1: force (timing both in test/gpu)
+    if (ov && (ov[0] == '0' || ov[0] == '1') && !ov[1]) c.overlap = ov[0] - '0';
     gemm_plan_config_as(g, name, m, n, k, batch, epilogue, grouped, c, true);
 }
 

@@ -4,7 +4,8 @@
 //
 // Defines: struct moe_route_config, moe_route_request, and one enqueue function per kernel:
 // moe_topk_enqueue, moe_permute_enqueue (count, plan, scatter), moe_combine_enqueue,
-// moe_a2a_count_enqueue, moe_a2a_pack_enqueue, moe_a2a_sum_enqueue; moe_route_samples.
+// moe_a2a_count_enqueue, moe_a2a_pack_enqueue, moe_a2a_sum_enqueue; moe_route_samples;
+// moe_permute_fp8_enqueue (the permutation writing fp8 rows for fp8 expert GEMMs).
 //
 // Does not: compute the gate logits (a gemm with an fp32 epilogue) or the experts (grouped gemm).
 // Tested by test/gpu/check.c against test/ref/moe_route.c.
@@ -13,6 +14,7 @@
 struct moe_route_config {
     int experts, top_k, groups, topk_group, norm, hidden;
     int ranks;         // expert-parallel ranks: this rank holds experts / ranks of them
+    int quant;         // 1: the permutation writes fp8 rows for fp8 expert GEMMs
 };
 
 static void moe_route_request(struct lwb_kreq *r, struct moe_route_config c) {
@@ -27,6 +29,8 @@ static void moe_route_request(struct lwb_kreq *r, struct moe_route_config c) {
     kreq_set(r, "HIDDEN", c.hidden);
     kreq_set(r, "RANKS", c.ranks);
     kreq_set(r, "LOCAL_EXPERTS", c.experts / c.ranks);
+    kreq_set(r, "QUANT", c.quant);
+    if (c.quant) snprintf(r->label + strlen(r->label), sizeof r->label - strlen(r->label), "_q8");
     kreq_entry(r, "lwb_moe_topk");
     kreq_entry(r, "lwb_moe_count");
     kreq_entry(r, "lwb_moe_plan");
@@ -35,6 +39,7 @@ static void moe_route_request(struct lwb_kreq *r, struct moe_route_config c) {
     kreq_entry(r, "lwb_moe_a2a_count");
     kreq_entry(r, "lwb_moe_a2a_pack");
     kreq_entry(r, "lwb_moe_a2a_sum");
+    if (c.quant) kreq_entry(r, "lwb_moe_scatter_fp8");
 }
 
 // logits: `splits` slabs of (tokens, experts) fp32, `split_stride` floats apart, that sum to the
@@ -66,12 +71,11 @@ static int moe_max_tiles(int tokens, int top_k, int experts, int tile_rows) {
 // Count the (token, slot) pairs routed to this rank's experts (from expert e0), plan offsets and
 // tile lists (rows_a / rows_b rows per entry), then copy those tokens' hidden states to their
 // rows of x_perm.
-static void moe_permute_enqueue(const struct lwb_kreq *r, struct moe_route_config c, CUstream s,
-                                struct moe_perm *p, CUdeviceptr ids, int tokens, int e0, int rows_a, int rows_b,
-                                CUdeviceptr x, CUdeviceptr x_perm) {
+// Count the routed slots per local expert and plan the permuted buffer and the tile lists.
+static void moe_count_plan(const struct lwb_kreq *r, struct moe_route_config c, CUstream s, struct moe_perm *p,
+                           CUdeviceptr ids, int n, int e0, int rows_a, int rows_b) {
     const int local = c.experts / c.ranks;
     CU_CHECK(lwb_cu.cuMemsetD32Async(p->counts, 0, (size_t)local, s));
-    int n = tokens * c.top_k;
     if (n > 0) {
         void *a1[] = {&ids, &n, &e0, &p->counts};
         cu_launch(kreq_func(r, "lwb_moe_count"), (struct lwb_launch){{(unsigned)LWB_MIN(LWB_CEIL_DIV(n, 256), 264)}, {256}},
@@ -80,9 +84,30 @@ static void moe_permute_enqueue(const struct lwb_kreq *r, struct moe_route_confi
     CUdeviceptr na = p->ntiles, nb = p->ntiles + 4;
     void *a2[] = {&p->counts, &rows_a, &rows_b, &p->offsets, &p->tiles_a, &na, &p->tiles_b, &nb, &p->fill};
     cu_launch(kreq_func(r, "lwb_moe_plan"), (struct lwb_launch){{1}, {(unsigned)LWB_CEIL_DIV(local, 32) * 32}}, s, a2);
+}
+
+static void moe_permute_enqueue(const struct lwb_kreq *r, struct moe_route_config c, CUstream s,
+                                struct moe_perm *p, CUdeviceptr ids, int tokens, int e0, int rows_a, int rows_b,
+                                CUdeviceptr x, CUdeviceptr x_perm) {
+    int n = tokens * c.top_k;
+    moe_count_plan(r, c, s, p, ids, n, e0, rows_a, rows_b);
     if (n > 0) {
         void *a3[] = {&ids, &tokens, &e0, &p->offsets, &p->fill, &p->perm_row, &x, &x_perm};
         cu_launch(kreq_func(r, "lwb_moe_scatter"), (struct lwb_launch){{(unsigned)LWB_CEIL_DIV(n, 8)}, {256}}, s, a3);
+    }
+}
+
+// The same permutation writing fp8 rows: q_perm (rows x hidden e4m3) and s_perm (rows x hidden/128
+// fp32 scales) instead of bf16 copies.
+static void moe_permute_fp8_enqueue(const struct lwb_kreq *r, struct moe_route_config c, CUstream s,
+                                    struct moe_perm *p, CUdeviceptr ids, int tokens, int e0, int rows_a, int rows_b,
+                                    CUdeviceptr x, CUdeviceptr q_perm, CUdeviceptr s_perm) {
+    if (!c.quant) LWB_BUG("moe: an fp8 permutation from a request without it");
+    int n = tokens * c.top_k;
+    moe_count_plan(r, c, s, p, ids, n, e0, rows_a, rows_b);
+    if (n > 0) {
+        void *a3[] = {&ids, &tokens, &e0, &p->offsets, &p->fill, &p->perm_row, &x, &q_perm, &s_perm};
+        cu_launch(kreq_func(r, "lwb_moe_scatter_fp8"), (struct lwb_launch){{(unsigned)LWB_CEIL_DIV(n, 8)}, {256}}, s, a3);
     }
 }
 
@@ -134,9 +159,10 @@ static void moe_a2a_sum_enqueue(const struct lwb_kreq *r, CUstream s, struct moe
 }
 
 static int moe_route_samples(struct lwb_kreq *out, int max) {
-    static const struct moe_route_config s[] = {{256, 8, 8, 4, 1, 7168, 1}, {64, 6, 1, 1, 1, 2048, 1},
-                                                {128, 8, 4, 2, 0, 4096, 1}, {256, 8, 8, 4, 1, 7168, 8},
-                                                {16, 8, 8, 4, 1, 7168, 1}, {32, 8, 8, 4, 1, 7168, 16}};
+    static const struct moe_route_config s[] = {{256, 8, 8, 4, 1, 7168, 1, 0}, {64, 6, 1, 1, 1, 2048, 1, 0},
+                                                {128, 8, 4, 2, 0, 4096, 1, 0}, {256, 8, 8, 4, 1, 7168, 8, 0},
+                                                {16, 8, 8, 4, 1, 7168, 1, 0}, {32, 8, 8, 4, 1, 7168, 16, 0},
+                                                {256, 8, 8, 4, 1, 7168, 8, 1}, {64, 6, 8, 1, 1, 1024, 1, 1}};
     int n = 0;
     for (size_t i = 0; i < LWB_ARRAY_LEN(s) && n < max; i++) moe_route_request(&out[n++], s[i]);
     return n;

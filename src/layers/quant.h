@@ -1,7 +1,7 @@
 // layers/quant.h: host side of the quant kernel family (kernels/quant.cu.in): bf16 activations to
 // fp8 e4m3 with one scale per row and 128 columns, for the fp8 GEMMs.
 //
-// Defines: quant_request, quant_enqueue, quant_samples.
+// Defines: quant_request, quant_enqueue (quant_enqueue_used: a row count on the device), quant_samples.
 //
 // NOTES (where lwb quantises, and why there): TensorRT-LLM quantises every fp8 linear's input in
 // a separate kernel. lwb fuses it where the producer holds whole 128-column groups of a row: the
@@ -21,13 +21,20 @@ static void quant_request(struct lwb_kreq *r) {
 }
 
 // x: rows x cols bf16 (row stride ld_x); q: rows x cols bytes (row stride ld_q); s: rows x cols/128.
-static void quant_enqueue(const struct lwb_kreq *r, CUstream s, CUdeviceptr x, long long ld_x, int rows, int cols,
-                          CUdeviceptr q, long long ld_q, CUdeviceptr scales, long long ld_s) {
+// With used_a and used_b (device ints), only the first *used_a + *used_b rows (at most `rows`).
+static void quant_enqueue_used(const struct lwb_kreq *r, CUstream s, CUdeviceptr x, long long ld_x, int rows, int cols,
+                               CUdeviceptr q, long long ld_q, CUdeviceptr scales, long long ld_s, CUdeviceptr used_a,
+                               CUdeviceptr used_b) {
     if (cols % 128 || rows < 0) LWB_BUG("quant: %d columns", cols);
     long long warps = (long long)rows * (cols / 128);
     if (warps == 0) return;
-    void *args[] = {&x, &ld_x, &rows, &cols, &q, &ld_q, &scales, &ld_s};
+    void *args[] = {&x, &ld_x, &rows, &cols, &q, &ld_q, &scales, &ld_s, &used_a, &used_b};
     cu_launch(kreq_func(r, "lwb_quant_1x128"), (struct lwb_launch){{(unsigned)LWB_CEIL_DIV(warps, 8)}, {256}}, s, args);
+}
+
+static void quant_enqueue(const struct lwb_kreq *r, CUstream s, CUdeviceptr x, long long ld_x, int rows, int cols,
+                          CUdeviceptr q, long long ld_q, CUdeviceptr scales, long long ld_s) {
+    quant_enqueue_used(r, s, x, ld_x, rows, cols, q, ld_q, scales, ld_s, 0, 0);
 }
 
 static int quant_samples(struct lwb_kreq *out, int max) {

@@ -479,7 +479,9 @@ static void bench_gemm_variant(struct check *c, const char *name, long long m, i
     init_fill_bf16(&c->init, c->s, da, (long long)na, 51, -1.f, 1.f);
     init_fill_bf16(&c->init, c->s, db, (long long)nb, 52, -2.f / sqrtf((float)k), 2.f / sqrtf((float)k));
     struct lwb_operand A = {da, m, k, k, 1, 0}, B = {db, n, k, k, experts, (long long)n * k};
-    gemm_bind(&g, &A, &B, dc, nout, 0, 0);
+    size_t wsb = gemm_workspace_bytes(&g);
+    CUdeviceptr ws = wsb ? dev_alloc(wsb, "ws") : 0;
+    gemm_bind(&g, &A, &B, dc, nout, 0, ws);
     if (!tma_store) g.tma_store = 0;
     CUdeviceptr dt = 0, dn = 0;
     if (grouped) {
@@ -498,6 +500,7 @@ static void bench_gemm_variant(struct check *c, const char *name, long long m, i
              cfg.splitk, g.tma_store ? "tma-store" : "direct");
     bench_line(c, what, us, gemm_bytes((double)m, n, k, 1, experts, epi), gemm_flops((double)m, n, k, 1));
     dev_free(da, na * 2), dev_free(db, nb * 2), dev_free(dc, nc);
+    if (ws) dev_free(ws, 0);
     if (dt) dev_free(dt, 0), dev_free(dn, 0);
 }
 
@@ -808,6 +811,68 @@ static void check_moe_a2a(struct check *c, const struct lwb_kreq *req, struct mo
 // them in the kernel's order.
 // With rc.ranks > 1 the permutation keeps the slots of rank `rank`'s experts only (other slots get
 // row -1 and add nothing in combine), and the shared term is added to rows shared_first .. only.
+// Two e4m3 bytes equal, or neighbouring codes of one sign (the CPU's and the GPU's rounding of
+// x * 448 / amax may differ in the last bit).
+static bool fp8_close(uint8_t a, uint8_t b) { return a == b || ((a & 0x80) == (b & 0x80) && abs((a & 0x7f) - (b & 0x7f)) == 1); }
+
+// fp8 runs' permutation: every routed copy quantised as ref_quant_1x128 quantises its token; and
+// the quantisation of the rows a permutation filled (xp: the bf16 permutation's rows), rows past
+// them untouched.
+static void check_moe_permute_fp8(struct check *c, const struct lwb_kreq *req, struct moe_route_config rc,
+                                  struct moe_perm *p, CUdeviceptr dids, int tokens, int e0, int rows_a, int rows_b,
+                                  CUdeviceptr dx, CUdeviceptr dxp, int n) {
+    const int H = rc.hidden, G = H / 128, EL = rc.experts / rc.ranks;
+    CUdeviceptr dq = dev_alloc((size_t)n * H, "q_perm"), ds = dev_alloc((size_t)n * G * 4, "s_perm");
+    poison(c, dq, (size_t)n * H), poison(c, ds, (size_t)n * G * 4);
+    moe_permute_fp8_enqueue(req, rc, c->s, p, dids, tokens, e0, rows_a, rows_b, dx, dq, ds);
+    stream_wait(c->s, 60, "moe_permute_fp8");
+    int *rows = xmalloc(4 * (size_t)n), last[2];
+    download(rows, p->perm_row, 4 * (size_t)n);
+    download(&last[0], p->offsets + (CUdeviceptr)(EL - 1) * 4, 4), download(&last[1], p->counts + (CUdeviceptr)(EL - 1) * 4, 4);
+    const int used = last[0] + last[1];
+    uint16_t *x = xmalloc((size_t)tokens * H * 2);
+    download(x, dx, (size_t)tokens * H * 2);
+    // n >= tokens rows: room for the tokens' and the used rows' references alike.
+    float *xf = bf16_to_f32(x, (size_t)tokens * H), *ws = xmalloc((size_t)n * G * 4), *gs = xmalloc((size_t)n * G * 4);
+    uint8_t *wq = xmalloc((size_t)n * H), *gq = xmalloc((size_t)n * H);
+    ref_quant_1x128(xf, tokens, H, wq, ws);
+    download(gq, dq, (size_t)n * H), download(gs, ds, (size_t)n * G * 4);
+    size_t bad = 0, copies = 0;
+    for (int i = 0; i < n; i++) {
+        if (rows[i] < 0) continue;
+        copies++;
+        const size_t r = (size_t)rows[i], t = (size_t)(i / rc.top_k);
+        for (int h = 0; h < H; h++) bad += !fp8_close(gq[r * H + h], wq[t * H + h]);
+        for (int g = 0; g < G; g++) bad += fabsf(gs[r * G + g] - ws[t * G + g]) > 1e-6f * fabsf(ws[t * G + g]);
+    }
+    bad += copies != (size_t)used;
+    char what[160];
+    snprintf(what, sizeof what, "moe_permute_fp8 t=%d e=%d (rank %d of %d): %zu quantised copies", tokens, rc.experts,
+             e0 / EL, rc.ranks, copies);
+    verdict(c, what, (struct ref_diff){.bad = bad}, 0);
+    // quant_enqueue_used on the bf16 permutation's rows (xp): rows 0..used-1 quantised, the rest untouched.
+    struct lwb_kreq qr;
+    quant_request(&qr);
+    jit_build(&c->jit, (struct lwb_kreq *[]){&qr}, 1);
+    poison(c, dq, (size_t)n * H), poison(c, ds, (size_t)n * G * 4);
+    quant_enqueue_used(&qr, c->s, dxp, H, n, H, dq, H, ds, G, p->offsets + (CUdeviceptr)(EL - 1) * 4,
+                       p->counts + (CUdeviceptr)(EL - 1) * 4);
+    stream_wait(c->s, 60, "quant rows used");
+    uint16_t *xp = xmalloc((size_t)used * H * 2 + 2);
+    download(xp, dxp, (size_t)used * H * 2);
+    float *xpf = bf16_to_f32(xp, (size_t)used * H);
+    ref_quant_1x128(xpf, used, H, wq, ws);
+    download(gq, dq, (size_t)n * H), download(gs, ds, (size_t)n * G * 4);
+    bad = 0;
+    for (size_t i = 0; i < (size_t)used * H; i++) bad += !fp8_close(gq[i], wq[i]);
+    for (size_t i = (size_t)used * H; i < (size_t)n * H; i++) bad += gq[i] != 0xff;
+    for (size_t i = 0; i < (size_t)used * G; i++) bad += fabsf(gs[i] - ws[i]) > 1e-6f * fabsf(ws[i]);
+    snprintf(what, sizeof what, "quant_1x128 of the %d rows used of %d (device count)", used, n);
+    verdict(c, what, (struct ref_diff){.bad = bad}, 0);
+    free(rows), free(x), free(xf), free(ws), free(gs), free(wq), free(gq), free(xp), free(xpf);
+    dev_free(dq, 0), dev_free(ds, 0);
+}
+
 static void check_moe_route_case(struct check *c, int tokens, struct moe_route_config rc, int rows_a, int rows_b,
                                  bool with_override, int splits, int rank, int shared_first, int shared_rows) {
     struct lwb_kreq req;
@@ -915,13 +980,17 @@ static void check_moe_route_case(struct check *c, int tokens, struct moe_route_c
              shared_first + shared_rows - 1);
     verdict(c, what, ref_compare("out", got, want, nx, 2e-2, 1e-2, 1), 1e-2);
     if (rc.ranks > 1) check_moe_a2a(c, &req, rc, dids, dw, dx, tokens);
+    if (rc.quant) check_moe_permute_fp8(c, &req, rc, &p, dids, tokens, e0, rows_a, rows_b, dx, dxp, n);
     free(parts), free(logits), free(bias), free(ovr), free(ids), free(want_ids), free(w), free(want_w), free(counts), free(offs);
     free(rows), free(ta), free(tb), free(want_count), free(used), free(x), free(xp), free(sh), free(out), free(got);
     free(want);
 }
 
 static void check_moe_route(struct check *c) {
-    struct moe_route_config ds = {256, 8, 8, 4, 1, 7168, 1};
+    struct moe_route_config ds = {256, 8, 8, 4, 1, 7168, 1, 0};
+    // fp8 permutations: one rank, and rank 3 of 8 (most slots routed elsewhere).
+    check_moe_route_case(c, 131, (struct moe_route_config){256, 8, 8, 4, 1, 7168, 1, 1}, 64, 128, false, 1, 0, 0, 131);
+    check_moe_route_case(c, 50, (struct moe_route_config){64, 6, 8, 1, 1, 1024, 8, 1}, 64, 64, false, 1, 3, 0, 50);
     check_moe_route_case(c, 131, ds, 64, 128, false, 1, 0, 0, 131);
     check_moe_route_case(c, 7, ds, 128, 256, false, 16, 0, 0, 7);
     check_moe_route_case(c, 131, ds, 64, 128, true, 3, 0, 0, 131);
@@ -1166,8 +1235,12 @@ static void check_gemm8_case(struct check *c, const char *name, int m, int n, in
         free(tiles);
     }
     char what[200];
-    snprintf(what, sizeof what, "gemm_fp8 %s m=%lld n=%d k=%d x%d e%d%s bm%d bn%d s%d split%d", name, rows, n, k, za, epi,
-             grouped ? " grouped" : "", g.cfg.bm, g.cfg.bn, g.cfg.stages, g.cfg.splitk);
+    int regs = 0, local = 0;
+    CU_CHECK(lwb_cu.cuFuncGetAttribute(&regs, CU_FUNC_ATTRIBUTE_NUM_REGS, kreq_func(&g.req, "lwb_gemm_fp8")));
+    CU_CHECK(lwb_cu.cuFuncGetAttribute(&local, CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES, kreq_func(&g.req, "lwb_gemm_fp8")));
+    snprintf(what, sizeof what, "gemm_fp8 %s m=%lld n=%d k=%d x%d e%d%s bm%d bn%d s%d split%d ov%d r%d%s", name, rows, n, k,
+             za, epi, grouped ? " grouped" : "", g.cfg.bm, g.cfg.bn, g.cfg.stages, g.cfg.splitk, g.cfg.overlap, regs,
+             local ? " SPILLS" : "");
     if (verify) {
         poison(c, dc, nc * esz);
         gemm_enqueue(&g, c->s);
@@ -1201,6 +1274,15 @@ static void check_gemm8_case(struct check *c, const char *name, int m, int n, in
         double us = time_us(c, gemm8_launch, &ga, 10);
         bench_line_peak(c, what, us, gemm_bytes_fp8((double)rows, n, k, za, zb, epi), gemm_flops((double)rows, n, k, za),
                         PEAK_FP8_TFLOPS);
+        // lwb's bf16 kernel on the same shape, for the speed-up fp8 brings.
+        if (za == 1 && (!grouped || rows_of[0] * groups == rows)) {
+            const int bepi = epi == GEMM_EPI_SWIGLU64 ? GEMM_EPI_SWIGLU : epi;
+            struct gemm_config bc = gemm_choose_config(rows, n, k, 1, grouped, grouped ? rows_of[0] : 0, c->dev.sm_count,
+                                                       c->dev.smem_optin);
+            char bname[64];
+            snprintf(bname, sizeof bname, "bf16 %s", name);
+            bench_gemm_variant(c, bname, rows, n, k, bepi, grouped, grouped ? rows_of[0] : 0, bc, 1);
+        }
     }
     free(a), free(b), free(sa), free(sbv);
     dev_free(da, 0), dev_free(db, 0), dev_free(dsa, 0), dev_free(dsb, 0), dev_free(dc, 0);
@@ -1288,7 +1370,15 @@ static void check_fp8(struct check *c) {
     check_quant_case(c, 5, 1536, false);
     check_quant_case(c, 33, 7168, true);
     check_quant_case(c, 7, 1536, true);
+    check_quant_case(c, 9, 1024, true); // the reduced model's hidden and q_lora_rank
+    check_quant_case(c, 9, 384, true);
     check_gemm8_case(c, "odd", 77, 200, 384, 1, GEMM_EPI_BF16, 0, NULL, true, false);
+    setenv("LWB_FP8_OVERLAP", "1", 1); // both consumer loops, on odd block counts
+    check_gemm8_case(c, "odd_ov", 77, 200, 384, 1, GEMM_EPI_BF16, 0, NULL, true, false);
+    check_gemm8_case(c, "big_ov", 300, 512, 1152, 1, GEMM_EPI_BF16, 0, NULL, true, false);
+    setenv("LWB_FP8_OVERLAP", "0", 1);
+    check_gemm8_case(c, "big_no_ov", 300, 512, 1152, 1, GEMM_EPI_BF16, 0, NULL, true, false);
+    unsetenv("LWB_FP8_OVERLAP");
     check_gemm8_case(c, "odd_f32", 300, 512, 1536, 1, GEMM_EPI_F32, 0, NULL, true, false);
     check_gemm8_case(c, "fused_a", 128, 2112, 7168, 1, GEMM_EPI_BF16, 0, NULL, true, false); // split K
     check_gemm8_case(c, "heads", 50, 512, 128, 3, GEMM_EPI_BF16, 0, NULL, true, false);
@@ -1298,9 +1388,13 @@ static void check_fp8(struct check *c) {
     check_gemm8_case(c, "experts13", 0, 512, 768, 1, GEMM_EPI_SWIGLU64, 5, rows5, true, false);
     check_gemm8_case(c, "experts2", 0, 384, 512, 1, GEMM_EPI_BF16, 5, rows5, true, false);
     // Speed at DeepSeek's shapes (floors: bytes / copy bandwidth, FLOPs / dense fp8 peak 1979 TFLOP/s).
-    check_gemm8_case(c, "q_b", 8192, 24576, 1536, 1, GEMM_EPI_BF16, 0, NULL, false, true);
-    check_gemm8_case(c, "o_proj", 8192, 7168, 16384, 1, GEMM_EPI_BF16, 0, NULL, false, true);
-    check_gemm8_case(c, "sq8192", 8192, 8192, 8192, 1, GEMM_EPI_BF16, 0, NULL, false, true);
+    for (int ov = 0; ov < 2; ov++) { // the chosen overlap, then the other
+        if (ov) setenv("LWB_FP8_OVERLAP", "0", 1);
+        check_gemm8_case(c, "q_b", 8192, 24576, 1536, 1, GEMM_EPI_BF16, 0, NULL, false, true);
+        check_gemm8_case(c, "o_proj", 8192, 7168, 16384, 1, GEMM_EPI_BF16, 0, NULL, false, true);
+        check_gemm8_case(c, "sq8192", 8192, 8192, 8192, 1, GEMM_EPI_BF16, 0, NULL, false, true);
+        unsetenv("LWB_FP8_OVERLAP");
+    }
     check_gemm8_case(c, "fused_a_dec", 128, 2112, 7168, 1, GEMM_EPI_BF16, 0, NULL, false, true);
     int *r256 = xmalloc(256 * sizeof(int));
     for (int e = 0; e < 256; e++) r256[e] = 4;

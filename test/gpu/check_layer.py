@@ -15,6 +15,18 @@
 #     compared under lwb's routing, so a flipped near-tie upstream cannot mask or fake an error.
 # Pass: relative L2 error <= tol for both tensors; with NotModified, every token's expert set
 # equal to transformers' or a near-tie. Exit code 1 on any failure.
+#
+# FP8 dumps (weights stored as float8_e4m3fn with weight_scale_inv, as DeepSeek's checkpoints):
+# the weights are dequantised (fp32; kv_b_proj to bf16, as lwb and TensorRT-LLM run it), and the
+# layer is compared three ways:
+#   - plain: transformers with the dequantised weights, activations unquantised (fp32 products);
+#   - fp8: every fp8 projection's input quantised per token and 128 channels (e4m3, scale
+#     448 / amax), as lwb and TensorRT-LLM do;
+#   - spread: the fp8 reference again with every quantiser input nudged by one bf16 step (a random
+#     -1/0/+1 in the last bit), three seeds: how far bf16-level differences between two correct
+#     implementations move an fp8 layer (rounding to e4m3 turns them into whole-step flips).
+# Pass: lwb's error against the fp8 reference within the largest spread (and <= --tol-fp8, 0.1);
+# the plain error is reported next to it.
 import json
 import math
 import sys
@@ -30,6 +42,73 @@ def rel_l2(got, want):
     return (torch.linalg.vector_norm(got - want) / torch.linalg.vector_norm(want)).item()
 
 
+FP8 = torch.float8_e4m3fn
+
+
+def dequant(t, name, dev):
+    """The tensor `name` of a dump: fp8 bytes times their 128 x 128 block scales as fp32 on `dev`, or
+    the tensor as stored."""
+    w = t[name]
+    if w.dtype != FP8:
+        return w, False
+    w = w.to(dev)
+    s = t[name + "_scale_inv"].to(dev).float()
+    r, c = w.shape
+    full = s.repeat_interleave(128, 0)[:r].repeat_interleave(128, 1)[:, :c]
+    return w.float() * full, True
+
+
+class Quant:
+    """The activation quantisation of fp8 projections (on/off), with optional bf16 nudges."""
+
+    def __init__(self):
+        self.on, self.gen = False, None
+
+    def __call__(self, x):
+        x = x.to(torch.bfloat16)
+        if self.gen is not None:  # one step of the magnitude up or down (zeros, infinities and NaNs kept)
+            bits = x.view(torch.int16)
+            mag = bits & 0x7FFF
+            step = torch.randint(-1, 2, x.shape, generator=self.gen, device=x.device, dtype=torch.int16)
+            step = torch.where((mag > 1) & (mag < 0x7F7F), step, torch.zeros_like(step))
+            x = (bits + step).view(torch.bfloat16)
+        xf = x.float()
+        if not self.on:
+            return xf
+        g = xf.reshape(-1, xf.shape[-1] // 128, 128)
+        amax = g.abs().amax(dim=-1, keepdim=True)
+        mul = torch.where(amax > 0, 448.0 / amax, torch.ones_like(amax))
+        q = (g * mul).to(FP8).float()
+        return (q * (1.0 / mul)).reshape(xf.shape)
+
+
+def fp8_linear(mod, w32, quant):
+    def fwd(x):
+        return (quant(x) @ w32.t()).to(x.dtype)
+    mod.forward = fwd
+
+
+def fp8_experts(experts, w13, w2, inter, quant):
+    """transformers 5's stacked experts, with lwb's arithmetic: fp32 gate/up products, SwiGLU in
+    fp32 rounded to bf16, the down product to bf16, weighted sums in fp32."""
+    import inspect
+    names = list(inspect.signature(experts.forward).parameters)
+
+    def fwd(*args, **kw):
+        a = dict(zip(names, args), **kw)
+        h, idx, wts = (a[n] for n in names[:3])
+        out = torch.zeros(h.shape[0], w2.shape[1], dtype=torch.float32, device=h.device)
+        for e in idx.unique().tolist():
+            tok, slot = (idx == e).nonzero(as_tuple=True)
+            gu = quant(h[tok]) @ w13[e].t()
+            g, u = gu[:, :inter], gu[:, inter:]
+            y = (quant((torch.nn.functional.silu(g) * u).to(torch.bfloat16)) @ w2[e].t()).to(torch.bfloat16)
+            out.index_add_(0, tok, y.float() * wts[tok, slot, None].float())
+        return out.to(h.dtype)
+
+    experts.forward = fwd
+
+
 def load_layer(cfg, layer, t, dev):
     # transformers decides dense vs MoE by layer index; keep the module at index 0 (its own cache
     # slot) and set first_k_dense_replace so it gets the right kind.
@@ -39,22 +118,29 @@ def load_layer(cfg, layer, t, dev):
     L = M.DeepseekV3DecoderLayer(c, layer_idx=0).to(dev, torch.bfloat16)
     prefix = f"model.layers.{layer}."
     sd = L.state_dict()
-    new = {}
+    new, w32 = {}, {}
     E = cfg.n_routed_experts
+    quant = Quant()
+    fp8 = any(x.dtype == FP8 for x in t.values())
     for k, v in sd.items():
         name = prefix + k
         if name in t:
-            new[k] = t[name].to(v.dtype)
+            w, was8 = dequant(t, name, dev)
+            new[k] = w.to(v.dtype)
+            if was8 and "kv_b_proj" not in k:  # kv_b_proj runs in bf16 (dequantised at load)
+                w32[k] = w
             continue
         # transformers 5 keeps routed experts as stacked parameters.
         if k.endswith("experts.gate_up_proj"):
-            g = torch.stack([t[f"{prefix}mlp.experts.{e}.gate_proj.weight"] for e in range(E)])
-            u = torch.stack([t[f"{prefix}mlp.experts.{e}.up_proj.weight"] for e in range(E)])
+            g = torch.stack([dequant(t, f"{prefix}mlp.experts.{e}.gate_proj.weight", dev)[0] for e in range(E)])
+            u = torch.stack([dequant(t, f"{prefix}mlp.experts.{e}.up_proj.weight", dev)[0] for e in range(E)])
             w = torch.cat([g, u], dim=1)  # (E, 2I, H)
-            new[k] = w if w.shape == v.shape else w.transpose(1, 2).contiguous()
+            w32["experts13"] = w
+            new[k] = (w if w.shape == v.shape else w.transpose(1, 2).contiguous()).to(v.dtype)
         elif k.endswith("experts.down_proj"):
-            w = torch.stack([t[f"{prefix}mlp.experts.{e}.down_proj.weight"] for e in range(E)])  # (E, H, I)
-            new[k] = w if w.shape == v.shape else w.transpose(1, 2).contiguous()
+            w = torch.stack([dequant(t, f"{prefix}mlp.experts.{e}.down_proj.weight", dev)[0] for e in range(E)])
+            w32["experts2"] = w  # (E, H, I)
+            new[k] = (w if w.shape == v.shape else w.transpose(1, 2).contiguous()).to(v.dtype)
         else:
             raise SystemExit(f"no tensor for transformers' {k} {tuple(v.shape)} in the dump")
         assert new[k].shape == v.shape, (k, new[k].shape, v.shape)
@@ -62,12 +148,20 @@ def load_layer(cfg, layer, t, dev):
     if moe:  # the correction bias stays fp32, as in the checkpoint and in lwb
         b = t[f"{prefix}mlp.gate.e_score_correction_bias"].float().to(dev)
         L.mlp.gate.e_score_correction_bias.data = b
-    return L, c, moe
+    if fp8:  # fp8 projections: fp32 products of the dequantised weights, inputs through `quant`
+        mods = dict(L.named_modules())
+        for k, w in w32.items():
+            if k.endswith(".weight") and isinstance(mods.get(k[: -len(".weight")]), torch.nn.Linear):
+                fp8_linear(mods[k[: -len(".weight")]], w, quant)
+        if "experts13" in w32:
+            fp8_experts(L.mlp.experts, w32["experts13"], w32["experts2"], cfg.moe_intermediate_size, quant)
+    return L, c, moe, (quant if fp8 else None)
 
 
 def main():
     d = sys.argv[1]
     tol = float(sys.argv[sys.argv.index("--tol") + 1]) if "--tol" in sys.argv else 1e-2
+    tol8 = float(sys.argv[sys.argv.index("--tol-fp8") + 1]) if "--tol-fp8" in sys.argv else 1e-1
     meta = json.load(open(f"{d}/meta.json"))
     cfg = DeepseekV3Config(**meta["config"])
     prob = meta["problem"]
@@ -77,7 +171,7 @@ def main():
     failures = 0
     for layer in meta["layers"]:
         t = load_file(f"{d}/layer{layer}.safetensors")
-        L, c, moe = load_layer(cfg, layer, t, dev)
+        L, c, moe, quant = load_layer(cfg, layer, t, dev)
         H = cfg.hidden_size
         x = (t["lwb.input.hidden_states"] + t["lwb.input.residual"]).to(dev).view(B, Q, H)
         pos = t["lwb.position_ids"].to(dev).view(B, Q)
@@ -128,29 +222,53 @@ def main():
                              else w_lwb.to(x.dtype) if tuple(x.shape) == tuple(w_lwb.shape) else x for x in r)
 
             L.mlp.gate.forward = lwb_routing
-        seen = {}
-        hook = L.self_attn.register_forward_hook(lambda m, a, out: seen.__setitem__("attn", out[0] if isinstance(out, tuple) else out))
-        out, cache_kind, errors = None, None, []
-        for kind in (["latent", "expanded"] if P else ["none"]):
-            try:
-                with torch.no_grad():
-                    out = L(hidden_states=x, attention_mask=mask, position_ids=pos, past_key_values=make_cache(kind),
-                            use_cache=P > 0, cache_position=torch.arange(P, P + Q, device=dev),
-                            position_embeddings=(cos, sin))
-                cache_kind = kind
-                break
-            except RuntimeError as e:
-                errors.append(f"{kind}: {e}")
-        hook.remove()
-        if out is None:
-            raise SystemExit("transformers' layer rejected the cache in both forms: " + " | ".join(errors))
+        def forward():
+            seen = {}
+            hook = L.self_attn.register_forward_hook(
+                lambda m, a, out: seen.__setitem__("attn", out[0] if isinstance(out, tuple) else out))
+            out, cache_kind, errors = None, None, []
+            for kind in (["latent", "expanded"] if P else ["none"]):
+                try:
+                    with torch.no_grad():
+                        out = L(hidden_states=x, attention_mask=mask, position_ids=pos,
+                                past_key_values=make_cache(kind), use_cache=P > 0,
+                                cache_position=torch.arange(P, P + Q, device=dev), position_embeddings=(cos, sin))
+                    cache_kind = kind
+                    break
+                except RuntimeError as e:
+                    errors.append(f"{kind}: {e}")
+            hook.remove()
+            if out is None:
+                raise SystemExit("transformers' layer rejected the cache in both forms: " + " | ".join(errors))
+            return out, x.float() + seen["attn"].float(), cache_kind
+
+        ours = (t["lwb.output.hidden_states"].float() + t["lwb.output.residual"].float()).to(dev).view(B, Q, H)
+        ours_attn = t["lwb.output.residual"].to(dev).view(B, Q, H)
+        out, attn, cache_kind = forward()
+        e_out, e_attn = rel_l2(ours, out), rel_l2(ours_attn, attn)
+        if quant is None:
+            ok = e_out <= tol and e_attn <= tol and math.isfinite(e_out)
+            line = f"layer {layer} ({'MoE' if moe else 'dense'}): layer output rel L2 {e_out:.2e}, attention rel L2 {e_attn:.2e}"
+        else:
+            # The fp8 reference, and its spread under bf16 nudges of the quantisers' inputs.
+            quant.on = True
+            out8, attn8, _ = forward()
+            e8, e8_attn = rel_l2(ours, out8), rel_l2(ours_attn, attn8)
+            spread, spread_attn = [], []
+            for seed in (1, 2, 3):
+                quant.gen = torch.Generator(device=dev).manual_seed(seed)
+                o, a, _ = forward()
+                spread.append(rel_l2(o, out8))
+                spread_attn.append(rel_l2(a, attn8))
+            quant.gen, quant.on = None, False
+            ok = (math.isfinite(e8) and e8 <= max(spread) and e8_attn <= max(spread_attn) and e8 <= tol8 and
+                  e8_attn <= tol8)
+            line = (f"layer {layer} ({'MoE' if moe else 'dense'}, fp8): layer output rel L2 {e8:.2e} against the fp8 "
+                    f"reference (its spread under bf16 nudges {min(spread):.2e}..{max(spread):.2e}; against the "
+                    f"unquantised reference {e_out:.2e}), attention {e8_attn:.2e} (spread {min(spread_attn):.2e}.."
+                    f"{max(spread_attn):.2e}; unquantised {e_attn:.2e})")
         if moe:
             L.mlp.gate.forward = gate_fwd
-        ours = (t["lwb.output.hidden_states"].float() + t["lwb.output.residual"].float()).to(dev).view(B, Q, H)
-        e_out = rel_l2(ours, out)
-        e_attn = rel_l2(t["lwb.output.residual"].to(dev).view(B, Q, H), x.float() + seen["attn"].float())
-        ok = e_out <= tol and e_attn <= tol and math.isfinite(e_out)
-        line = f"layer {layer} ({'MoE' if moe else 'dense'}): layer output rel L2 {e_out:.2e}, attention rel L2 {e_attn:.2e}"
         if moe:
             # The router on lwb's own MoE input: the same expert sets, except near-ties (choice
             # scores within 1e-3, where fp32 summation order decides).
@@ -181,7 +299,7 @@ def main():
         failures += not ok
         del L, t
         torch.cuda.empty_cache()
-    print(f"{failures} of {len(meta['layers'])} layers failed (tolerance {tol})")
+    print(f"{failures} of {len(meta['layers'])} layers failed (tolerance {tol}; fp8: within the spread and {tol8})")
     sys.exit(1 if failures else 0)
 
 

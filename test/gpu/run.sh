@@ -16,4 +16,7 @@ rc=$?
 if [ $# -eq 0 ] || printf '%s\n' "$@" | grep -qx gemm; then
     PYTHONUNBUFFERED=1 python3 test/gpu/anchors.py gemm 2>&1 | tee "$out/anchors.log"
 fi
+if [ $# -eq 0 ] || printf '%s\n' "$@" | grep -qx fp8; then
+    PYTHONUNBUFFERED=1 python3 test/gpu/anchors.py fp8 2>&1 | tee "$out/anchors_fp8.log"
+fi
 exit $rc
