@@ -13,8 +13,9 @@
 #include "src/cupti.h"       // defines: lwb_cupti, CUPTI_CHECK
 #include "src/nvtx.h"        // defines: lwb_nvtx_push, lwb_nvtx_pop, lwb_nvtx_range (NVTX + own profiler)
 #include "src/jit.h"         // defines: lwb_kreq, lwb_jit, jit_build, jit_summary
-#include "src/safetensors.h" // defines: safetensors writer (--dump)
+#include "src/safetensors.h" // defines: safetensors writer (--dump) and reader
 #include "src/model.h"       // defines: lwb_model, model_load (HF config.json / presets)
+#include "src/ckpt.h"        // defines: lwb_ckpt, ckpt_open, ckpt_expect, ckpt_copy (--load-format AUTO)
 #include "src/routing.h"     // defines: balance methods (expert selection on the CPU)
 #include "src/layers/rmsnorm.h" // defines: rmsnorm_choose_config, rmsnorm_request, rmsnorm_enqueue
 #include "src/gpuspec.h"     // defines: datasheet peaks of known GPUs
@@ -29,6 +30,7 @@
 #include "src/dist.h"        // defines: rank variables, rendezvous, watchdog, --np launcher, lwb_comm
 #include "src/family.h"      // defines: lwb_problem, lwb_shard, lwb_module, lwb_family (the table)
 #include "src/layers/deepseek.h" // defines: the DeepSeek-V3 family (MLA, MoE, MLP, ranks, costs)
+#include "src/layers/deepseek_load.h" // defines: ds_check_checkpoint, ds_load_layer (checkpoint -> lwb layouts)
 #include "src/kernels.h"     // defines: lwb_kfamilies
 #include "src/profile.h"     // defines: built-in profiler (CUPTI -> nsys-shaped SQLite)
 #include "src/trace.h"       // defines: profile reader (nsys or lwb SQLite: kernels, NVTX, attribution)

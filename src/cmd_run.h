@@ -29,11 +29,30 @@ struct run_plan {
     bool graph;
     int warmup, timed;
     struct lwb_shard shard;
+    struct lwb_ckpt *ckpt;       // --load-format AUTO: the checkpoint (opened and checked)
     enum lwb_wformat wformat;    // the weight format that runs
     char wnote[320];             // what runs, when it is not what the checkpoint stores ("" else)
     const struct lwb_family *fam;
     void *f;                     // the family's state
 };
+
+// --load-format AUTO: what it can load today (a checkpoint folder, in its own format, whole).
+static void run_check_auto(const struct run_plan *p, const struct lwb_args *a) {
+    const struct lwb_model *m = &p->model;
+    if (m->is_preset)
+        lwb_user_error("run: --load-format AUTO reads a checkpoint folder: give --model DIR (config.json with "
+                       "model.safetensors.index.json and its shards, or model.safetensors); %s is a built-in preset "
+                       "(its weights are not here)",
+                       m->name);
+    if (p->wnote[0])
+        lwb_user_error("run: --load-format AUTO runs the checkpoint as stored (%s); --weight-dtype %s would need the "
+                       "weights converted at load, which lwb does not do yet: leave --weight-dtype auto, or time that "
+                       "format with --load-format DUMMY",
+                       m->checkpoint_format, arg_str(a, "weight_dtype"));
+    if (arg_set(a, "scaled_from"))
+        lwb_user_error("run: --scaled-from simulates another deployment's share of the experts with random weights; with "
+                       "--load-format AUTO run on the ranks themselves (--np N) or use --load-format DUMMY");
+}
 
 // A required integer list.
 static const struct lwb_val *run_list(struct lwb_args *a, const char *key, const char *config_path) {
@@ -67,15 +86,14 @@ static void run_plan_build(struct run_plan *p, struct lwb_args *a, const char *c
     p->config_path = config_path;
     const char *model = arg_str(a, "model");
     if (!model) lwb_user_error("run: 'model' is required: give --model or set it in %s", config_path);
-    if (!strcmp(arg_str(a, "load_format"), "AUTO"))
-        lwb_user_error("run: --load-format AUTO (weights from a checkpoint) is not supported yet; use DUMMY "
-                       "(random weights scaled like a trained model's)");
     if (!arg_set(a, "run_type")) lwb_user_error("run: 'run_type' is required: give --run-type CTX|GEN or set it in %s",
                                                config_path);
     p->ctx = !strcmp(arg_str(a, "run_type"), "CTX");
     const bool dp = arg_bool(a, "enable_attention_dp");
     model_load(model, &p->model);
     p->wformat = model_weight_format(&p->model, arg_str(a, "weight_dtype"), p->wnote, sizeof p->wnote);
+    const bool load = !strcmp(arg_str(a, "load_format"), "AUTO");
+    if (load) run_check_auto(p, a);
     const struct lwb_val *li = run_list(a, "layer_indices", config_path);
     model_check_layers(&p->model, li->ints, li->n, li->source);
     const int scaled = arg_set(a, "scaled_from") ? (int)arg_int(a, "scaled_from") : 0;
@@ -152,8 +170,15 @@ static void run_plan_build(struct run_plan *p, struct lwb_args *a, const char *c
     p->warmup = (int)arg_int(a, "warmup_times");
     p->timed = (int)arg_int(a, "run_times");
     struct lwb_run_spec spec = {&p->model, &p->shard, p->layer_index, p->nlayers, p->problems, p->routing,
-                                p->nproblems, p->page, p->max_batch, p->max_seq_len, p->ctx, p->wformat};
+                                p->nproblems, p->page, p->max_batch, p->max_seq_len, p->ctx, p->wformat, NULL};
+    if (load) {
+        // Every tensor checked before anything is allocated (and by --dry-run).
+        p->ckpt = xcalloc(1, sizeof *p->ckpt);
+        ckpt_open(model, p->ckpt);
+        spec.ckpt = p->ckpt;
+    }
     p->f = p->fam->create(&spec);
+    if (load) p->fam->check_checkpoint(p->f, p->ckpt);
 }
 
 // What every rank must agree on (the rendezvous compares it): lwb's version, the options that
@@ -517,9 +542,12 @@ static void run_build(struct run_plan *p, const struct lwb_dist *dist, struct lw
     r->flush_bytes = (size_t)r->dev.l2_bytes * 2;
     r->flush = dev_alloc(r->flush_bytes, "L2 flush");
     p->fam->init(p->f, &r->init, r->s, (unsigned long long)arg_int(p->a, "seed"));
+    if (dist->rank == 0 && p->ckpt)
+        printf("weights: %.2f GB from %s in %.2f s (%.2f GB/s)\n", p->ckpt->bytes_copied * 1e-9, tesc(p->ckpt->dir),
+               p->ckpt->seconds, p->ckpt->seconds > 0 ? p->ckpt->bytes_copied * 1e-9 / p->ckpt->seconds : 0.0);
     if (dist->rank == 0)
-        printf("ready in %.2f s (compile, %.2f GiB allocated%s, weights and KV cache initialised)\n", lwb_now() - t0,
-               gib(mem_total(real)), dist->world_size > 1 ? " per rank" : "");
+        printf("ready in %.2f s (compile, %.2f GiB allocated%s, %s and KV cache initialised)\n", lwb_now() - t0,
+               gib(mem_total(real)), dist->world_size > 1 ? " per rank" : "", p->ckpt ? "weights loaded" : "weights");
     fflush(stdout);
 }
 

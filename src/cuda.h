@@ -39,6 +39,7 @@
     X(cuMemcpyHtoDAsync)                                                                           \
     X(cuMemcpyDtoHAsync)                                                                           \
     X(cuMemcpyDtoDAsync)                                                                           \
+    X(cuMemcpy2DAsync)                                                                             \
     X(cuMemsetD8Async)                                                                             \
     X(cuMemsetD32Async)                                                                            \
     X(cuModuleLoadData)                                                                            \

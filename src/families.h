@@ -8,8 +8,9 @@
 #pragma once
 
 static const struct lwb_family lwb_families[] = {
-    {"DeepSeek-V3", ds_runs, ds_create, ds_plan, ds_requests, ds_alloc, ds_init, ds_setup, ds_modules, ds_describe,
-     ds_dump, ds_verify},
+    {.name = "DeepSeek-V3", .runs = ds_runs, .create = ds_create, .plan = ds_plan, .requests = ds_requests,
+     .alloc = ds_alloc, .init = ds_init, .setup = ds_setup, .modules = ds_modules, .describe = ds_describe,
+     .check_checkpoint = ds_check_checkpoint, .dump = ds_dump, .verify = ds_verify},
 };
 
 static const struct lwb_family *family_for_model(const struct lwb_model *m) {

@@ -169,6 +169,7 @@ struct lwb_run_spec {
     int max_batch, max_seq_len;   // KV-cache slots and their length
     bool ctx;                     // the run's phase
     enum lwb_wformat wformat;     // the weight format that runs (--weight-dtype, resolved)
+    struct lwb_ckpt *ckpt;        // --load-format AUTO: the checkpoint (checked), else NULL
 };
 
 struct lwb_family {
@@ -187,6 +188,8 @@ struct lwb_family {
     // routing (read back), else from the balance method's expectation.
     void (*modules)(void *f, int problem, int layer, bool measured, struct lwb_modules *out);
     void (*describe)(void *f, FILE *out);               // plan lines: layers, shard, communication
+    // --load-format AUTO: every tensor the run reads, checked in the checkpoint (no device).
+    void (*check_checkpoint)(void *f, struct lwb_ckpt *c);
     void (*dump)(void *f, int problem, CUstream s, const char *dir); // --dump of one problem
     // After the timed iterations: false (with a message) when something that the graph baked in
     // changed between iterations (the all-to-all's row counts, say).

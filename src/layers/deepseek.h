@@ -226,6 +226,16 @@ static void ds_layer_alloc(struct lwb_mem *m, struct ds_layer *L, const struct d
     L->cache = mem_alloc(m, MEM_KV, DS_BF16((size_t)blocks * d->page, d->kv_row), "KV cache");
 }
 
+// What lwb derives from the weights as loaded: (fp8) kv_b dequantised to bf16; W_UK^T[h] = (nope
+// rows of kv_b for head h)^T: (kv_lora, nope).
+static void ds_layer_derive(struct ds_layer *L, const struct ds_dims *d, const struct lwb_kreq *init, CUstream s) {
+    const struct ds_weights *w = &L->w;
+    if (d->fp8)
+        init_dequant_fp8(init, s, w->kv_b8, w->kv_b8_s, (long long)d->heads * (d->nope + d->v), d->kv_lora, w->kv_b);
+    init_transpose(init, s, w->kv_b, d->kv_lora, (long long)(d->nope + d->v) * d->kv_lora, w->w_uk_t, d->nope,
+                   (long long)d->kv_lora * d->nope, d->nope, d->kv_lora, d->heads);
+}
+
 // The fp8 weights: e4m3 values over the whole range times block scales drawn so that each
 // weight is about uniform in +-sqrt(3 / fan_in) (as the bf16 fill), each matrix from its own
 // seed (q_a and kv_a apart, as a checkpoint stores them); shards at their place in the whole.
@@ -242,11 +252,8 @@ static void ds_layer_init_fp8(struct ds_layer *L, const struct ds_dims *d, const
     const long long kvb_rows = (long long)d->heads * (d->nope + d->v);
     init_fill_fp8(init, s, w->kv_b8, w->kv_b8_s, kvb_rows, d->kv_lora, d->kv_lora, (long long)d->head0 * (d->nope + d->v),
                   0, ++k, DS_AMAX(d->kv_lora));
-    init_dequant_fp8(init, s, w->kv_b8, w->kv_b8_s, kvb_rows, d->kv_lora, w->kv_b);
     init_fill_fp8(init, s, w->o_proj, w->o_proj_s, H, (long long)d->heads * d->v, (long long)d->heads_total * d->v, 0,
                   (long long)d->head0 * d->v, ++k, DS_AMAX((long long)d->heads_total * d->v));
-    init_transpose(init, s, w->kv_b, d->kv_lora, (long long)(d->nope + d->v) * d->kv_lora, w->w_uk_t, d->nope,
-                   (long long)d->kv_lora * d->nope, d->nope, d->kv_lora, d->heads);
     if (L->moe) {
         init_fill_bf16(init, s, w->gate, (long long)d->experts * H, ++k, -DS_AMAX(H), DS_AMAX(H));
         init_fill_f32(init, s, w->bias, d->experts, ++k, -0.05f, 0.05f);
@@ -293,6 +300,7 @@ static void ds_layer_init(struct ds_layer *L, const struct ds_dims *d, const str
     init_fill_bf16(init, s, w->kv_a_norm, d->kv_lora, ++k, 0.8f, 1.2f);
     if (d->fp8) {
         ds_layer_init_fp8(L, d, init, s, k);
+        ds_layer_derive(L, d, init, s);
         init_fill_bf16(init, s, L->cache, (long long)L->blocks * d->page * d->kv_row, k + 1000, -1.f, 1.f);
         return;
     }
@@ -303,9 +311,6 @@ static void ds_layer_init(struct ds_layer *L, const struct ds_dims *d, const str
                (long long)d->head0 * (d->nope + d->v) * d->kv_lora, d->kv_lora);
     DS_FILL_AT(w->o_proj, H, (long long)d->heads * d->v, (long long)d->heads_total * d->v, (long long)d->head0 * d->v,
                (long long)d->heads_total * d->v);
-    // W_UK^T[h] = (nope rows of kv_b for head h)^T: (kv_lora, nope).
-    init_transpose(init, s, w->kv_b, d->kv_lora, (long long)(d->nope + d->v) * d->kv_lora, w->w_uk_t, d->nope,
-                   (long long)d->kv_lora * d->nope, d->nope, d->kv_lora, d->heads);
     if (L->moe) {
         DS_FILL(w->gate, d->experts, H, H);
         init_fill_f32(init, s, w->bias, d->experts, ++k, -0.05f, 0.05f);
@@ -319,6 +324,7 @@ static void ds_layer_init(struct ds_layer *L, const struct ds_dims *d, const str
         DS_FILL_AT(w->d13, 2LL * d->inter, H, H, 2LL * d->inter0 * H, H);
         DS_FILL_AT(w->d2, H, d->inter, d->inter_total, d->inter0, d->inter_total);
     }
+    ds_layer_derive(L, d, init, s);
     init_fill_bf16(init, s, L->cache, (long long)L->blocks * d->page * d->kv_row, ++k, -1.f, 1.f);
 #undef DS_FILL
 #undef DS_FILL_AT
@@ -1326,14 +1332,27 @@ static void ds_alloc(void *fam, struct lwb_mem *m) {
     ds_buffers_alloc(m, &f->buf, &f->d, f->sh, f->spec.ctx, any_moe, any_dense);
 }
 
-// Weights, rope tables, block tables (a shuffled page order), the cache.
+static void ds_load_layer(struct lwb_ckpt *c, const struct lwb_model *m, struct ds_layer *L, const struct ds_dims *d,
+                          const struct lwb_kreq *init, CUstream s);
+
+// Weights (random, or from the checkpoint), rope tables, block tables (a shuffled page order), the
+// cache.
 static void ds_init(void *fam, const struct lwb_kreq *init, CUstream s, unsigned long long seed) {
     struct ds_family *f = fam;
     const struct ds_dims *d = &f->d;
     struct ds_buffers *b = &f->buf;
     f->init = init;
     f->seed = seed;
-    for (int l = 0; l < f->nlayers; l++) ds_layer_init(&f->layers[l], d, init, s, seed);
+    for (int l = 0; l < f->nlayers; l++) {
+        struct ds_layer *L = &f->layers[l];
+        if (!f->spec.ckpt) {
+            ds_layer_init(L, d, init, s, seed);
+            continue;
+        }
+        ds_load_layer(f->spec.ckpt, f->model, L, d, init, s);
+        // Finite values in every slot; the requests' past tokens are written by the fill below.
+        init_fill_bf16(init, s, L->cache, (long long)L->blocks * d->page * d->kv_row, seed * 1000003ULL + 7, -1.f, 1.f);
+    }
     const int half = d->rope / 2, pos = b->positions;
     double *inv = xmalloc(sizeof(double) * (size_t)half);
     model_rope_inv_freq(f->model, inv);

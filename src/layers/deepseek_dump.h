@@ -1,6 +1,9 @@
 // layers/deepseek_dump.h: `lwb run --dump DIR` for the DeepSeek family: the first problem's
 // layers as safetensors files that a reference implementation can load:
-// DIR/layer<i>.safetensors per selected layer and DIR/meta.json. With several ranks, each rank
+// DIR/layer<i>.safetensors per selected layer and DIR/meta.json; on one rank also DIR/config.json
+// and DIR/model.safetensors.index.json, which make the folder a checkpoint that
+// `--load-format AUTO --model DIR` loads (the same weights: the same outputs, bit for bit, for the
+// same seed). With several ranks, each rank
 // writes DIR/layer<i>.rank<r>.safetensors with lwb's tensors only (its inputs, outputs and
 // routing: the weights are the one-GPU run's, by construction), for comparison with a one-GPU
 // dump of the same requests; rank 0 writes meta.json.
@@ -34,35 +37,41 @@ struct dump_src {
     int half;
 };
 
-static int dump_fill(void *ctx, const char *name, void *dst, size_t bytes) {
-    const struct dump_src *s = ctx;
-    (void)name;
+// The tensor `s` describes into dst (bytes), reading device memory through `fetch` (the device,
+// or the tests' host copy of it). Returns -1 when the sizes disagree.
+static int dump_gather(const struct dump_src *s, void *dst, size_t bytes,
+                       void (*fetch)(void *ctx, CUdeviceptr src, size_t n, void *dst), void *ctx) {
     if (s->host) {
         memcpy(dst, s->host, bytes);
         return 0;
     }
     if ((size_t)s->rows * s->row_bytes != bytes) return -1;
-    if (s->half) {
-        size_t span = (size_t)LWB_CEIL_DIV(s->rows, 64) * 128 * s->row_bytes;
-        char *tmp = xmalloc(span);
-        CU_CHECK(lwb_cu.cuMemcpyDtoH(tmp, s->base + (CUdeviceptr)(s->first * (long long)s->row_bytes), span));
-        for (long long i = 0; i < s->rows; i++)
-            memcpy((char *)dst + i * s->row_bytes, tmp + (size_t)((i / 64) * 128 + (s->half - 1) * 64 + i % 64) * s->row_bytes,
-                   s->row_bytes);
-        free(tmp);
+    const CUdeviceptr first = s->base + (CUdeviceptr)(s->first * (long long)s->row_bytes);
+    if (!s->half && s->step == 1) {
+        fetch(ctx, first, bytes, dst);
         return 0;
     }
-    if (s->step == 1) {
-        CU_CHECK(lwb_cu.cuMemcpyDtoH(dst, s->base + (CUdeviceptr)(s->first * (long long)s->row_bytes), bytes));
-        return 0;
-    }
-    size_t span = (size_t)((s->rows - 1) * s->step + 1) * s->row_bytes;
+    // Row i of the tensor is row at(i) of the span read.
+    size_t span = s->half ? (size_t)LWB_CEIL_DIV(s->rows, 64) * 128 * s->row_bytes
+                          : (size_t)((s->rows - 1) * s->step + 1) * s->row_bytes;
     char *tmp = xmalloc(span);
-    CU_CHECK(lwb_cu.cuMemcpyDtoH(tmp, s->base + (CUdeviceptr)(s->first * (long long)s->row_bytes), span));
-    for (long long i = 0; i < s->rows; i++)
-        memcpy((char *)dst + i * s->row_bytes, tmp + (size_t)(i * s->step) * s->row_bytes, s->row_bytes);
+    fetch(ctx, first, span, tmp);
+    for (long long i = 0; i < s->rows; i++) {
+        long long at = s->half ? (i / 64) * 128 + (s->half - 1) * 64 + i % 64 : i * s->step;
+        memcpy((char *)dst + i * s->row_bytes, tmp + (size_t)at * s->row_bytes, s->row_bytes);
+    }
     free(tmp);
     return 0;
+}
+
+static void dump_fetch_device(void *ctx, CUdeviceptr src, size_t n, void *dst) {
+    (void)ctx;
+    CU_CHECK(lwb_cu.cuMemcpyDtoH(dst, src, n));
+}
+
+static int dump_fill(void *ctx, const char *name, void *dst, size_t bytes) {
+    (void)name;
+    return dump_gather(ctx, dst, bytes, dump_fetch_device, NULL);
 }
 
 // Where a checkpoint tensor of `layer` lives in lwb's weights (bf16 or fp8 runs: an fp8 weight's
@@ -131,6 +140,33 @@ static void *dump_download(CUdeviceptr p, size_t bytes) {
     return h;
 }
 
+// config.json (the model as run, in the format that ran: FP8's quantization_config, or none for
+// bf16) and model.safetensors.index.json (the layer files as shards), so that
+// `lwb run --load-format AUTO --model DIR` loads the dump.
+static void ds_dump_checkpoint(const char *dir, const struct lwb_model *model, bool fp8, json_t *weight_map,
+                               json_int_t total) {
+    json_t *cfg = model_config_json(model);
+    if (fp8) {
+        json_object_set_new(cfg, "quantization_config",
+                            json_pack("{s:s, s:s, s:[i,i], s:s}", "quant_method", "fp8", "fmt", "e4m3",
+                                      "weight_block_size", 128, 128, "activation_scheme", "dynamic"));
+    } else {
+        json_object_del(cfg, "quantization_config");
+    }
+    json_object_set_new(cfg, "torch_dtype", json_string("bfloat16"));
+    char *text = json_dumps(cfg, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    char *path = lwb_path_join(dir, "config.json");
+    output_write(path, text, strlen(text));
+    free(text), free(path);
+    json_decref(cfg);
+    json_t *index = json_pack("{s:{s:I}, s:o}", "metadata", "total_size", total, "weight_map", weight_map);
+    text = json_dumps(index, JSON_INDENT(2) | JSON_SORT_KEYS);
+    path = lwb_path_join(dir, "model.safetensors.index.json");
+    output_write(path, text, strlen(text));
+    free(text), free(path);
+    json_decref(index);
+}
+
 static void ds_dump(void *fam, int pi, CUstream s, const char *dir) {
     struct ds_family *f = fam;
     output_dir(dir);
@@ -144,6 +180,8 @@ static void ds_dump(void *fam, int pi, CUstream s, const char *dir) {
     const size_t act = (size_t)T * H * 2;
     ds_setup(f, pi, s);
     struct lwb_modules mods = {0};
+    json_t *weight_map = json_object(); // a loadable checkpoint: every weight -> its layer file
+    json_int_t total = 0;
     for (int l = 0; l < f->nlayers; l++) {
         struct ds_run *run = ds_run_of(f, pi, l);
         const struct ds_layer *L = run->L;
@@ -187,6 +225,8 @@ static void ds_dump(void *fam, int pi, CUstream s, const char *dir) {
         int nw = whole ? model_layer_weights(model, L->index, d->fp8 ? LWB_WF_FP8 : LWB_WF_BF16, &ws) : 0;
         struct dump_src *src = xcalloc((size_t)nw + 16, sizeof *src);
         for (int i = 0; i < nw; i++) {
+            json_object_set_new(weight_map, ws[i].name, json_string(name));
+            total += (json_int_t)ws[i].bytes;
             src[i] = dump_weight_src(L, d, &ws[i]);
             int64_t shape[2] = {ws[i].shape[0], ws[i].shape[1]};
             st_add_fill(w, ws[i].name, ws[i].dtype, shape, ws[i].ndim, dump_fill, &src[i]);
@@ -219,7 +259,12 @@ static void ds_dump(void *fam, int pi, CUstream s, const char *dir) {
         free(wts), free(pos), free(lat), free(kpe);
     }
     free(mods.m);
-    if (sh->rank != 0) return;
+    if (sh->rank != 0) {
+        json_decref(weight_map);
+        return;
+    }
+    if (whole) ds_dump_checkpoint(dir, model, d->fp8, weight_map, total);
+    else json_decref(weight_map);
     json_t *meta = json_pack("{s:o, s:o, s:I, s:s, s:f, s:i, s:b, s:s}", "config", model_config_json(model),
                              "problem", problem_spec_json(q), "seed", (json_int_t)f->seed, "run_type",
                              q->ctx ? "CTX" : "GEN", "softmax_scale", (double)d->sm_scale, "tokens_per_block", d->page,
