@@ -432,7 +432,9 @@ static void report_html(const struct lwb_report *r, struct lwb_str *o) {
 
 // ---------------------------------------------------------------------------------------------
 // JSON: the timeline file `lwb correlate` and the reference's correlation.py read,
-// [{name, timeline: [{name, duration, end}]}] with times in ns; and the per-range summary.
+// [{name, timeline: [{name, duration, end, module}]}] with times in ns (`module`, the enclosing
+// module ranges joined by "/", is lwb's: the reference's readers ignore it); and the per-range
+// summary.
 
 static json_t *report_timeline_json(const struct lwb_breakdown *b) {
     json_t *all = json_array();
@@ -444,6 +446,12 @@ static json_t *report_timeline_json(const struct lwb_breakdown *b) {
             json_object_set_new(e, "name", json_str(trace_str(b->t, p->k[k].name)));
             json_object_set_new(e, "duration", json_real(p->k[k].mean_ns));
             json_object_set_new(e, "end", json_real(p->k[k].end_ns));
+            // lwb's addition (the reference's readers ignore it): the enclosing module ranges.
+            const struct lwb_path *path = &b->paths.p[p->k[k].path];
+            struct lwb_str m = {0};
+            for (int q = 0; q < path->n; q++) str_printf(&m, "%s%s", q ? "/" : "", trace_str(b->t, path->id[q]));
+            json_object_set_new(e, "module", json_str(m.s ? m.s : ""));
+            str_free(&m);
             json_array_append_new(tl, e);
         }
         json_t *o = json_object();

@@ -357,6 +357,63 @@ static void test_correlate(void **state) {
     rm_rf(dir), free(dir);
 }
 
+// Where the time goes: totals, kernels by gap, one-sided names, on stdout and in --output-json.
+static void test_correlate_stats(void **state) {
+    (void)state;
+    char *dir = make_tmpdir(), *out = lwb_path_join(dir, "c.html"), *js = lwb_path_join(dir, "sub/c.json");
+    struct child_result r;
+    run_cmd(&r, cmd_correlate, NULL, "--reference", "test/data/correlate_ref.json", "--target",
+            "test/data/correlate_tgt.json", "-o", out, "--output-json", js, NULL);
+    if (r.status) fail_msg("exit %d: %s", r.status, r.err);
+    // The reference's lines come first, untouched; the statistics follow.
+    char *want = lwb_read_file("test/data/correlate.stdout", NULL);
+    assert_true(str_starts(r.out, want));
+    free(want);
+    assert_non_null(strstr(r.out, "target0: serving <b>&\"e2e\"</b>: kernels 7.0 us against the reference's 7.5 us "
+                                  "(-0.5 us, -6.7%); last kernel ends at 7.3 us against 7.5 us\n"));
+    assert_non_null(strstr(r.out, "  kD                                                1.0          0.0       -1.0     0.00\n"));
+    assert_non_null(strstr(r.out, "target0: second: kernels 3.6 us against the reference's 7.5 us (-3.9 us, -51.3%)"));
+    json_error_t err;
+    json_t *doc = json_load_file(js, 0, &err);
+    if (!doc) fail_msg("%s: %s", js, err.text);
+    assert_string_equal(json_string_value(json_object_get(doc, "reference")), "reference run");
+    json_t *targets = json_object_get(doc, "targets");
+    assert_int_equal(json_array_size(targets), 2);
+    json_t *t0 = json_array_get(targets, 0);
+    assert_float_equal(json_number_value(json_object_get(t0, "reference_us")), 7.5, 1e-9);
+    assert_float_equal(json_number_value(json_object_get(t0, "target_us")), 7.0, 1e-9);
+    assert_float_equal(json_number_value(json_object_get(t0, "gap_us")), -0.5, 1e-9);
+    assert_float_equal(json_number_value(json_object_get(t0, "gap_pct")), -100.0 / 15, 1e-6);
+    assert_float_equal(json_number_value(json_object_get(t0, "target_end_us")), 7.3, 1e-9);
+    // Kernels by absolute gap: kD (-1.0) first, then kF (+0.2); ties broken by name.
+    json_t *k = json_object_get(t0, "kernels");
+    assert_int_equal(json_array_size(k), 7);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(k, 0), "name")), "kD");
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(k, 0), "target_count")), 0);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(k, 1), "name")), "kF");
+    json_t *only_ref = json_object_get(t0, "only_in_reference"), *only_tgt = json_object_get(t0, "only_in_target");
+    assert_int_equal(json_array_size(only_ref), 1);
+    assert_string_equal(json_string_value(json_array_get(only_ref, 0)), "kD");
+    assert_int_equal(json_array_size(only_tgt), 2);
+    assert_int_equal(json_array_size(json_object_get(t0, "modules")), 0); // these timelines carry no modules
+    json_t *t1 = json_array_get(targets, 1);
+    assert_string_equal(json_string_value(json_object_get(t1, "target")), "target0: second");
+    assert_int_equal(json_array_size(json_object_get(t1, "only_in_reference")), 2);
+    json_decref(doc);
+    // The page carries the same comparison.
+    char *html = file_text(dir, "c.html");
+    assert_non_null(strstr(html, "\"compare\":[{\"target\":\"target0: serving"));
+    assert_non_null(strstr(html, "Where the time goes"));
+    free(html);
+    // A bad --output-json path is refused before anything is written.
+    run_cmd(&r, cmd_correlate, NULL, "--reference", "test/data/correlate_ref.json", "--target",
+            "test/data/correlate_tgt.json", "-o", out, "--output-json", "/dev/null", NULL);
+    assert_int_equal(r.status, 2);
+    assert_int_equal(count_lines(r.err), 1);
+    free(out), free(js);
+    rm_rf(dir), free(dir);
+}
+
 // parse's .json feeds correlate: the fixture's first problem against both.
 static void test_parse_then_correlate(void **state) {
     (void)state;
@@ -374,6 +431,8 @@ static void test_parse_then_correlate(void **state) {
     assert_non_null(strstr(r.out, "target 0 timeline 0 x_tgt=[1, 2, 3, 4, 5, 6, 7]\n"));
     assert_non_null(strstr(r.out, "target 0 timeline 1 x_sup=[1, 2, None, 3, 4, 5, 6, 7]\n"));
     assert_non_null(strstr(r.out, "target 0 timeline 1 x_tgt=[1, 2, 3, 4, 5, 6, 7]\n"));
+    // parse's timelines carry modules: the statistics have a per-module table.
+    assert_non_null(strstr(r.out, "  module                                   reference us    target us"));
     json_decref(all), json_decref(one);
     free(j), free(ref), free(out);
     rm_rf(dir), free(dir);
@@ -386,6 +445,7 @@ int main(void) {
         cmocka_unit_test(test_errors),          cmocka_unit_test(test_warnings),
         cmocka_unit_test(test_summary),         cmocka_unit_test(test_html_escaping),
         cmocka_unit_test(test_nsys_rep_without_nsys), cmocka_unit_test(test_correlate),
+        cmocka_unit_test(test_correlate_stats),
         cmocka_unit_test(test_parse_then_correlate),
     };
     return cmocka_run_group_tests_name("report", tests, NULL, NULL);
