@@ -8,7 +8,7 @@ WARN    := -Wall -Wextra -Werror -Wno-unused-function -Wno-missing-field-initial
 CFLAGS  := -std=gnu11 -O2 -g $(WARN) -D_GNU_SOURCE -I. -Ibuild -isystem $(CUDA_HOME)/include
 # libyaml, jansson and sqlite3 are linked statically; the C library family stays dynamic
 # (dlopen of the CUDA libraries needs it).
-LDLIBS  := -Wl,-Bstatic -lyaml -ljansson -lsqlite3 -Wl,-Bdynamic -lm -ldl -lpthread
+LDLIBS  := -Wl,-Bstatic -lyaml -ljansson -lsqlite3 -lz -Wl,-Bdynamic -lm -ldl -lpthread
 TESTLIB := -lcmocka
 
 ifeq ($(V),)

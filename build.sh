@@ -37,6 +37,7 @@ check_deps() {
     dep libyaml yaml.h libyaml.a libyaml-dev
     dep jansson jansson.h libjansson.a libjansson-dev
     dep sqlite3 sqlite3.h libsqlite3.a libsqlite3-dev
+    dep zlib zlib.h libz.a zlib1g-dev
     dep cmocka cmocka.h libcmocka.so libcmocka-dev
 }
 QUIET=1 check_deps >/dev/null

@@ -17,6 +17,7 @@
 #include "src/model.h"       // defines: lwb_model, model_load (HF config.json / presets)
 #include "src/ckpt.h"        // defines: lwb_ckpt, ckpt_open, ckpt_expect, ckpt_copy (--load-format AUTO)
 #include "src/routing.h"     // defines: balance methods (expert selection on the CPU)
+#include "src/calib.h"       // defines: lwb_calib (calibration files: read, write), lwb_replay
 #include "src/layers/rmsnorm.h" // defines: rmsnorm_choose_config, rmsnorm_request, rmsnorm_enqueue
 #include "src/gpuspec.h"     // defines: datasheet peaks of known GPUs
 #include "src/memplan.h"     // defines: lwb_mem, mem_alloc (dry or real), mem_check_fits

@@ -31,6 +31,8 @@ struct run_plan {
     struct lwb_shard shard;
     struct lwb_ckpt *ckpt;       // --load-format AUTO: the checkpoint (opened and checked)
     enum lwb_wformat wformat;    // the weight format that runs
+    struct lwb_replay replay;    // --replay-file-path: this rank's recorded routing (niter 0: none)
+    const char *collect;         // --collect-calibration FILE, or NULL
     char wnote[320];             // what runs, when it is not what the checkpoint stores ("" else)
     const struct lwb_family *fam;
     void *f;                     // the family's state
@@ -52,6 +54,68 @@ static void run_check_auto(const struct run_plan *p, const struct lwb_args *a) {
     if (arg_set(a, "scaled_from"))
         lwb_user_error("run: --scaled-from simulates another deployment's share of the experts with random weights; with "
                        "--load-format AUTO run on the ranks themselves (--np N) or use --load-format DUMMY");
+}
+
+// A calibration file, read once per process (under --np the parent plans every rank).
+static const struct lwb_calib *calib_cached(const char *path) {
+    static struct lwb_calib c;
+    if (c.path && !strcmp(c.path, path)) return &c;
+    if (c.path) calib_free(&c);
+    calib_load(path, &c);
+    return &c;
+}
+
+// An iteration bound given as --replay-X-iter or the README's --replay-X; -1 when neither.
+static long long replay_bound(struct lwb_args *a, const char *key, const char *alias) {
+    if (arg_set(a, key) && arg_set(a, alias) && arg_int(a, key) != arg_int(a, alias))
+        lwb_user_error("run: --%s and its short form disagree (%lld and %lld); give one", key, arg_int(a, key),
+                       arg_int(a, alias));
+    return arg_set(a, key) ? arg_int(a, key) : arg_set(a, alias) ? arg_int(a, alias) : -1;
+}
+
+// --replay-file-path (this rank's records, checked against every problem) and --collect-calibration.
+static void run_plan_routing_files(struct run_plan *p, struct lwb_args *a, enum lwb_balance method) {
+    const long long start = replay_bound(a, "replay_start_iter", "replay_start");
+    const long long stop = replay_bound(a, "replay_stop_iter", "replay_stop");
+    const char *path = arg_str(a, "replay_file_path");
+    p->collect = arg_str(a, "collect_calibration");
+    if (p->collect && p->nproblems > 1)
+        lwb_user_error("run: --collect-calibration records one problem's routing and this run has %d; give one batch "
+                       "size, seq-len-q, seq-len-kv-cache and balance ratio",
+                       p->nproblems);
+    if (!path) {
+        if (start >= 0 || stop >= 0)
+            lwb_user_error("run: --replay-start-iter and --replay-stop-iter choose iterations of --replay-file-path; "
+                           "give the file too");
+        return;
+    }
+    if ((start >= 0) != (stop >= 0))
+        lwb_user_error("run: give both --replay-start-iter and --replay-stop-iter, or neither (the file's range)");
+    if (method != LWB_BALANCE_NOT_MODIFIED)
+        lwb_user_error("run: --replay-file-path replaces the router's choice with the recorded one, and "
+                       "--balance-method %s would replace it too; give --balance-method NotModified",
+                       balance_method_name(method));
+    if (p->collect && !strcmp(p->collect, path))
+        lwb_user_error("run: --collect-calibration %s would overwrite the file being replayed; give another path", path);
+    struct lwb_replay_layer *ls = xcalloc((size_t)p->nlayers, sizeof *ls);
+    bool any = false;
+    for (int l = 0; l < p->nlayers; l++) {
+        ls[l] = (struct lwb_replay_layer){p->layer_index[l], model_layer_is_moe(&p->model, p->layer_index[l])};
+        any |= ls[l].moe;
+    }
+    if (!any)
+        lwb_user_error("run: --replay-file-path replays MoE routing and layers %s are all dense (the first %d layers "
+                       "of %s); select MoE layers",
+                       arg_val(a, "layer_indices", LWB_OPT_INT_LIST)->source, p->model.first_k_dense, p->model.name);
+    const struct lwb_problem *q0 = &p->problems[0];
+    for (int i = 1; i < p->nproblems; i++)
+        if (p->problems[i].tokens != q0->tokens)
+            lwb_user_error("run: --replay-file-path replays one shape: batch size x seq-len-q is %d for the first "
+                           "problem and %d for b=%d s=%d; give one batch size and seq-len-q",
+                           q0->tokens, p->problems[i].tokens, p->problems[i].batch, p->problems[i].qlen);
+    replay_plan(calib_cached(path), p->shard.rank, p->shard.world_size, ls, p->nlayers, q0->tokens, p->model.top_k,
+                p->model.n_experts, start, stop, &p->replay);
+    free(ls);
 }
 
 // A required integer list.
@@ -169,8 +233,10 @@ static void run_plan_build(struct run_plan *p, struct lwb_args *a, const char *c
     p->graph = arg_bool(a, "use_cuda_graph");
     p->warmup = (int)arg_int(a, "warmup_times");
     p->timed = (int)arg_int(a, "run_times");
+    run_plan_routing_files(p, a, method);
     struct lwb_run_spec spec = {&p->model, &p->shard, p->layer_index, p->nlayers, p->problems, p->routing,
-                                p->nproblems, p->page, p->max_batch, p->max_seq_len, p->ctx, p->wformat, NULL};
+                                p->nproblems, p->page, p->max_batch, p->max_seq_len, p->ctx, p->wformat, NULL,
+                                p->replay.niter ? &p->replay : NULL};
     if (load) {
         // Every tensor checked before anything is allocated (and by --dry-run).
         p->ckpt = xcalloc(1, sizeof *p->ckpt);
@@ -374,6 +440,8 @@ static void run_ranks(struct lwb_args *a, struct lwb_dist *d, bool *launch) {
     if (env.found && env.world_size > 1) {
         d->rank = env.rank, d->world_size = env.world_size, d->local_rank = env.local_rank;
         d->master = dist_master_from_env(dist_getenv_process, NULL);
+        const char *np_rank = getenv("LWB_NP_RANK"); // a rank of --np re-run under nsys (run_under_nsys)
+        d->launched = np_rank && !strcmp(np_rank, "1");
     }
 }
 
@@ -486,8 +554,18 @@ static bool run_options(struct lwb_args *a, int argc, char **argv) {
     }
     if (a->npos != 1) lwb_user_error("run: needs a config file: lwb run CONFIG.yaml [options] (e.g. configs/config_gen.yaml)");
     config_load(a, a->pos[0]);
+    // The reference's run.sh: PROFILE=0 turns profiling off; the command line still wins.
+    const char *env = getenv("PROFILE");
+    const struct lwb_val *prof = arg_val(a, "profile", LWB_OPT_BOOL);
+    if (env && !strcmp(env, "0") && !(prof->set && !strcmp(prof->source, "command line")))
+        args_set_text(a, args_find(a, "profile"), "false", "the environment (PROFILE=0)");
     args_apply_defaults(a);
     if (arg_set(a, "output_json")) output_check(arg_str(a, "output_json"), "--output-json");
+    if (arg_set(a, "collect_calibration")) output_check(arg_str(a, "collect_calibration"), "--collect-calibration");
+    if ((arg_bool(a, "gpu_metrics") || arg_bool(a, "backtrace")) && !arg_bool(a, "nsys"))
+        lwb_user_error("run: --gpu-metrics and --backtrace are Nsight Systems settings: add --nsys");
+    if (arg_bool(a, "nsys") && arg_bool(a, "dry_run"))
+        lwb_user_error("run: --nsys profiles a run on the GPU and --dry-run runs nothing; leave one out");
     if (arg_set(a, "dump")) {
         struct stat st;
         if (lstat(arg_str(a, "dump"), &st) == 0 && !S_ISDIR(st.st_mode))
@@ -551,6 +629,82 @@ static void run_build(struct run_plan *p, const struct lwb_dist *dist, struct lw
     fflush(stdout);
 }
 
+// --collect-calibration: every iteration of the loop (warm-up included, numbered from 0), every
+// MoE layer, every rank, as a calibration file written by rank 0. `mine` holds this rank's
+// choices: one iteration's (MoE layers, per), or with a replay every replayed iteration's.
+static void run_collect(struct run_plan *p, struct lwb_runner *r, const int32_t *mine, size_t per, int nmoe) {
+    const int world = p->shard.world_size, n = p->warmup + p->timed;
+    const int kinds = p->replay.niter ? p->replay.niter : 1; // distinct iterations this rank holds
+    const size_t count = (size_t)kinds * nmoe * per;
+    int32_t *all = xmalloc(sizeof(int32_t) * (count * (size_t)world + 1));
+    if (p->shard.comm) {
+        CUdeviceptr dm = dev_alloc(count * 4, "collected routing"), da = dev_alloc(count * 4 * (size_t)world, "collected routing");
+        CU_CHECK(lwb_cu.cuMemcpyHtoDAsync(dm, mine, count * 4, r->s));
+        comm_allgather(p->shard.comm, dm, da, count, ncclInt32, r->s, "gathering every rank's routing");
+        stream_wait(r->s, 120, "the routing gather");
+        CU_CHECK(lwb_cu.cuMemcpyDtoH(all, da, count * 4 * (size_t)world));
+        dev_free(dm, count * 4), dev_free(da, count * 4 * (size_t)world);
+    } else {
+        memcpy(all, mine, count * 4);
+    }
+    if (p->shard.rank == 0) {
+        struct lwb_calib c = {.path = xstrdup(p->collect), .world_size = world};
+        c.nrec = xcalloc((size_t)world, sizeof *c.nrec);
+        c.rec = xcalloc((size_t)world, sizeof *c.rec);
+        for (int q = 0; q < world; q++) {
+            c.nrec[q] = n;
+            c.rec[q] = xcalloc((size_t)n, sizeof *c.rec[q]);
+            for (int g = 0; g < n; g++) {
+                struct lwb_calib_record *rec = &c.rec[q][g];
+                const int kind = p->replay.niter ? replay_slot(&p->replay, g) : 0;
+                rec->iteration = g, rec->n = nmoe;
+                rec->e = xcalloc((size_t)nmoe, sizeof *rec->e);
+                for (int l = 0, m = 0; l < p->nlayers; l++) {
+                    if (!p->fam->route_layer(p->f, l)) continue;
+                    rec->e[m] = (struct lwb_calib_entry){p->layer_index[l], p->model.n_experts, (int)(per / p->model.top_k),
+                                                         p->model.top_k,
+                                                         all + (size_t)q * count + ((size_t)kind * nmoe + m) * per};
+                    m++;
+                }
+            }
+        }
+        calib_save(p->collect, &c);
+        printf("routing of %d iterations x %d MoE layers%s collected into %s\n", n, nmoe, world > 1 ? " of every rank" : "",
+               tesc(p->collect));
+        calib_free(&c);
+    }
+    free(all);
+}
+
+// After a problem's loop, when asked: one more forward reads back the expert ids every MoE layer
+// used; with a replay (and --replay-verify-metadata) they must be the recorded ids of the
+// iteration loaded last; with --collect-calibration they are written.
+static void run_routing_after(struct run_plan *p, struct lwb_runner *r, int pi) {
+    const bool verify = p->replay.niter && arg_bool(p->a, "replay_verify_metadata");
+    if (!verify && !p->collect) return;
+    const size_t per = (size_t)p->problems[pi].tokens * p->model.top_k;
+    int nmoe = 0;
+    for (int l = 0; l < p->nlayers; l++) nmoe += p->fam->route_layer(p->f, l);
+    int32_t *used = xmalloc(sizeof(int32_t) * (per * (size_t)nmoe + 1));
+    runner_route_forward(r, pi, per, used);
+    if (verify) {
+        const int slot = replay_slot(&p->replay, p->warmup + p->timed - 1);
+        const int32_t *want = p->replay.ids + (size_t)slot * nmoe * per;
+        for (size_t j = 0; j < per * (size_t)nmoe; j++) {
+            if (used[j] == want[j]) continue;
+            int m = (int)(j / per), layer = -1;
+            for (int l = 0, at = 0; l < p->nlayers && layer < 0; l++)
+                if (p->fam->route_layer(p->f, l) && at++ == m) layer = p->layer_index[l];
+            lwb_fatal("replay check: layer %d, token %zu, choice %zu used expert %d, and %s records %d for iteration "
+                      "%lld; the MoE did not run the replayed routing (a defect in lwb)",
+                      layer, j % per / (size_t)p->model.top_k, j % (size_t)p->model.top_k, used[j],
+                      tesc(arg_str(p->a, "replay_file_path")), want[j], p->replay.start + slot);
+        }
+    }
+    if (p->collect) run_collect(p, r, p->replay.niter ? p->replay.ids : used, per, nmoe);
+    free(used);
+}
+
 // The profiled region: the reference's markers, then every problem (warm-up forward with checks,
 // the timed iterations, the statistics line).
 static void run_time(struct run_plan *p, struct lwb_dist *dist, struct lwb_runner *r, bool ranked,
@@ -572,6 +726,10 @@ static void run_time(struct run_plan *p, struct lwb_dist *dist, struct lwb_runne
         iteration_text(&p->problems[i], dist->world_size, text, sizeof text);
         marker_json("problem_spec", problem_spec_json(&p->problems[i]));
         runner_setup_problem(r, i);
+        if (r->replay) { // the warm-up forward (and a graph's capture) see the first replayed iteration
+            if (i == 0) p->fam->route_stage(p->f, r->replay, r->s);
+            p->fam->route_replay(p->f, 0, r->s);
+        }
         snprintf(act, sizeof act, "the warm-up forward of %s", text);
         dist_activity(dist, act, 0);
         runner_warmup_check(r, i, p->layer_index);
@@ -582,6 +740,7 @@ static void run_time(struct run_plan *p, struct lwb_dist *dist, struct lwb_runne
         if (!p->fam->verify(p->f, i, why, sizeof why)) lwb_fatal("problem %s: %s", text, why);
         stats[i] = stats_compute(us, p->timed);
         print_problem_line(dist->rank, &p->problems[i], stats[i]);
+        run_routing_after(p, r, i);
     }
     free(us);
     CU_CHECK(lwb_cu.cuCtxSynchronize());
@@ -596,6 +755,81 @@ static void run_time(struct run_plan *p, struct lwb_dist *dist, struct lwb_runne
                    dist->world_size > 1 ? " and one per rank beside it" : "");
         profile_free(&prof);
     }
+}
+
+// --nsys: the nsys binary (LWB_NSYS, else the PATH), or one line naming the fix.
+static char *nsys_path(void) {
+    const char *env = getenv("LWB_NSYS");
+    if (env && *env) {
+        if (access(env, X_OK) != 0)
+            lwb_user_error("run: --nsys: LWB_NSYS=%s is not an executable (%s); point it at Nsight Systems' nsys", env,
+                           strerror(errno));
+        return xstrdup(env);
+    }
+    const char *path = getenv("PATH");
+    for (const char *p = path ? path : ""; *p;) {
+        const char *end = strchr(p, ':');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        struct lwb_str s = {0};
+        str_printf(&s, "%.*s/nsys", (int)n, p);
+        if (n && access(s.s, X_OK) == 0) return s.s;
+        str_free(&s);
+        p += n + (end != NULL);
+    }
+    lwb_user_error("run: --nsys needs Nsight Systems: nsys is not on the PATH; install it, add it to the PATH, or set "
+                   "LWB_NSYS=/path/to/nsys");
+}
+
+// --nsys: this rank re-runs itself under Nsight Systems with the reference's run.sh flags, its
+// report named by rank (DIR/report_npN_rankR.nsys-rep); the command line loses --nsys,
+// --gpu-metrics, --backtrace and --np (a rank started by --np finds its place in the variables
+// set here, as under a launcher). Does not return.
+static void run_under_nsys(const struct lwb_args *a, const struct lwb_dist *d, int argc, char **argv) {
+    char *nsys = nsys_path();
+    const char *dir = arg_str(a, "profile_dir");
+    if (lwb_mkdirs(dir) != 0) lwb_fatal("cannot create the profile folder %s: %s", dir, strerror(errno));
+    char exe[PATH_MAX], out[PATH_MAX + 64], num[4][32];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) lwb_fatal("--nsys: cannot find lwb's own executable: %s", strerror(errno));
+    exe[n] = 0;
+    snprintf(out, sizeof out, "%s/report_np%d_rank%d.nsys-rep", dir, d->world_size, d->rank);
+    if (d->launched) { // a rank of --np: tell the re-run which one
+        snprintf(num[0], sizeof num[0], "%d", d->rank), setenv("RANK", num[0], 1);
+        snprintf(num[1], sizeof num[1], "%d", d->world_size), setenv("WORLD_SIZE", num[1], 1);
+        snprintf(num[2], sizeof num[2], "%d", d->local_rank), setenv("LOCAL_RANK", num[2], 1);
+        snprintf(num[3], sizeof num[3], "%d", d->master.port), setenv("MASTER_PORT", num[3], 1);
+        setenv("MASTER_ADDR", d->master.addr, 1);
+        setenv("LWB_NP_RANK", "1", 1); // the --np parent serves the rendezvous, not this rank
+    }
+    char gpu[32];
+    snprintf(gpu, sizeof gpu, "%d", (int)arg_int(a, "device") + LWB_MAX(d->local_rank, 0));
+    const char *head[] = {nsys, "profile", "-t", "cuda,nvtx", "--cpuctxsw", "none", "--cuda-event-trace", "false",
+                          "--cuda-graph-trace", "node", "-c", "cudaProfilerApi", "--capture-range-end", "stop", "-o",
+                          out, "--force-overwrite", "true"};
+    const char **av = xcalloc(LWB_ARRAY_LEN(head) + 8 + (size_t)argc + 1, sizeof *av);
+    int k = 0;
+    for (size_t i = 0; i < LWB_ARRAY_LEN(head); i++) av[k++] = head[i];
+    if (arg_bool(a, "backtrace")) av[k++] = "--cudabacktrace", av[k++] = "all";
+    else av[k++] = "-s", av[k++] = "none";
+    if (arg_bool(a, "gpu_metrics"))
+        av[k++] = "--gpu-metrics-devices", av[k++] = gpu, av[k++] = "--gpu-metrics-frequency", av[k++] = "10000";
+    av[k++] = exe, av[k++] = "run";
+    for (int i = 0; i < argc; i++) {
+        const char *s = argv[i];
+        if (!strcmp(s, "--nsys") || !strcmp(s, "--gpu-metrics") || !strcmp(s, "--backtrace") ||
+            !strncmp(s, "--np=", 5))
+            continue;
+        if (!strcmp(s, "--np")) {
+            i++;
+            continue;
+        }
+        av[k++] = s;
+    }
+    av[k] = NULL;
+    if (d->rank == 0) printf("running under Nsight Systems: %s\n", tesc(out));
+    fflush(stdout), fflush(stderr);
+    execv(nsys, (char *const *)av);
+    lwb_fatal("--nsys: cannot run %s: %s", nsys, strerror(errno));
 }
 
 static int cmd_run(int argc, char **argv) {
@@ -614,6 +848,13 @@ static int cmd_run(int argc, char **argv) {
         dist_launch(&dist, dist.world_size, dry, dry);
     }
     lwb_proc.rank = dist.rank, lwb_proc.world_size = dist.world_size;
+    if (arg_bool(&a, "nsys")) {
+        if (profile_under_nsys())
+            lwb_user_error("run: --nsys starts Nsight Systems, and this process already runs under it (%s); leave "
+                           "--nsys out",
+                           profile_nsys_signal());
+        run_under_nsys(&a, &dist, argc, argv);
+    }
     if (dist_fault(dist.rank, "plan")) lwb_user_error("a test fault: rank %d fails while planning", dist.rank);
 
     // Plan (this rank's share), then the rendezvous: every rank's plan must be the same.
@@ -630,7 +871,13 @@ static int cmd_run(int argc, char **argv) {
         printf("moe_backend %s is recorded; lwb runs its own MoE kernels\n", tesc(arg_str(&a, "moe_backend")));
 
     struct lwb_runner r = {.fam = p.fam, .f = p.f, .nlayers = p.nlayers, .problems = p.problems,
-                           .nproblems = p.nproblems, .world_size = dist.world_size, .mods_problem = -1};
+                           .nproblems = p.nproblems, .world_size = dist.world_size, .mods_problem = -1,
+                           .replay = p.replay.niter ? &p.replay : NULL};
+    if (dist.rank == 0 && p.replay.niter)
+        printf("routing replayed from %s: recorded iterations %lld..%lld (%d), cycled over the %d iterations of each "
+               "problem's loop, %d MoE layers x %d tokens%s\n",
+               tesc(arg_str(&a, "replay_file_path")), p.replay.start, p.replay.stop, p.replay.niter, p.warmup + p.timed,
+               p.replay.nlayers, p.replay.tokens, dist.world_size > 1 ? " per rank (each rank its own records)" : "");
     struct lwb_mem m;
     if (dry) {
         const struct lwb_gpuspec *named = gpuspec_find(arg_set(&a, "gpu") ? arg_str(&a, "gpu") : "H100");

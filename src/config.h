@@ -62,6 +62,23 @@ static const struct lwb_opt run_opts[] = {
      "NotModified|Balanced|ImbalancedRanks|ImbalancedExperts"},
     {"balance_ratio", LWB_OPT_FLOAT_LIST, "LIST", NULL,
      "share of tokens routed balanced, 0..1 (comma list; none: unset)", NULL, LWB_OPT_NONNEG},
+    {"replay_file_path", LWB_OPT_STR, "FILE", NULL,
+     "replay the MoE routing recorded in this calibration file (TensorRT-LLM's calibration_data.json; "
+     "each rank replays its own records, iteration i of the loop the recorded start + i mod the range)"},
+    {"replay_start_iter", LWB_OPT_INT, "N", NULL, "first recorded iteration to replay (default: the file's first; also "
+     "--replay-start)", NULL, LWB_OPT_NONNEG, .min = 0, .max = 9223372036854775807LL},
+    {"replay_stop_iter", LWB_OPT_INT, "N", NULL, "last recorded iteration to replay (default: the file's last; also "
+     "--replay-stop)", NULL, LWB_OPT_NONNEG, .min = 0, .max = 9223372036854775807LL},
+    {"replay_start", LWB_OPT_INT, "N", NULL, "same as --replay-start-iter", NULL, LWB_OPT_NONNEG | LWB_OPT_HIDDEN,
+     .min = 0, .max = 9223372036854775807LL},
+    {"replay_stop", LWB_OPT_INT, "N", NULL, "same as --replay-stop-iter", NULL, LWB_OPT_NONNEG | LWB_OPT_HIDDEN,
+     .min = 0, .max = 9223372036854775807LL},
+    {"replay_verify_metadata", LWB_OPT_BOOL, NULL, "true",
+     "with a replay, one more forward after the timed iterations checks that every MoE layer used the file's "
+     "expert ids"},
+    {"collect_calibration", LWB_OPT_STR, "FILE", NULL,
+     "write the routing of every iteration of the loop (every selected MoE layer, every rank) as a calibration "
+     "file that --replay-file-path reads", NULL, LWB_OPT_CLI_ONLY},
     {"warmup_times", LWB_OPT_INT, "N", "20", "untimed iterations per problem", NULL, LWB_OPT_NONNEG, .min = 0, .max = 1000000LL},
     {"run_times", LWB_OPT_INT, "N", "100", "timed iterations per problem", NULL, LWB_OPT_POSITIVE, .min = 1, .max = 1000000LL},
     {"seed", LWB_OPT_INT, "N", "0", "seed of the random weights, inputs and KV cache", NULL,
@@ -79,8 +96,16 @@ static const struct lwb_opt run_opts[] = {
     {"dry_run", LWB_OPT_BOOL, NULL, NULL,
      "print the plan (layers, kernels, memory, floors) and exit; needs no GPU", NULL, LWB_OPT_CLI_ONLY},
     {"profile", LWB_OPT_BOOL, NULL, "true",
-     "write profiles/report_npN_rankR.sqlite with the built-in profiler (off under nsys)"},
+     "write profiles/report_npN_rankR.sqlite with the built-in profiler (off under nsys; PROFILE=0 in the "
+     "environment is --no-profile)"},
     {"profile_dir", LWB_OPT_STR, "DIR", "profiles", "where profiles and logs go"},
+    {"nsys", LWB_OPT_BOOL, NULL, NULL,
+     "run under Nsight Systems (nsys on the PATH, or LWB_NSYS) with the reference's flags: "
+     "DIR/report_npN_rankR.nsys-rep per rank", NULL, LWB_OPT_CLI_ONLY},
+    {"gpu_metrics", LWB_OPT_BOOL, NULL, NULL, "with --nsys: also sample GPU metrics (10 kHz) on each rank's GPU", NULL,
+     LWB_OPT_CLI_ONLY},
+    {"backtrace", LWB_OPT_BOOL, NULL, NULL, "with --nsys: CPU sampling and CUDA API backtraces instead of -s none",
+     NULL, LWB_OPT_CLI_ONLY},
     {"output_json", LWB_OPT_STR, "FILE", NULL, "also write the timing and roofline records as JSON",
      NULL, LWB_OPT_CLI_ONLY},
     {"dump", LWB_OPT_STR, "DIR", NULL,

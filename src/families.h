@@ -10,7 +10,8 @@
 static const struct lwb_family lwb_families[] = {
     {.name = "DeepSeek-V3", .runs = ds_runs, .create = ds_create, .plan = ds_plan, .requests = ds_requests,
      .alloc = ds_alloc, .init = ds_init, .setup = ds_setup, .modules = ds_modules, .describe = ds_describe,
-     .check_checkpoint = ds_check_checkpoint, .dump = ds_dump, .verify = ds_verify},
+     .check_checkpoint = ds_check_checkpoint, .dump = ds_dump, .verify = ds_verify, .route_layer = ds_route_layer,
+     .route_stage = ds_route_stage, .route_replay = ds_route_replay, .route_read = ds_route_read},
 };
 
 static const struct lwb_family *family_for_model(const struct lwb_model *m) {

@@ -170,6 +170,7 @@ struct lwb_run_spec {
     bool ctx;                     // the run's phase
     enum lwb_wformat wformat;     // the weight format that runs (--weight-dtype, resolved)
     struct lwb_ckpt *ckpt;        // --load-format AUTO: the checkpoint (checked), else NULL
+    const struct lwb_replay *replay; // --replay-file-path: the recorded routing (checked), else NULL
 };
 
 struct lwb_family {
@@ -194,4 +195,13 @@ struct lwb_family {
     // After the timed iterations: false (with a message) when something that the graph baked in
     // changed between iterations (the all-to-all's row counts, say).
     bool (*verify)(void *f, int problem, char *why, size_t n);
+    // Routing replay and collection (NULL in a family without routed experts). route_layer: the
+    // layer routes tokens to experts. route_stage: every replayed iteration's choices to the device
+    // (spec.replay's layout). route_replay: enqueue the copy of replayed iteration `slot`'s choices
+    // into what each MoE layer reads instead of its router's choice. route_read: the expert ids
+    // (tokens x top_k) the layer's MoE used, read right after a forward ran that layer.
+    bool (*route_layer)(void *f, int layer);
+    void (*route_stage)(void *f, const struct lwb_replay *rp, CUstream s);
+    void (*route_replay)(void *f, int slot, CUstream s);
+    void (*route_read)(void *f, int problem, int layer, int32_t *ids, CUstream s);
 };

@@ -25,7 +25,7 @@
 #include <dirent.h>
 #include <signal.h>
 
-enum lwb_input_kind { LWB_IN_CONFIG, LWB_IN_MODEL, LWB_IN_TIMELINE, LWB_IN_PROFILE, LWB_IN_CHECKPOINT };
+enum lwb_input_kind { LWB_IN_CONFIG, LWB_IN_MODEL, LWB_IN_TIMELINE, LWB_IN_PROFILE, LWB_IN_CHECKPOINT, LWB_IN_CALIB };
 
 static const struct {
     const char *what;
@@ -36,6 +36,7 @@ static const struct {
     [LWB_IN_TIMELINE] = {"timeline JSON", 1ull << 30},
     [LWB_IN_PROFILE] = {"profile", 0},
     [LWB_IN_CHECKPOINT] = {"checkpoint file", 0},
+    [LWB_IN_CALIB] = {"calibration file", 4ull << 30},
 };
 
 // (device, inode) of every input the command opened: outputs must not replace them.

@@ -62,6 +62,7 @@ struct lwb_runner {
     CUdeviceptr flush;           // L2 eviction buffer for module timings
     size_t flush_bytes;
     int world_size;
+    const struct lwb_replay *replay; // recorded routing replayed in the loop, or NULL
 };
 
 // Per-problem state on the device (the family's), and the layers' module lists.
@@ -137,7 +138,9 @@ static void marker_json(const char *kind, json_t *obj) {
 // The reference's loop for one problem: warm-up + timed iterations back to back, each inside
 // its NVTX range, replaying one captured graph or running eagerly; `us` receives the times of
 // the timed iterations. `on_iteration` (may be NULL) runs on the host before iteration i is
-// enqueued (the test fault switch).
+// enqueued (the test fault switch). With a replay, iteration i's recorded choices are copied into
+// what the MoE layers read first (a device-to-device copy outside the graph and outside the
+// iteration's NVTX range, inside its timed span, as the reference's pre_step).
 static void runner_time_problem(struct lwb_runner *r, int pi, bool graph, int warmup, int timed, double *us,
                                 void (*on_iteration)(int i)) {
     CUgraphExec exec = NULL;
@@ -159,6 +162,7 @@ static void runner_time_problem(struct lwb_runner *r, int pi, bool graph, int wa
     for (int i = 0; i < n; i++) {
         if (on_iteration) on_iteration(i);
         CU_CHECK(lwb_cu.cuEventRecord(ev[i], r->s));
+        if (r->replay) r->fam->route_replay(r->f, replay_slot(r->replay, i), r->s);
         lwb_nvtx_push(text);
         if (graph) CU_CHECK(lwb_cu.cuGraphLaunch(exec, r->s));
         else runner_forward(r, pi);
@@ -174,6 +178,19 @@ static void runner_time_problem(struct lwb_runner *r, int pi, bool graph, int wa
     for (int i = 0; i <= n; i++) CU_CHECK(lwb_cu.cuEventDestroy(ev[i]));
     free(ev);
     if (exec) CU_CHECK(lwb_cu.cuGraphExecDestroy(exec));
+}
+
+// One more eager forward, a layer at a time, reading back the expert ids each MoE layer used:
+// `out` receives (MoE layers, tokens x top_k = per). The router's choice is a function of the
+// problem's inputs and weights, which the iterations do not change, so without a replay this is
+// every iteration's choice; with one, it is the choice of the replayed iteration loaded last.
+static void runner_route_forward(struct lwb_runner *r, int pi, size_t per, int32_t *out) {
+    if (r->mods_problem != pi) LWB_BUG("routing forward of problem %d set up for %d", pi, r->mods_problem);
+    int at = 0;
+    for (int l = 0; l < r->nlayers; l++) {
+        modules_run(&r->mods[l], 0, r->mods[l].n, r->s);
+        if (r->fam->route_layer(r->f, l)) r->fam->route_read(r->f, pi, l, out + per * (size_t)at++, r->s);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

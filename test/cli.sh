@@ -86,6 +86,83 @@ expect 0 "list models" -- "$lwb" run --list-models
 has out "deepseek-ai/DeepSeek-R1"; has out "nvidia/DeepSeek-R1-0528-FP4-v2"
 done_case "lwb run --list-models"
 
+# Routing replay: the reference's calibration file, checked in the plan (no GPU).
+small=(--model test/gpu/small_deepseek --layer-indices 0,1,2 --balance-method NotModified)
+python3 - "$tmp/cal.json" <<'PY'
+import base64, json, struct, sys, zlib
+def rec(it):
+    meta, raw = [], b""
+    for layer in (1, 2):
+        meta.append({"layer_idx": layer, "num_slots": 64, "token_selected_slots_shape": [4, 6]})
+        raw += struct.pack("<24i", *[(it + layer + t * 7 + j * 9) % 64 for t in range(4) for j in range(6)])
+    return {"iteration": it, "metadata": meta, "raw_data": base64.b64encode(zlib.compress(raw)).decode()}
+json.dump({"world_size": 1, "all_ranks_records": [[rec(i) for i in range(30, 36)]]}, open(sys.argv[1], "w"))
+PY
+expect 0 "replay plan" -- "$lwb" run configs/config_gen.yaml "${small[@]}" --batch-size 4 --dry-run \
+    --replay-file-path "$tmp/cal.json" --replay-start 31 --replay-stop 34
+has out "routing replayed from $tmp/cal.json: recorded iterations 31..34 (4)"; has out "2 MoE layers x 4 tokens"
+done_case "--replay-file-path is read and checked by --dry-run (README's --replay-start/--replay-stop)"
+
+expect 2 "replay balanced" -- "$lwb" run configs/config_gen.yaml --model test/gpu/small_deepseek --layer-indices 1 \
+    --batch-size 4 --dry-run --replay-file-path "$tmp/cal.json"
+has err "give --balance-method NotModified"; one_line_err
+done_case "a replay with a balance method is refused"
+
+expect 2 "replay range" -- "$lwb" run configs/config_gen.yaml "${small[@]}" --batch-size 4 --dry-run \
+    --replay-file-path "$tmp/cal.json" --replay-start-iter 29 --replay-stop-iter 33
+has err "iterations 29 .. 33 are asked for, the file records 30 .. 35"; one_line_err
+done_case "a replay range outside the file is refused naming both ranges"
+
+expect 2 "replay half range" -- "$lwb" run configs/config_gen.yaml "${small[@]}" --batch-size 4 --dry-run \
+    --replay-file-path "$tmp/cal.json" --replay-start-iter 31
+has err "give both --replay-start-iter and --replay-stop-iter"; one_line_err
+done_case "a replay range needs both ends"
+
+expect 2 "replay tokens" -- "$lwb" run configs/config_gen.yaml "${small[@]}" --batch-size 8 --dry-run \
+    --replay-file-path "$tmp/cal.json"
+has err "iteration 30 layer 1 routes 4 tokens, this rank runs 8"; one_line_err
+done_case "a replay of another shape is refused"
+
+expect 2 "replay world" -- "$lwb" run configs/config_gen.yaml "${small[@]}" --batch-size 4 --dry-run --np 2 \
+    --replay-file-path "$tmp/cal.json"
+has err "recorded on 1 ranks, this run has 2"; one_line_err
+done_case "a replay on another number of ranks is refused once, before the ranks start"
+
+expect 2 "collect problems" -- "$lwb" run configs/config_gen.yaml "${small[@]}" --batch-size 4,8 --dry-run \
+    --collect-calibration "$tmp/out.json"
+has err "--collect-calibration records one problem's routing and this run has 2"; one_line_err
+done_case "--collect-calibration takes one problem"
+
+expect 2 "collect over replay" -- "$lwb" run configs/config_gen.yaml "${small[@]}" --batch-size 4 --dry-run \
+    --replay-file-path "$tmp/cal.json" --collect-calibration "$tmp/cal.json"
+has err "would overwrite the file being replayed"; one_line_err
+done_case "--collect-calibration cannot overwrite the replayed file"
+
+# --nsys re-runs lwb under Nsight Systems (a stand-in nsys prints what it was given).
+printf '#!/bin/sh\necho "nsys RANK=$RANK WORLD_SIZE=$WORLD_SIZE LWB_NP_RANK=$LWB_NP_RANK: $*"\n' > "$tmp/nsys"
+chmod +x "$tmp/nsys"
+expect 0 "nsys" -- env LWB_NSYS="$tmp/nsys" "$lwb" run configs/config_gen.yaml --nsys --batch-size 4 --profile-dir "$tmp/p"
+has out "profile -t cuda,nvtx --cpuctxsw none --cuda-event-trace false --cuda-graph-trace node -c cudaProfilerApi --capture-range-end stop -o $tmp/p/report_np1_rank0.nsys-rep --force-overwrite true -s none"
+has out "lwb run configs/config_gen.yaml --batch-size 4 --profile-dir $tmp/p"
+done_case "--nsys runs lwb under nsys with the reference's flags and a per-rank report name"
+
+expect 0 "nsys np" -- env LWB_NSYS="$tmp/nsys" "$lwb" run configs/config_gen.yaml --nsys --np 2 --gpu-metrics --backtrace
+has out "nsys RANK=1 WORLD_SIZE=2 LWB_NP_RANK=1: profile"; has out "report_np2_rank1.nsys-rep"
+has out "--cudabacktrace all --gpu-metrics-devices 1 --gpu-metrics-frequency 10000"
+check "--np, --nsys and its settings are not passed on" "! grep -q -- ' --np\\| --nsys\\| --backtrace' '$tmp/out'"
+done_case "--nsys --np N: each rank under its own nsys, knowing its place"
+
+expect 2 "no nsys" -- env PATH=/usr/bin:/bin "$lwb" run configs/config_gen.yaml --nsys
+has err "nsys is not on the PATH"; one_line_err
+done_case "--nsys without Nsight Systems is one line naming the fix"
+
+expect 2 "metrics without nsys" -- "$lwb" run configs/config_gen.yaml --gpu-metrics
+has err "add --nsys"; one_line_err
+done_case "--gpu-metrics without --nsys is refused"
+
+expect 0 "PROFILE=0" -- env PROFILE=0 "$lwb" run configs/config_gen.yaml --dry-run --output-json "$tmp/p0.json"
+done_case "PROFILE=0 is accepted"
+
 # The main job on a machine without a GPU: one clear line, exit 1, no crash.
 if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
     echo "skip lwb run without a GPU (this machine has one)"

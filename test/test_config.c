@@ -244,12 +244,31 @@ static void test_errors(void **state) {
     assert_non_null(strstr(r.err, "no/such/config.yaml: cannot open the config file"));
 }
 
+// PROFILE=0 in the environment is --no-profile (the reference's run.sh), unless the command line
+// says --profile.
+static void test_profile_env(void **state) {
+    (void)state;
+    char *argv1[] = {"configs/config_gen.yaml", NULL};
+    char *argv2[] = {"configs/config_gen.yaml", "--profile", NULL};
+    struct lwb_args a;
+    setenv("PROFILE", "0", 1);
+    assert_true(run_options(&a, 1, argv1));
+    assert_false(arg_bool(&a, "profile"));
+    assert_true(run_options(&a, 2, argv2));
+    assert_true(arg_bool(&a, "profile"));
+    setenv("PROFILE", "1", 1);
+    assert_true(run_options(&a, 1, argv1));
+    assert_true(arg_bool(&a, "profile"));
+    unsetenv("PROFILE");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shipped_configs),
         cmocka_unit_test(test_cli_wins),
         cmocka_unit_test(test_lists_and_nulls),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_profile_env),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -164,6 +164,7 @@ struct ds_weights {
 struct ds_layer {
     int index;        // decoder layer index in the model
     bool moe;         // MoE (else dense MLP)
+    int moe_slot;     // its place among the run's MoE layers (replayed routing), -1 for dense
     struct ds_weights w;
     CUdeviceptr cache; // (blocks, page, kv_row) bf16: this layer's paged latent cache
     int blocks;
@@ -357,7 +358,9 @@ struct ds_buffers {
     CUdeviceptr attn_out;               // (T, H)
     CUdeviceptr logits;                 // (logit_splits, T, E) fp32: the gate's split-K partials
     int logit_splits;                   // the most partial slabs a gate GEMM writes
-    CUdeviceptr ids, weights, override; // (T, top_k) int32, fp32, int32
+    CUdeviceptr ids, weights, override; // (T, top_k) int32, fp32, int32; replay: override per MoE layer
+    CUdeviceptr replay_stage;           // replay: (iterations, MoE layers, T, top_k) int32, every recorded choice
+    int moe_layers;                     // MoE layers of the run
     CUdeviceptr x_all, ids_all, w_all;  // (TM, H), (TM, top_k) x2: tokens this rank serves (gathered or received)
     CUdeviceptr y_all;                  // (TM, H): their weighted sums over this rank's experts
     CUdeviceptr send_x, send_ids, send_w, back; // all-to-all: (TM, H), (TM, k) x2, (TM, H)
@@ -389,7 +392,8 @@ static void ds_q8_alloc(struct lwb_mem *m, struct ds_q8 *q, long long rows, long
 }
 
 static void ds_buffers_alloc(struct lwb_mem *m, struct ds_buffers *b, const struct ds_dims *d,
-                             const struct lwb_shard *sh, bool ctx, bool any_moe, bool any_dense) {
+                             const struct lwb_shard *sh, bool ctx, bool any_moe, bool any_dense,
+                             const struct lwb_replay *replay) {
     const long long T = b->max_tokens, H = d->hidden, K = b->max_keys, TM = b->moe_tokens;
     const int kk = d->top_k;
     b->hidden_in = mem_alloc(m, MEM_ACT, DS_BF16(T, H), "hidden_states input");
@@ -418,7 +422,12 @@ static void ds_buffers_alloc(struct lwb_mem *m, struct ds_buffers *b, const stru
         b->logits = mem_alloc(m, MEM_ACT, (size_t)LWB_MAX(b->logit_splits, 1) * T * E * 4, "router logits");
         b->ids = mem_alloc(m, MEM_ACT, (size_t)T * kk * 4, "expert ids");
         b->weights = mem_alloc(m, MEM_ACT, (size_t)T * kk * 4, "expert weights");
-        b->override = mem_alloc(m, MEM_ACT, (size_t)T * kk * 4, "balance override");
+        if (!replay) b->override = mem_alloc(m, MEM_ACT, (size_t)T * kk * 4, "balance override");
+        else {
+            const size_t one = (size_t)T * kk * 4 * (size_t)b->moe_layers;
+            b->override = mem_alloc(m, MEM_ACT, one, "replayed expert ids");
+            b->replay_stage = mem_alloc(m, MEM_ACT, one * (size_t)replay->niter, "replay: recorded expert ids");
+        }
         if (sh->moe_comm) {
             b->x_all = mem_alloc(m, MEM_ACT, DS_BF16(TM, H), "tokens served");
             b->ids_all = mem_alloc(m, MEM_ACT, (size_t)TM * kk * 4, "their expert ids");
@@ -867,6 +876,14 @@ static void ds_experts(struct ds_run *r, CUstream s, CUdeviceptr ids, int tokens
     gemm_enqueue(&r->g_e2, s);
 }
 
+// The expert ids a layer's router choice is replaced with: the balance override (the same for
+// every layer), or with a replay this layer's slot of the replayed iteration.
+static CUdeviceptr ds_override_of(const struct ds_family *f, const struct ds_layer *L) {
+    const struct ds_buffers *b = &f->buf;
+    if (!f->spec.replay) return b->override;
+    return b->override + (CUdeviceptr)L->moe_slot * (CUdeviceptr)b->max_tokens * f->d.top_k * 4;
+}
+
 // Deepseekv3MoE > MoE: expert choice (and the balance override) on this rank's tokens, the
 // exchange of routed tokens between ranks, permute, the two grouped expert products over this
 // rank's experts, combine (adding the shared experts' output) into the layer's hidden output.
@@ -880,7 +897,7 @@ static void ds_mod_experts(void *arg, CUstream s) {
     const long long H = d->hidden;
     const CUdeviceptr shared = d->shared_inter ? b->ys : 0;
     moe_topk_enqueue(&r->r_route, s, b->logits, r->g_gate.cfg.splitk, T * (long long)d->experts, r->L->w.bias, T,
-                     d->scaling, r->use_override ? b->override : 0, b->ids, b->weights);
+                     d->scaling, r->use_override ? ds_override_of(r->f, r->L) : 0, b->ids, b->weights);
     if (!c || f->sh->moe_comm == LWB_MOE_COMM_NONE) {
         ds_experts(r, s, b->ids, T, b->x);
         moe_combine_enqueue(&r->r_route, s, b->y_perm, &b->perm, b->weights, shared, 0, T, b->hidden, T);
@@ -1279,9 +1296,11 @@ static void *ds_create(const struct lwb_run_spec *spec) {
     ds_check_sizes(f);
     f->nlayers = spec->nlayers;
     f->layers = xcalloc((size_t)f->nlayers, sizeof *f->layers);
+    int nmoe = 0;
     for (int l = 0; l < f->nlayers; l++) {
         f->layers[l].index = spec->layers[l];
         f->layers[l].moe = model_layer_is_moe(f->model, spec->layers[l]);
+        f->layers[l].moe_slot = f->layers[l].moe ? nmoe++ : -1;
     }
     return f;
 }
@@ -1293,6 +1312,7 @@ static void ds_plan(void *fam, const struct lwb_device *dev) {
     free(f->runs);
     f->runs = xcalloc((size_t)np * f->nlayers, sizeof *f->runs);
     memset(b, 0, sizeof *b);
+    for (int l = 0; l < f->nlayers; l++) b->moe_layers += f->layers[l].moe;
     b->max_batch = f->spec.max_batch;
     b->max_blocks = LWB_CEIL_DIV(f->spec.max_seq_len, f->spec.page);
     b->positions = f->spec.max_seq_len;
@@ -1303,7 +1323,8 @@ static void ds_plan(void *fam, const struct lwb_device *dev) {
         b->max_keys = LWB_MAX(b->max_keys, (long long)q->batch * mla_prefill_pitch(q->kv_len));
         for (int l = 0; l < f->nlayers; l++) {
             struct ds_run *r = ds_run_of(f, i, l);
-            ds_run_plan(r, f, &f->layers[l], q, dev, f->spec.routing[i].method != LWB_BALANCE_NOT_MODIFIED);
+            ds_run_plan(r, f, &f->layers[l], q, dev,
+                        f->spec.routing[i].method != LWB_BALANCE_NOT_MODIFIED || f->spec.replay);
             r->first = l == 0;
             ds_run_workspace(r, b);
         }
@@ -1329,7 +1350,7 @@ static void ds_alloc(void *fam, struct lwb_mem *m) {
     const int blocks = f->buf.max_batch * f->buf.max_blocks;
     for (int l = 0; l < f->nlayers; l++) ds_layer_alloc(m, &f->layers[l], &f->d, blocks);
     ds_fill_alloc(&f->fill, &f->d, m);
-    ds_buffers_alloc(m, &f->buf, &f->d, f->sh, f->spec.ctx, any_moe, any_dense);
+    ds_buffers_alloc(m, &f->buf, &f->d, f->sh, f->spec.ctx, any_moe, any_dense, f->spec.replay);
 }
 
 static void ds_load_layer(struct lwb_ckpt *c, const struct lwb_model *m, struct ds_layer *L, const struct ds_dims *d,
@@ -1448,6 +1469,35 @@ static void ds_describe(void *fam, FILE *out) {
         fprintf(out, ")\n");
     }
     free(rt.rows_of_rank);
+}
+
+// Routing replay and collection (family.h).
+static bool ds_route_layer(void *fam, int layer) { return ((struct ds_family *)fam)->layers[layer].moe; }
+
+// Every replayed iteration's choices to the device: the replay's layout, (iterations, MoE layers,
+// tokens, top_k), is the staging buffer's (the replay's tokens are every problem's, so max_tokens).
+static void ds_route_stage(void *fam, const struct lwb_replay *rp, CUstream s) {
+    struct ds_family *f = fam;
+    const struct ds_buffers *b = &f->buf;
+    if (rp->nlayers != b->moe_layers || rp->tokens != b->max_tokens || rp->top_k != f->d.top_k)
+        LWB_BUG("replay of %d layers x %d tokens x %d for %d x %lld x %d", rp->nlayers, rp->tokens, rp->top_k,
+                b->moe_layers, b->max_tokens, f->d.top_k);
+    upload_wait(s, b->replay_stage, rp->ids, sizeof(int32_t) * (size_t)rp->niter * rp->nlayers * rp->tokens * rp->top_k);
+}
+
+static void ds_route_replay(void *fam, int slot, CUstream s) {
+    struct ds_family *f = fam;
+    const struct ds_buffers *b = &f->buf;
+    const size_t one = (size_t)b->max_tokens * f->d.top_k * 4 * (size_t)b->moe_layers;
+    CU_CHECK(lwb_cu.cuMemcpyDtoDAsync(b->override, b->replay_stage + (CUdeviceptr)slot * one, one, s));
+}
+
+// The ids the MoE of `layer` used: the shared ids buffer, right after that layer ran.
+static void ds_route_read(void *fam, int pi, int layer, int32_t *ids, CUstream s) {
+    struct ds_family *f = fam;
+    if (!f->layers[layer].moe) LWB_BUG("routing read of dense layer %d", f->layers[layer].index);
+    stream_wait(s, 120, "reading the expert ids back");
+    CU_CHECK(lwb_cu.cuMemcpyDtoH(ids, f->buf.ids, sizeof(int32_t) * (size_t)f->spec.problems[pi].tokens * f->d.top_k));
 }
 
 static bool ds_verify(void *fam, int pi, char *why, size_t n) {
