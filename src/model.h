@@ -748,7 +748,16 @@ static void linear_push(struct lwb_weight **w, int *n, size_t *cap, int layer, c
     weight_push(w, n, cap, layer, s, "F32", (rows + 127) / 128, (cols + 127) / 128, expert);
 }
 
-// The tensors of decoder layer `layer`, in checkpoint order: norms and attention, then the MLP
+// The norm a layer ends with, as TensorRT-LLM's layers end (their next_layer_layernorm): the next
+// layer's input_layernorm, or the model's final norm after the last layer. A layer's own
+// input_layernorm is the previous layer's (its input comes normalised), so in a layer's list every
+// input_layernorm is the next one.
+static bool model_is_next_norm(const char *name) {
+    return !strcmp(name, "model.norm.weight") || str_ends(name, ".input_layernorm.weight");
+}
+
+// The tensors of decoder layer `layer` as lwb runs it: the norm it ends with (model_is_next_norm),
+// then in checkpoint order attention, then the MLP
 // (dense) or the gate, shared experts and routed experts (MoE). Returns the count; *out is
 // malloc'd (the caller frees it).
 static int model_layer_weights(const struct lwb_model *m, int layer, enum lwb_wformat f, struct lwb_weight **out) {
@@ -756,7 +765,12 @@ static int model_layer_weights(const struct lwb_model *m, int layer, enum lwb_wf
     int n = 0;
     size_t cap = 0;
     int64_t H = m->hidden, nh = m->heads, qk = model_qk_head_dim(m);
-    weight_push(&w, &n, &cap, layer, "input_layernorm.weight", "BF16", H, 0, -1);
+    if (layer + 1 < m->num_layers) {
+        weight_push(&w, &n, &cap, layer + 1, "input_layernorm.weight", "BF16", H, 0, -1);
+    } else {
+        weight_push(&w, &n, &cap, layer, "-", "BF16", H, 0, -1);
+        snprintf(w[0].name, sizeof w[0].name, "model.norm.weight");
+    }
     linear_push(&w, &n, &cap, layer, "self_attn.q_a_proj.weight", m->q_lora_rank, H, -1, f);
     weight_push(&w, &n, &cap, layer, "self_attn.q_a_layernorm.weight", "BF16", m->q_lora_rank, 0, -1);
     linear_push(&w, &n, &cap, layer, "self_attn.q_b_proj.weight", nh * qk, m->q_lora_rank, -1, f);

@@ -535,7 +535,7 @@ static void test_weights(void **state) {
         const char *dtype;
         int64_t r, c;
     } want[] = {
-        {"model.layers.5.input_layernorm.weight", "BF16", 7168, 0},
+        {"model.layers.6.input_layernorm.weight", "BF16", 7168, 0},
         {"model.layers.5.self_attn.q_a_proj.weight", "BF16", 1536, 7168},
         {"model.layers.5.self_attn.q_a_layernorm.weight", "BF16", 1536, 0},
         {"model.layers.5.self_attn.q_b_proj.weight", "BF16", 128 * 192, 1536},
@@ -606,6 +606,13 @@ static void test_weights(void **state) {
     assert_int_equal(w[11].shape[1], 18432);
     assert_int_equal(model_layer_weight_bytes(&m, 0, LWB_WF_BF16), 1166966784ULL);
     assert_int_equal(model_layer_weight_bytes(&m, 0, LWB_WF_FP8), 583642336ULL);
+    free(w);
+    // A layer ends with the next layer's input_layernorm (TensorRT-LLM's next_layer_layernorm);
+    // the last layer with the model's final norm.
+    n = model_layer_weights(&m, 60, LWB_WF_BF16, &w);
+    assert_string_equal(w[0].name, "model.norm.weight");
+    assert_true(model_is_next_norm(w[0].name));
+    assert_false(model_is_next_norm(w[1].name));
     free(w);
     model_free(&m);
 }

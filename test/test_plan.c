@@ -265,25 +265,43 @@ static void test_costs(void **state) {
         assert_true(c8.mla.flops > 0 && c8.mla.flops8 > 0 && fabs(c8.mla.flops + c8.mla.flops8 - c.mla.flops) < 1);
         assert_true(c8.gate.flops8 == 0); // the router stays bf16
     }
-    // The module list: the reference's ranges, nested as mark_ranges() nests them.
+    // The module list: the reference's ranges, nested as mark_ranges() nests them, in TensorRT-LLM's
+    // layer order: attention first (the input comes normalised), the post-attention norm, the MoE,
+    // then the next layer's input_layernorm with the residual add.
     struct lwb_device dev = dry_device(gpuspec_find("H100"));
     struct lwb_mem m;
     run_plan_memory(&p, &dev, &m);
     struct lwb_modules ml = {0};
     p.fam->modules(p.f, 0, 0, false, &ml);
-    const char *names[] = {NULL, "MLA", NULL, "Deepseekv3MoE", "GatedMLP", "DeepseekV3Gate", "MoE"};
-    const int depth[] = {0, 0, 0, 0, 1, 1, 1};
+    const char *names[] = {"MLA", NULL, "Deepseekv3MoE", "GatedMLP", "DeepseekV3Gate", "MoE", NULL};
+    const int depth[] = {0, 0, 0, 1, 1, 1, 0};
     assert_int_equal(ml.n, 7);
     for (int i = 0; i < ml.n; i++) {
         if (names[i]) assert_string_equal(ml.m[i].name, names[i]);
         else assert_null(ml.m[i].name);
         assert_int_equal(ml.m[i].depth, depth[i]);
     }
-    assert_int_equal(module_end(&ml, 3), 7);
-    assert_null(ml.m[3].fn);
+    assert_int_equal(module_end(&ml, 2), 6);
+    assert_null(ml.m[2].fn);
+    assert_true(ml.m[6].fn == ds_mod_next_norm);
     // Balanced routing of 128 tokens x 8 over 256 experts: every expert active, 4 rows each.
-    assert_true(fabs(ml.m[6].cost.bytes - c.experts.bytes) < 1);
+    assert_true(fabs(ml.m[5].cost.bytes - c.experts.bytes) < 1);
     free(ml.m);
+    ml = (struct lwb_modules){0};
+    // FP8: the first layer quantises its input (the problem's) for the a-projections first.
+    {
+        struct run_plan p8;
+        struct lwb_args a8;
+        char *argv8[] = {"configs/config_gen.yaml", "--layer-indices", "5,6"};
+        plan_from(&p8, &a8, 3, argv8);
+        run_plan_memory(&p8, &dev, &m);
+        p8.fam->modules(p8.f, 0, 0, false, &ml);
+        assert_true(ml.m[0].fn == ds_mod_input_quant && !ml.m[0].name);
+        assert_string_equal(ml.m[1].name, "MLA");
+        p8.fam->modules(p8.f, 0, 1, false, &ml);
+        assert_string_equal(ml.m[0].name, "MLA");
+        free(ml.m);
+    }
 }
 
 // GEMM tiles on a 132-multiprocessor device: few tiles get narrower columns, then K splits; the

@@ -140,7 +140,8 @@ static void ds_dims_check(const struct ds_dims *d, const struct lwb_shard *sh, c
 // One layer: weights and cache
 
 struct ds_weights {
-    CUdeviceptr in_norm, post_norm; // (H)
+    CUdeviceptr next_norm;          // (H) the next layer's input_layernorm (the last layer's: model.norm)
+    CUdeviceptr post_norm;          // (H)
     CUdeviceptr fused_a;            // (q_lora + kv_lora + rope, H): q_a_proj rows, then kv_a_proj_with_mqa
     CUdeviceptr q_a_norm;           // (q_lora)
     CUdeviceptr kv_a_norm;          // (kv_lora)
@@ -193,7 +194,7 @@ static CUdeviceptr ds_alloc_linear(struct lwb_mem *m, const struct ds_dims *d, s
 static void ds_layer_alloc(struct lwb_mem *m, struct ds_layer *L, const struct ds_dims *d, int blocks) {
     const size_t H = d->hidden, I = d->moe_inter, EL = d->experts_local;
     struct ds_weights *w = &L->w;
-    w->in_norm = mem_alloc(m, MEM_WEIGHTS, DS_BF16(H, 1), "input_layernorm");
+    w->next_norm = mem_alloc(m, MEM_WEIGHTS, DS_BF16(H, 1), "next layer's input_layernorm");
     w->post_norm = mem_alloc(m, MEM_WEIGHTS, DS_BF16(H, 1), "post_attention_layernorm");
     w->fused_a = mem_alloc(m, MEM_WEIGHTS, ds_wbytes(d, d->q_lora + d->kv_row, H), "q_a/kv_a projections");
     if (d->fp8) // q_a's and kv_a's block rows, one after the other
@@ -295,7 +296,7 @@ static void ds_layer_init(struct ds_layer *L, const struct ds_dims *d, const str
     } while (0)
 #define DS_FILL(p, rows, cols, fan_in) DS_FILL_AT(p, rows, cols, cols, 0, fan_in)
     const long long H = d->hidden, I = d->moe_inter;
-    init_fill_bf16(init, s, w->in_norm, H, ++k, 0.8f, 1.2f);
+    init_fill_bf16(init, s, w->next_norm, H, ++k, 0.8f, 1.2f);
     init_fill_bf16(init, s, w->post_norm, H, ++k, 0.8f, 1.2f);
     init_fill_bf16(init, s, w->q_a_norm, d->q_lora, ++k, 0.8f, 1.2f);
     init_fill_bf16(init, s, w->kv_a_norm, d->kv_lora, ++k, 0.8f, 1.2f);
@@ -501,7 +502,7 @@ struct ds_run {
     struct ds_family *f;
     const struct ds_layer *L;
     struct lwb_problem p;
-    bool first;                                      // the first selected layer (reads the inputs)
+    bool first, last;                                // the first selected layer (reads the inputs), the last
     struct rmsnorm_config n_in, n_post, n_qa, n_kva; // norms
     struct lwb_kreq r_in, r_post, r_qa, r_kva;
     struct lwb_gemm g_a, g_qb, g_uk, g_uv, g_kn, g_vt, g_o;   // attention products
@@ -684,7 +685,8 @@ static void ds_run_bind(struct ds_run *r) {
     const struct lwb_problem *p = &r->p;
     const long long T = p->tokens, H = d->hidden;
     const int A = d->q_lora + d->kv_row;
-    struct lwb_operand x = {b->x, T, d->hidden, H, 1, 0};
+    // The first layer's input is the problem's (normalised, as TensorRT-LLM's layer input is).
+    struct lwb_operand x = {r->first ? b->hidden_in : b->x, T, d->hidden, H, 1, 0};
     struct lwb_operand wa = {w->fused_a, A, d->hidden, H, 1, 0};
     ds_bind_proj(&r->g_a, &x, &b->xq, &wa, w->fused_a_s, b->a_out, A, b->gemm_ws);
     struct lwb_operand qa = {b->qa_n, T, d->q_lora, d->q_lora, 1, 0};
@@ -749,14 +751,24 @@ static void ds_run_bind(struct ds_run *r) {
 // The modules. Each enqueues its work on `s`; ds_modules lists them with their NVTX ranges.
 
 // input_layernorm: the first layer adds the problem's inputs, later ones the running stream.
-static void ds_mod_input_norm(void *arg, CUstream s) {
+static void ds_quant(struct ds_run *r, CUstream s, CUdeviceptr x, long long rows, int cols, const struct ds_q8 *q);
+
+// The layer's end, as TensorRT-LLM's DeepSeek layer ends: the next layer's input_layernorm fused
+// with the residual add (residual += hidden; x = norm(residual)), x being the next layer's input
+// (fp8: with its quantised copy, except after the last selected layer).
+static void ds_mod_next_norm(void *arg, CUstream s) {
     struct ds_run *r = arg;
     const struct ds_dims *d = &r->f->d;
     const struct ds_buffers *b = &r->f->buf;
     const long long H = d->hidden;
-    rmsnorm_enqueue_q8(&r->r_in, r->n_in, s, r->first ? b->hidden_in : b->hidden, H,
-                       r->first ? b->residual_in : b->residual, b->residual, H, r->L->w.in_norm, b->x, H, r->p.tokens,
-                       d->eps, b->xq.q, b->xq.s);
+    rmsnorm_enqueue_q8(&r->r_in, r->n_in, s, b->hidden, H, b->residual, b->residual, H, r->L->w.next_norm, b->x, H,
+                       r->p.tokens, d->eps, b->xq.q, b->xq.s);
+}
+
+// fp8, first layer: its input (the problem's, already normalised) quantised for the a-projections.
+static void ds_mod_input_quant(void *arg, CUstream s) {
+    struct ds_run *r = arg;
+    ds_quant(r, s, r->f->buf.hidden_in, r->p.tokens, (int)r->f->d.hidden, &r->f->buf.xq);
 }
 
 // fp8 runs: the quantised copy of a bf16 activation (rows x cols, compact) for the next projection.
@@ -811,8 +823,8 @@ static void ds_mod_post_norm(void *arg, CUstream s) {
     const struct ds_dims *d = &r->f->d;
     const struct ds_buffers *b = &r->f->buf;
     const long long H = d->hidden;
-    rmsnorm_enqueue_q8(&r->r_post, r->n_post, s, b->attn_out, H, b->residual, b->residual, H, r->L->w.post_norm, b->x,
-                       H, r->p.tokens, d->eps, b->xq.q, b->xq.s);
+    rmsnorm_enqueue_q8(&r->r_post, r->n_post, s, b->attn_out, H, r->first ? b->residual_in : b->residual, b->residual,
+                       H, r->L->w.post_norm, b->x, H, r->p.tokens, d->eps, b->xq.q, b->xq.s);
 }
 
 // Deepseekv3MoE > GatedMLP (the shared experts, on this rank's tokens): x -> ys.
@@ -1147,7 +1159,7 @@ static void ds_modules(void *fam, int pi, int l, bool measured, struct lwb_modul
     struct ds_costs c = ds_cost(d, f->sh, &r->p, r->L->moe, &rt);
     free(rt.rows_of_rank);
     out->n = 0;
-    modules_add(out, (struct lwb_module){.fn = ds_mod_input_norm, .arg = r});
+    if (r->first && d->fp8) modules_add(out, (struct lwb_module){.fn = ds_mod_input_quant, .arg = r});
     modules_add(out, (struct lwb_module){"MLA", NULL, 0, ds_mod_mla, r, c.mla, "attention output", b->attn_out, n});
     if (tp && r->L->moe)
         modules_add(out, (struct lwb_module){NULL, "all-reduce", 0, ds_mod_attn_allreduce, r, c.attn_ar,
@@ -1165,6 +1177,8 @@ static void ds_modules(void *fam, int pi, int l, bool measured, struct lwb_modul
     if (tp)
         modules_add(out, (struct lwb_module){NULL, "all-reduce", 0, ds_mod_out_allreduce, r, c.out_ar,
                                              "hidden_states (all-reduced)", b->hidden, n});
+    modules_add(out, (struct lwb_module){.fn = ds_mod_next_norm, .arg = r, .check_what = "next layer's input",
+                                         .check_ptr = b->x, .check_n = n});
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1227,7 +1241,7 @@ static void ds_fill_cache(struct ds_family *f, CUstream s) {
                 const int n = lens[c] - c * fl->chunk;
                 init_fill_bf16(f->init, s, fl->hidden, (long long)n * d->hidden,
                                f->seed * 7919 + req * (unsigned long long)nchunks + (unsigned long long)c, 0.f, 1.f);
-                rmsnorm_enqueue_q8(&fl->r_in, fl->n_in, s, fl->hidden, d->hidden, 0, 0, 0, L->w.in_norm, fl->x,
+                rmsnorm_enqueue_q8(&fl->r_in, fl->n_in, s, fl->hidden, d->hidden, 0, 0, 0, L->w.next_norm, fl->x,
                                    d->hidden, n, d->eps, fl->xq.q, fl->xq.s);
                 fl->g[l].m = n;
                 gemm_enqueue(&fl->g[l], s);
@@ -1325,7 +1339,11 @@ static void ds_plan(void *fam, const struct lwb_device *dev) {
             struct ds_run *r = ds_run_of(f, i, l);
             ds_run_plan(r, f, &f->layers[l], q, dev,
                         f->spec.routing[i].method != LWB_BALANCE_NOT_MODIFIED || f->spec.replay);
-            r->first = l == 0;
+            r->first = l == 0, r->last = l == f->nlayers - 1;
+            if (r->last && r->n_in.quant) { // nothing reads the last layer's quantised output
+                r->n_in.quant = false;
+                rmsnorm_request(&r->r_in, r->n_in);
+            }
             ds_run_workspace(r, b);
         }
     }

@@ -13,6 +13,12 @@
 // fused and interleaved forms lwb keeps are split back), and lwb's tensors:
 //   lwb.input.hidden_states, lwb.input.residual       (tokens, hidden) the layer's inputs
 //   lwb.output.hidden_states, lwb.output.residual     (tokens, hidden) its outputs
+//   lwb.attention.residual                            (tokens, hidden) residual + attention output
+//   lwb.mlp.output                                    (tokens, hidden) the MoE's (or MLP's) output
+// The layer boundary is TensorRT-LLM's (meta.json "layer_boundary": "trtllm"): the input
+// hidden_states come normalised (the previous layer's closing norm; the first layer's are the
+// problem's), and the layer ends with the next layer's input_layernorm fused with the residual
+// add: output.residual = attention.residual + mlp.output, output.hidden_states = its norm.
 //   lwb.position_ids                                  (tokens) int64
 //   lwb.moe.hidden_states, lwb.moe.topk_ids, lwb.moe.topk_weights  (MoE layers) the routed
 //       input (after post_attention_layernorm) and the routing lwb applied
@@ -77,6 +83,9 @@ static int dump_fill(void *ctx, const char *name, void *dst, size_t bytes) {
 // Where a checkpoint tensor of `layer` lives in lwb's weights (bf16 or fp8 runs: an fp8 weight's
 // bytes, or with a name ending in _scale_inv its block scales).
 static struct dump_src dump_weight_src(const struct ds_layer *L, const struct ds_dims *d, const struct lwb_weight *w) {
+    const size_t H = d->hidden, es = d->fp8 ? 1 : 2;
+    const struct ds_weights *x = &L->w;
+    if (model_is_next_norm(w->name)) return (struct dump_src){x->next_norm, H * 2, 0, 1, 1, NULL, 0};
     // The name after "model.layers.<i>.", without the _scale_inv of a scale.
     const char *n0 = w->name + (str_starts(w->name, "model.layers.") ? strlen("model.layers.") : 0);
     while (isdigit((unsigned char)*n0)) n0++;
@@ -86,15 +95,12 @@ static struct dump_src dump_weight_src(const struct ds_layer *L, const struct ds
     const size_t len = strlen(n), sl = strlen("_scale_inv");
     const bool scale = len > sl && !strcmp(n + len - sl, "_scale_inv");
     if (scale) n[len - sl] = 0;
-    const size_t H = d->hidden, es = d->fp8 ? 1 : 2;
-    const struct ds_weights *x = &L->w;
     // A projection's rows: bytes per row of a cols-wide weight, or of its scales (one per block).
 #define RB(cols) (scale ? (size_t)LWB_CEIL_DIV(cols, 128) * 4 : (size_t)(cols) * es)
 #define PROJ(wp, sp, cols, f, st, n_) ((struct dump_src){scale ? sp : wp, RB(cols), f, st, n_, NULL, 0})
 #define ROWS(b, rb, f, st, n_) ((struct dump_src){b, rb, f, st, n_, NULL, 0})
     // In 128-row blocks for scales.
 #define B(rows) (scale ? LWB_CEIL_DIV((long long)(rows), 128) : (long long)(rows))
-    if (!strcmp(n, "input_layernorm.weight")) return ROWS(x->in_norm, H * 2, 0, 1, 1);
     if (!strcmp(n, "post_attention_layernorm.weight")) return ROWS(x->post_norm, H * 2, 0, 1, 1);
     if (!strcmp(n, "self_attn.q_a_proj.weight")) return PROJ(x->fused_a, x->fused_a_s, H, 0, 1, B(d->q_lora));
     if (!strcmp(n, "self_attn.kv_a_proj_with_mqa.weight"))
@@ -186,18 +192,22 @@ static void ds_dump(void *fam, int pi, CUstream s, const char *dir) {
         struct ds_run *run = ds_run_of(f, pi, l);
         const struct ds_layer *L = run->L;
         stream_wait(s, 600, "the dump");
-        void *in_h = dump_download(l == 0 ? b->hidden_in : b->hidden, act);
+        void *in_h = dump_download(l == 0 ? b->hidden_in : b->x, act);
         void *in_r = dump_download(l == 0 ? b->residual_in : b->residual, act);
+        // Everything up to the closing norm, the state inside the layer, then the norm.
         ds_modules(f, pi, l, false, &mods);
-        modules_run(&mods, 0, mods.n, s);
+        modules_run(&mods, 0, mods.n - 1, s);
         stream_wait(s, 600, "the dump");
-        void *out_h = dump_download(b->hidden, act), *out_r = dump_download(b->residual, act);
+        void *mid_r = dump_download(b->residual, act), *mlp_out = dump_download(b->hidden, act);
         void *moe_x = NULL, *ids = NULL, *wts = NULL;
         if (L->moe) {
             moe_x = dump_download(b->x, act);
             ids = dump_download(b->ids, (size_t)T * d->top_k * 4);
             wts = dump_download(b->weights, (size_t)T * d->top_k * 4);
         }
+        modules_run(&mods, mods.n - 1, mods.n, s);
+        stream_wait(s, 600, "the dump");
+        void *out_h = dump_download(b->x, act), *out_r = dump_download(b->residual, act);
         int64_t *pos = xmalloc(sizeof(int64_t) * (size_t)T);
         for (long long t = 0; t < T; t++) pos[t] = q->past + t % q->qlen;
         // Past tokens as cached: gathered per request, split into latent and rope parts.
@@ -236,6 +246,8 @@ static void ds_dump(void *fam, int pi, CUstream s, const char *dir) {
         st_add(w, "lwb.input.residual", "BF16", sh_th, 2, in_r, act);
         st_add(w, "lwb.output.hidden_states", "BF16", sh_th, 2, out_h, act);
         st_add(w, "lwb.output.residual", "BF16", sh_th, 2, out_r, act);
+        st_add(w, "lwb.attention.residual", "BF16", sh_th, 2, mid_r, act);
+        st_add(w, "lwb.mlp.output", "BF16", sh_th, 2, mlp_out, act);
         st_add(w, "lwb.position_ids", "I64", sh_t, 1, pos, sizeof(int64_t) * (size_t)T);
         if (L->moe) {
             st_add(w, "lwb.moe.hidden_states", "BF16", sh_th, 2, moe_x, act);
@@ -256,6 +268,7 @@ static void ds_dump(void *fam, int pi, CUstream s, const char *dir) {
         st_writer_finish(w);
         printf("dump: %s (%d weights)\n", tesc(path), nw);
         free(path), free(ws), free(src), free(in_h), free(in_r), free(out_h), free(out_r), free(moe_x), free(ids);
+        free(mid_r), free(mlp_out);
         free(wts), free(pos), free(lat), free(kpe);
     }
     free(mods.m);
@@ -270,6 +283,8 @@ static void ds_dump(void *fam, int pi, CUstream s, const char *dir) {
                              q->ctx ? "CTX" : "GEN", "softmax_scale", (double)d->sm_scale, "tokens_per_block", d->page,
                              "rope_interleave", model->rope_interleave, "lwb_version", LWB_VERSION);
     json_object_set_new(meta, "balance_method", json_string(balance_method_name(f->spec.routing[pi].method)));
+    // Which layer boundary the inputs and outputs follow (check_layer.py reads it).
+    json_object_set_new(meta, "layer_boundary", json_string("trtllm"));
     json_object_set_new(meta, "world_size", json_integer(sh->world_size));
     json_object_set_new(meta, "attention_dp", json_boolean(sh->attention_dp));
     json_object_set_new(meta, "moe_comm", json_string(lwb_moe_comm_names[sh->moe_comm]));

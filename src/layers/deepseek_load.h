@@ -88,6 +88,10 @@ static void ds_load_pieces(const struct ds_layer *L, const struct ds_dims *d, co
     const struct ds_weights *x = &L->w;
     const long long H = d->hidden, es = d->fp8 ? 1 : 2;
     for (int i = 0; i < n; i++) {
+        if (model_is_next_norm(w[i].name)) {
+            ds_rows(ps, w[i].name, (size_t)H * 2, 0, 1, x->next_norm);
+            continue;
+        }
         const char *n0 = w[i].name + strlen("model.layers.");
         while (isdigit((unsigned char)*n0)) n0++;
         n0++;
@@ -100,8 +104,7 @@ static void ds_load_pieces(const struct ds_layer *L, const struct ds_dims *d, co
         // Rows of a cols-wide projection (or of its scales: block rows of ceil(cols / 128) floats).
 #define ROW(cols) (scale ? (size_t)LWB_CEIL_DIV(cols, 128) * 4 : (size_t)(cols) * (size_t)es)
 #define R(rows) (scale ? LWB_CEIL_DIV((long long)(rows), 128) : (long long)(rows))
-        if (!strcmp(nm, "input_layernorm.weight")) ds_rows(ps, name, (size_t)H * 2, 0, 1, x->in_norm);
-        else if (!strcmp(nm, "post_attention_layernorm.weight")) ds_rows(ps, name, (size_t)H * 2, 0, 1, x->post_norm);
+        if (!strcmp(nm, "post_attention_layernorm.weight")) ds_rows(ps, name, (size_t)H * 2, 0, 1, x->post_norm);
         else if (!strcmp(nm, "self_attn.q_a_layernorm.weight")) ds_rows(ps, name, (size_t)d->q_lora * 2, 0, 1, x->q_a_norm);
         else if (!strcmp(nm, "self_attn.kv_a_layernorm.weight")) ds_rows(ps, name, (size_t)d->kv_lora * 2, 0, 1, x->kv_a_norm);
         else if (!strcmp(nm, "self_attn.q_a_proj.weight"))

@@ -5,11 +5,19 @@
 # DUMP_DIR comes from `lwb run ... --dump DUMP_DIR`: meta.json (model config, problem) and one
 # layer<i>.safetensors per layer (weights under checkpoint names, lwb's inputs and outputs, the
 # routing it applied, and the cached tokens). For each layer this builds the transformers layer
-# with the same weights, feeds it lwb's input (hidden_states + residual, as lwb's fused add+norm
-# sees it), puts the cached tokens into a DynamicCache as transformers' own attention would have
-# written them, and compares:
-#   - the layer output (transformers' hidden_states vs lwb's hidden_states + residual),
-#   - the attention block (lwb's output residual vs input + transformers' self_attn output),
+# with the same weights, puts the cached tokens into a DynamicCache as transformers' own attention
+# would have written them, and compares.
+# Layer boundary (meta.json "layer_boundary"): "trtllm" (lwb today, as TensorRT-LLM's DeepSeek
+# layer): the input hidden_states are already normalised and the layer ends with the next layer's
+# input_layernorm fused with the residual add. transformers' layer gets the input residual as its
+# hidden_states and an input_layernorm that returns lwb's normalised input, so its output is the
+# new residual; then:
+#   - the layer output: lwb's output residual vs transformers' output, and lwb's output
+#     hidden_states vs the next layer's input_layernorm of transformers' output,
+#   - the attention block: lwb.attention.residual vs input residual + transformers' self_attn output.
+# Older dumps (no "layer_boundary"): the input is hidden_states + residual, normalised by the
+# layer's own input_layernorm; the output hidden_states + residual is the layer's output.
+# Also:
 #   - for MoE layers, the routing: transformers' router on lwb's MoE input, expert sets per token
 #     (near-ties, choice scores within 1e-3, are reported, not failed). The layer output is
 #     compared under lwb's routing, so a flipped near-tie upstream cannot mask or fake an error.
@@ -124,6 +132,9 @@ def load_layer(cfg, layer, t, dev):
     fp8 = any(x.dtype == FP8 for x in t.values())
     for k, v in sd.items():
         name = prefix + k
+        if k == "input_layernorm.weight" and name not in t:  # the trtllm boundary: replaced in main
+            new[k] = torch.ones_like(v)
+            continue
         if name in t:
             w, was8 = dequant(t, name, dev)
             new[k] = w.to(v.dtype)
@@ -173,7 +184,23 @@ def main():
         t = load_file(f"{d}/layer{layer}.safetensors")
         L, c, moe, quant = load_layer(cfg, layer, t, dev)
         H = cfg.hidden_size
-        x = (t["lwb.input.hidden_states"] + t["lwb.input.residual"]).to(dev).view(B, Q, H)
+        trt = meta.get("layer_boundary") == "trtllm"
+        if trt:
+            # transformers' residual path carries lwb's input residual; its input_layernorm hands
+            # the attention lwb's normalised input.
+            x = t["lwb.input.residual"].to(dev).view(B, Q, H)
+            x_norm = t["lwb.input.hidden_states"].to(dev).view(B, Q, H)
+
+            class Given(torch.nn.Module):
+                def forward(self, h):
+                    return x_norm.to(h.dtype)
+
+            L.input_layernorm = Given()
+            nn_name = next(k for k in t if k == "model.norm.weight" or k.endswith(".input_layernorm.weight"))
+            next_norm = M.DeepseekV3RMSNorm(H, eps=cfg.rms_norm_eps).to(dev, torch.bfloat16)
+            next_norm.weight.data = t[nn_name].to(dev)
+        else:
+            x = (t["lwb.input.hidden_states"] + t["lwb.input.residual"]).to(dev).view(B, Q, H)
         pos = t["lwb.position_ids"].to(dev).view(B, Q)
         rot = M.DeepseekV3RotaryEmbedding(config=c).to(dev)
         cos, sin = rot(x, pos)
@@ -242,13 +269,24 @@ def main():
                 raise SystemExit("transformers' layer rejected the cache in both forms: " + " | ".join(errors))
             return out, x.float() + seen["attn"].float(), cache_kind
 
-        ours = (t["lwb.output.hidden_states"].float() + t["lwb.output.residual"].float()).to(dev).view(B, Q, H)
-        ours_attn = t["lwb.output.residual"].to(dev).view(B, Q, H)
+        if trt:
+            ours = t["lwb.output.residual"].float().to(dev).view(B, Q, H)
+            ours_attn = t["lwb.attention.residual"].to(dev).view(B, Q, H)
+        else:
+            ours = (t["lwb.output.hidden_states"].float() + t["lwb.output.residual"].float()).to(dev).view(B, Q, H)
+            ours_attn = t["lwb.output.residual"].to(dev).view(B, Q, H)
         out, attn, cache_kind = forward()
         e_out, e_attn = rel_l2(ours, out), rel_l2(ours_attn, attn)
+        e_norm = None
+        if trt:  # the closing norm on transformers' output against lwb's output hidden_states
+            with torch.no_grad():
+                e_norm = rel_l2(t["lwb.output.hidden_states"].to(dev).view(B, Q, H), next_norm(out.to(torch.bfloat16)))
         if quant is None:
             ok = e_out <= tol and e_attn <= tol and math.isfinite(e_out)
             line = f"layer {layer} ({'MoE' if moe else 'dense'}): layer output rel L2 {e_out:.2e}, attention rel L2 {e_attn:.2e}"
+            if e_norm is not None:
+                ok = ok and e_norm <= tol
+                line += f", closing norm {e_norm:.2e} ({nn_name})"
         else:
             # The fp8 reference, and its spread under bf16 nudges of the quantisers' inputs.
             quant.on = True
@@ -267,6 +305,12 @@ def main():
                     f"reference (its spread under bf16 nudges {min(spread):.2e}..{max(spread):.2e}; against the "
                     f"unquantised reference {e_out:.2e}), attention {e8_attn:.2e} (spread {min(spread_attn):.2e}.."
                     f"{max(spread_attn):.2e}; unquantised {e_attn:.2e})")
+            if trt:
+                with torch.no_grad():
+                    e_norm8 = rel_l2(t["lwb.output.hidden_states"].to(dev).view(B, Q, H),
+                                     next_norm(out8.to(torch.bfloat16)))
+                ok = ok and e_norm8 <= tol8
+                line += f", closing norm {e_norm8:.2e} against the fp8 reference's"
         if moe:
             L.mlp.gate.forward = gate_fwd
         if moe:
