@@ -685,10 +685,13 @@ static void ds_run_bind(struct ds_run *r) {
     const struct lwb_problem *p = &r->p;
     const long long T = p->tokens, H = d->hidden;
     const int A = d->q_lora + d->kv_row;
-    // The first layer's input is the problem's (normalised, as TensorRT-LLM's layer input is).
-    struct lwb_operand x = {r->first ? b->hidden_in : b->x, T, d->hidden, H, 1, 0};
+    // The attention's input: the first layer's is the problem's (normalised, as TensorRT-LLM's
+    // layer input is), the others' the previous layer's closing norm. x: the normalised input of
+    // the MoE or MLP (post_attention_layernorm's output).
+    struct lwb_operand xa = {r->first ? b->hidden_in : b->x, T, d->hidden, H, 1, 0};
+    struct lwb_operand x = {b->x, T, d->hidden, H, 1, 0};
     struct lwb_operand wa = {w->fused_a, A, d->hidden, H, 1, 0};
-    ds_bind_proj(&r->g_a, &x, &b->xq, &wa, w->fused_a_s, b->a_out, A, b->gemm_ws);
+    ds_bind_proj(&r->g_a, &xa, &b->xq, &wa, w->fused_a_s, b->a_out, A, b->gemm_ws);
     struct lwb_operand qa = {b->qa_n, T, d->q_lora, d->q_lora, 1, 0};
     struct lwb_operand wqb = {w->q_b, (long long)d->heads * d->qk, d->q_lora, d->q_lora, 1, 0};
     ds_bind_proj(&r->g_qb, &qa, &b->qaq, &wqb, w->q_b_s, b->q, (long long)d->heads * d->qk, b->gemm_ws);
