@@ -5,7 +5,8 @@
 #   references; fp8 GEMM speed next to lwb's bf16 kernel) and torch's fp8 anchors.
 # layers: fp8 dumps of the reduced model (GEN q=1 and 4, CTX past 0 and 97) and of DeepSeek-R1's
 #   dimensions (--scaled-from 8, GEN and CTX) against transformers with the dequantised weights
-#   (check_layer.py: the quantising reference and its spread under bf16 nudges).
+#   (check_layer.py: the quantising reference and its spread under bf16 nudges); and a bf16 dump of
+#   R1's dimensions (dense layer 2, MoE layer 3) against transformers.
 # auto: load round trips: a DUMMY run's dump loaded with --load-format AUTO reproduces its
 #   outputs bit for bit (reduced model in fp8 and bf16; one DeepSeek-R1 MoE layer at its real
 #   FP8 layout, about 11.5 GB, with the load rate); a hand-made bf16 checkpoint of the reduced
@@ -40,6 +41,10 @@ case "$what" in *" layers "*)
     lwb_quiet run configs/config_gen.yaml "${quick[@]}" --scaled-from 8 --batch-size 8 --seq-len-kv-cache 301 --dump /tmp/f8
     run python3 test/gpu/check_layer.py /tmp/f8; rm -rf /tmp/f8
     lwb_quiet run configs/config_ctx.yaml "${quick[@]}" --scaled-from 8 --batch-size 2 --seq-len-q 77 --seq-len-kv-cache 97 --dump /tmp/f8
+    run python3 test/gpu/check_layer.py /tmp/f8; rm -rf /tmp/f8
+    # bf16 at R1's dimensions: a dense first layer, then an MoE layer after the closing norm between.
+    lwb_quiet run configs/config_gen.yaml "${quick[@]}" --weight-dtype bf16 --scaled-from 8 --layer-indices 2,3 \
+        --batch-size 8 --seq-len-kv-cache 301 --dump /tmp/f8
     run python3 test/gpu/check_layer.py /tmp/f8; rm -rf /tmp/f8 ;;
 esac
 case "$what" in *" auto "*)
