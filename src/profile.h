@@ -47,6 +47,10 @@
 //   without it the demangled name stays mangled and the short name is read from the mangled
 //   form.
 //   Tables are always created, empty or not (nsys creates them lazily; readers check anyway).
+//   NVTX ranges are written as nsys writes the registered strings nvtx.h pushes: eventType 59,
+//   text NULL, textId -> StringIds, domainId 0 (the default domain, which has no domain-create
+//   row of eventType 75). TensorRT-LLM's parse.py reads range names only through that join, so
+//   inline text would leave it with no markers at all.
 //   For a parser that follows the layer-wise-benchmarks contract, the caller keeps the file
 //   consistent: every iteration range recorded should lie in an activity window (or it is a
 //   run without kernels), a problem's problem_spec marker comes before its graph is captured,
@@ -131,7 +135,7 @@ struct lwb_prof_set {
 struct lwb_prof_range {
     int64_t start, end; // ns; end < 0: still open when recording stopped (end NULL in the file)
     uint32_t tid;       // OS thread id
-    const char *text;
+    const char *text;   // written as a registered string: textId -> StringIds, text NULL
 };
 
 struct lwb_prof_node {
@@ -598,8 +602,8 @@ static int prof_write_tables(sqlite3 *db, struct lwb_prof_data *d, char *err, si
         if (r->end >= 0) ins_i64(&q, r->end);
         else ins_null(&q);
         ins_i64(&q, PROF_EVENT_NVTX_PUSHPOP), ins_null(&q), ins_null(&q), ins_null(&q);
-        ins_text(&q, r->text), ins_i64(&q, prof_global_tid(pid, r->tid));
-        ins_null(&q), ins_null(&q), ins_i64(&q, 0); // endGlobalTid, textId, domainId
+        ins_null(&q), ins_i64(&q, prof_global_tid(pid, r->tid)), ins_null(&q); // text, endGlobalTid
+        ins_i64(&q, prof_intern(d, r->text ? r->text : "")), ins_i64(&q, 0); // textId, domainId
         for (int j = 0; j < 9; j++) ins_null(&q);  // payloads, binaryData
         PROF_TRY(ins_done(db, &q) == 0);
     }

@@ -1,10 +1,112 @@
-// test_profile.c: nvtx.h's recorder and profile.h without a GPU: detection of Nsight Systems,
-// kernel short names, CUPTI record conversion (records built in memory with CUDA 13 layouts),
-// graph-node lineage, and the SQLite writer: every table and column of the nsys 2025.3 subset,
-// row counts, id encodings, kernel -> launch -> NVTX enclosure for eager kernels, graph kernels
-// -> node chain -> capture-time ranges, and atomic writing.
+// test_profile.c: nvtx.h's recorder and registered strings and profile.h without a GPU:
+// detection of Nsight Systems, what an NVTX tool sees of lwb's ranges, kernel short names, CUPTI
+// record conversion (records built in memory with CUDA 13 layouts), graph-node lineage, and the
+// SQLite writer: every table and column of the nsys 2025.3 subset, row counts, id encodings,
+// range names as registered strings, kernel -> launch -> NVTX enclosure for eager kernels, graph
+// kernels -> node chain -> capture-time ranges, the queries of TensorRT-LLM's parse.py, and
+// atomic writing.
+
+// NVTX attaches a tool linked into the program through this pointer (its static injection) at
+// the first NVTX call: the tool below stands in for Nsight Systems in this whole program.
+#define NVTX_STATIC_INJECTION_IMPL
+#include <stdint.h>
+int (*InitializeInjectionNvtx2_fnptr)(const void *(*)(uint32_t));
+
 #include "test_common.h"
 #include <dirent.h>
+#include <regex.h>
+
+// ---------------------------------------------------------------------------------------------
+// An NVTX tool: registers strings (handle = index + 1, none for texts starting "[no handle]")
+// and logs the pushes and pops it receives.
+
+struct tool_push {
+    bool domain_call;     // nvtxDomainRangePushEx; false: nvtxRangePushA
+    bool default_domain;  // the domain handle was NULL
+    int type;             // nvtxMessageType_t
+    char text[128];       // the message, or the registered string it names
+};
+
+static struct {
+    pthread_mutex_t mu;
+    char **strings;       // (nstrings) registered, in order
+    size_t nstrings, capstrings;
+    int foreign_domains;  // registrations in a domain other than the default one
+    struct tool_push *push; // (npush)
+    size_t npush, cappush;
+    int domain_pops, plain_pops, foreign_pops;
+} tool = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static nvtxStringHandle_t tool_register(nvtxDomainHandle_t domain, const char *s) {
+    pthread_mutex_lock(&tool.mu);
+    tool.foreign_domains += domain != NULL;
+    LWB_PUSH(tool.strings, tool.nstrings, tool.capstrings, xstrdup(s));
+    uintptr_t h = str_starts(s, "[no handle]") ? 0 : tool.nstrings;
+    pthread_mutex_unlock(&tool.mu);
+    return (nvtxStringHandle_t)h;
+}
+
+static int tool_log_push(bool domain_call, nvtxDomainHandle_t domain, int type, const char *text) {
+    struct tool_push p = {.domain_call = domain_call, .default_domain = domain == NULL, .type = type};
+    pthread_mutex_lock(&tool.mu);
+    if (type == NVTX_MESSAGE_TYPE_REGISTERED) {
+        uintptr_t h = (uintptr_t)text;
+        text = h >= 1 && h <= tool.nstrings ? tool.strings[h - 1] : "(bad handle)";
+    }
+    snprintf(p.text, sizeof p.text, "%s", text);
+    LWB_PUSH(tool.push, tool.npush, tool.cappush, p);
+    pthread_mutex_unlock(&tool.mu);
+    return 0;
+}
+
+static int tool_domain_push(nvtxDomainHandle_t domain, const nvtxEventAttributes_t *a) {
+    const char *text = a->messageType == NVTX_MESSAGE_TYPE_REGISTERED ? (const char *)a->message.registered
+                       : a->messageType == NVTX_MESSAGE_TYPE_ASCII    ? a->message.ascii
+                                                                      : "(no message)";
+    return tool_log_push(true, domain, a->messageType, text);
+}
+static int tool_push_ascii(const char *text) {
+    return tool_log_push(false, NULL, NVTX_MESSAGE_TYPE_ASCII, text);
+}
+static int tool_domain_pop(nvtxDomainHandle_t domain) {
+    pthread_mutex_lock(&tool.mu);
+    tool.domain_pops++;
+    tool.foreign_pops += domain != NULL;
+    pthread_mutex_unlock(&tool.mu);
+    return 0;
+}
+static int tool_pop(void) {
+    pthread_mutex_lock(&tool.mu);
+    tool.plain_pops++;
+    pthread_mutex_unlock(&tool.mu);
+    return 0;
+}
+
+static int tool_init(NvtxGetExportTableFunc_t get) {
+    const NvtxExportTableCallbacks *cb = get(NVTX_ETID_CALLBACKS);
+    NvtxFunctionTable core, core2;
+    unsigned ncore, ncore2;
+    if (!cb || !cb->GetModuleFunctionTable(NVTX_CB_MODULE_CORE, &core, &ncore) ||
+        !cb->GetModuleFunctionTable(NVTX_CB_MODULE_CORE2, &core2, &ncore2) ||
+        ncore <= NVTX_CBID_CORE_RangePop || ncore2 <= NVTX_CBID_CORE2_DomainRegisterStringA)
+        return 0;
+    *core[NVTX_CBID_CORE_RangePushA] = (NvtxFunctionPointer)tool_push_ascii;
+    *core[NVTX_CBID_CORE_RangePop] = (NvtxFunctionPointer)tool_pop;
+    *core2[NVTX_CBID_CORE2_DomainRangePushEx] = (NvtxFunctionPointer)tool_domain_push;
+    *core2[NVTX_CBID_CORE2_DomainRangePop] = (NvtxFunctionPointer)tool_domain_pop;
+    *core2[NVTX_CBID_CORE2_DomainRegisterStringA] = (NvtxFunctionPointer)tool_register;
+    return 1;
+}
+int (*InitializeInjectionNvtx2_fnptr)(const void *(*)(uint32_t)) = tool_init;
+
+// How often the tool registered `text`.
+static int tool_registrations(const char *text) {
+    int n = 0;
+    pthread_mutex_lock(&tool.mu);
+    for (size_t i = 0; i < tool.nstrings; i++) n += !strcmp(tool.strings[i], text);
+    pthread_mutex_unlock(&tool.mu);
+    return n;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Nsight Systems detection
@@ -167,6 +269,91 @@ static void test_nvtx_record(void **state) {
     lwb_nvtx_pop(); // "left open" is popped after recording stopped: not recorded
     pthread_barrier_destroy(&go);
     pthread_barrier_destroy(&done);
+}
+
+// With a tool attached (the one above), ranges go to it as registered strings in the default
+// domain, each text registered once however many threads push it; a text the tool gives no
+// handle for goes as ASCII, still registered only once.
+struct registered_arg {
+    int id;
+    pthread_barrier_t *go;
+};
+
+static void *registered_worker(void *arg) {
+    const struct registered_arg *a = arg;
+    char spec[96];
+    snprintf(spec, sizeof spec, "layer_wise_benchmarks problem_spec {\"batch_size\": %d}", 100 + a->id % 2);
+    pthread_barrier_wait(a->go);
+    for (int i = 0; i < 500; i++) {
+        lwb_nvtx_push("reg Deepseekv3MoE");
+        lwb_nvtx_push(i % 2 ? "reg MoE" : "reg DeepseekV3Gate");
+        lwb_nvtx_pop();
+        lwb_nvtx_pop();
+        lwb_nvtx_range(spec);
+    }
+    return NULL;
+}
+
+static void test_nvtx_registered(void **state) {
+    (void)state;
+    lwb_nvtx_range("reg first"); // NVTX is initialised, the tool attached
+    assert_int_equal(__atomic_load_n(&lwb_nvtx_str.mode, __ATOMIC_RELAXED), LWB_NVTX_REGISTERED);
+    pthread_mutex_lock(&tool.mu);
+    tool.npush = 0;
+    int domain_pops = tool.domain_pops, plain_pops = tool.plain_pops;
+    pthread_mutex_unlock(&tool.mu);
+
+    enum { THREADS = 4 };
+    pthread_barrier_t go;
+    pthread_barrier_init(&go, NULL, THREADS);
+    pthread_t th[THREADS];
+    struct registered_arg args[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        args[i] = (struct registered_arg){i, &go};
+        assert_int_equal(pthread_create(&th[i], NULL, registered_worker, &args[i]), 0);
+    }
+    for (int i = 0; i < THREADS; i++) pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&go);
+    for (int i = 0; i < 2; i++) lwb_nvtx_range("[no handle] unregistrable");
+
+    static const struct {
+        const char *text;
+        int pushes, type;
+    } want[] = {
+        {"reg Deepseekv3MoE", 2000, NVTX_MESSAGE_TYPE_REGISTERED},
+        {"reg MoE", 1000, NVTX_MESSAGE_TYPE_REGISTERED},
+        {"reg DeepseekV3Gate", 1000, NVTX_MESSAGE_TYPE_REGISTERED},
+        {"layer_wise_benchmarks problem_spec {\"batch_size\": 100}", 1000, NVTX_MESSAGE_TYPE_REGISTERED},
+        {"layer_wise_benchmarks problem_spec {\"batch_size\": 101}", 1000, NVTX_MESSAGE_TYPE_REGISTERED},
+        {"[no handle] unregistrable", 2, NVTX_MESSAGE_TYPE_ASCII},
+    };
+    // What the tool saw, copied out: a failed assertion must not leave its mutex held.
+    pthread_mutex_lock(&tool.mu);
+    size_t npush = tool.npush;
+    struct tool_push *push = xmalloc(npush * sizeof *push);
+    memcpy(push, tool.push, npush * sizeof *push);
+    domain_pops = tool.domain_pops - domain_pops, plain_pops = tool.plain_pops - plain_pops;
+    int foreign = tool.foreign_domains + tool.foreign_pops;
+    pthread_mutex_unlock(&tool.mu);
+    assert_int_equal(npush, 6002);
+    for (size_t i = 0; i < npush; i++) {
+        assert_true(push[i].domain_call);
+        assert_true(push[i].default_domain);
+    }
+    for (size_t k = 0; k < LWB_ARRAY_LEN(want); k++) {
+        int n = 0;
+        for (size_t i = 0; i < npush; i++)
+            if (!strcmp(push[i].text, want[k].text)) {
+                assert_int_equal(push[i].type, want[k].type);
+                n++;
+            }
+        assert_int_equal(n, want[k].pushes);
+    }
+    assert_int_equal(domain_pops, 6002); // every pop is the default domain's
+    assert_int_equal(plain_pops, 0);
+    assert_int_equal(foreign, 0);
+    free(push);
+    for (size_t k = 0; k < LWB_ARRAY_LEN(want); k++) assert_int_equal(tool_registrations(want[k].text), 1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -506,6 +693,9 @@ static void q_text(sqlite3 *db, const char *sql, char *out, size_t n) {
         snprintf(out, n, "%s", (const char *)sqlite3_column_text(st, 0));
     sqlite3_finalize(st);
 }
+// NVTX_EVENTS with each row's label: lwb writes range names as registered strings (textId).
+#define NVTX_LABELED "(SELECT n.*, s.value AS label FROM NVTX_EVENTS n JOIN StringIds s ON s.id = n.textId)"
+
 static int64_t q_count(sqlite3 *db, const char *table) {
     char sql[128];
     snprintf(sql, sizeof sql, "SELECT count(*) FROM %s", table);
@@ -656,10 +846,10 @@ static void innermost_of_launch(sqlite3 *db, const char *table, int corr, bool g
                                 size_t n) {
     char sql[1024];
     snprintf(sql, sizeof sql,
-             "SELECT n.text FROM %s k "
+             "SELECT n.label FROM %s k "
              "JOIN CUPTI_ACTIVITY_KIND_RUNTIME r ON r.correlationId = k.correlationId "
              "  AND (r.globalTid & 0xFFFFFFFFFF000000) = k.globalPid AND r.eventClass IN (0, 1) "
-             "JOIN NVTX_EVENTS n ON n.globalTid = r.globalTid AND n.eventType = 59 "
+             "JOIN " NVTX_LABELED " n ON n.globalTid = r.globalTid AND n.eventType = 59 "
              "  AND n.start <= r.start AND n.end >= r.end "
              "WHERE k.correlationId = %d AND k.graphNodeId IS %s ORDER BY n.start DESC LIMIT 1",
              table, corr, graph ? "NOT NULL" : "NULL");
@@ -671,12 +861,12 @@ static void innermost_of_launch(sqlite3 *db, const char *table, int corr, bool g
 static void innermost_of_capture(sqlite3 *db, const char *table, int node, char *out, size_t n) {
     char sql[1024];
     snprintf(sql, sizeof sql,
-             "SELECT n.text FROM %s k "
+             "SELECT n.label FROM %s k "
              "JOIN CUDA_GRAPH_NODE_EVENTS c1 ON c1.graphNodeId = k.graphNodeId "
              "  AND c1.originalGraphNodeId IS NOT NULL "
              "JOIN CUDA_GRAPH_NODE_EVENTS c2 ON c2.graphNodeId = c1.originalGraphNodeId "
              "  AND c2.originalGraphNodeId IS NULL "
-             "JOIN NVTX_EVENTS n ON n.globalTid = c2.globalTid AND n.eventType = 59 "
+             "JOIN " NVTX_LABELED " n ON n.globalTid = c2.globalTid AND n.eventType = 59 "
              "  AND n.start <= c2.start AND n.end >= c2.end "
              "WHERE k.graphNodeId = %d ORDER BY n.start DESC LIMIT 1",
              table, node);
@@ -753,7 +943,7 @@ static void test_write(void **state) {
              "0x1000000 = 4242 AND globalTid %% 0x1000000 = %u AND globalTid >> 48 = 1",
              s.main_tid);
     assert_int_equal(q_int(db, sql), 6);
-    snprintf(sql, sizeof sql, "SELECT globalTid FROM NVTX_EVENTS WHERE text = 'worker'");
+    snprintf(sql, sizeof sql, "SELECT globalTid FROM " NVTX_LABELED " WHERE label = 'worker'");
     assert_int_equal(q_int(db, sql), gpid | s.worker_tid);
     snprintf(sql, sizeof sql,
              "SELECT s.value FROM ThreadNames t JOIN StringIds s ON s.id = t.nameId "
@@ -783,9 +973,12 @@ static void test_write(void **state) {
     // Event classes and types.
     assert_int_equal(q_int(db, "SELECT count(*) FROM CUPTI_ACTIVITY_KIND_RUNTIME WHERE eventClass = 1"), 6);
     assert_int_equal(q_int(db, "SELECT eventClass FROM CUPTI_ACTIVITY_KIND_RUNTIME WHERE correlationId = 7"), 0);
-    assert_int_equal(q_int(db, "SELECT count(*) FROM NVTX_EVENTS WHERE eventType = 59 AND "
-                               "domainId = 0 AND textId IS NULL AND text IS NOT NULL"),
+    // NVTX: registered strings in the default domain, as nsys exports nvtx.annotate's ranges.
+    assert_int_equal(q_int(db, "SELECT count(*) FROM NVTX_EVENTS n JOIN StringIds s ON s.id = n.textId "
+                               "WHERE n.eventType = 59 AND n.domainId = 0 AND n.text IS NULL"),
                      15);
+    assert_int_equal(q_int(db, "SELECT count(DISTINCT textId) FROM NVTX_EVENTS"), 12);
+    assert_int_equal(q_int(db, "SELECT count(*) FROM NVTX_EVENTS WHERE eventType = 75"), 0);
     assert_int_equal(q_int(db, "SELECT count(*) FROM ENUM_NSYS_EVENT_TYPE WHERE id IN (34, 59, 60, 75)"), 4);
     q_text(db, "SELECT name FROM ENUM_NSYS_EVENT_TYPE WHERE id = 59", err, sizeof err);
     assert_string_equal(err, "NvtxPushPopRange");
@@ -797,11 +990,11 @@ static void test_write(void **state) {
     assert_int_equal(q_int(db, "SELECT count(*) FROM CUDA_GRAPH_NODE_EVENTS WHERE eventClass = 77"), 8);
 
     // NVTX: times after t = 0, nesting, markers, the range still open.
-    assert_int_equal(q_int(db, "SELECT start FROM NVTX_EVENTS WHERE text LIKE 'layer_wise_benchmarks args%'"), 100);
-    assert_int_equal(q_int(db, "SELECT end - start FROM NVTX_EVENTS WHERE text LIKE 'layer_wise_benchmarks args%'"), 0);
-    assert_int_equal(q_int(db, "SELECT count(*) FROM NVTX_EVENTS WHERE text LIKE 'layer_wise_benchmarks problem_spec%'"), 3);
-    assert_int_equal(q_int(db, "SELECT end FROM NVTX_EVENTS WHERE text = 'still open'"), -1);
-    assert_int_equal(q_int(db, "SELECT end FROM NVTX_EVENTS WHERE text = 'b=4 s=1 past=0 NP2'"), 1180);
+    assert_int_equal(q_int(db, "SELECT start FROM " NVTX_LABELED " WHERE label LIKE 'layer_wise_benchmarks args%'"), 100);
+    assert_int_equal(q_int(db, "SELECT end - start FROM " NVTX_LABELED " WHERE label LIKE 'layer_wise_benchmarks args%'"), 0);
+    assert_int_equal(q_int(db, "SELECT count(*) FROM " NVTX_LABELED " WHERE label LIKE 'layer_wise_benchmarks problem_spec%'"), 3);
+    assert_int_equal(q_int(db, "SELECT end FROM " NVTX_LABELED " WHERE label = 'still open'"), -1);
+    assert_int_equal(q_int(db, "SELECT end FROM " NVTX_LABELED " WHERE label = 'b=4 s=1 past=0 NP2'"), 1180);
 
     // Eager kernels, the memset and both copies: launch -> innermost range on the same thread.
     innermost_of_launch(db, "CUPTI_ACTIVITY_KIND_KERNEL", 1, false, err, sizeof err);
@@ -873,6 +1066,218 @@ static void test_write(void **state) {
     assert_string_equal(err, "0");
     sqlite3_close(db);
     assert_int_equal(count_dir(dir), 1);
+    free(path);
+    rm_rf(dir);
+    free(dir);
+    prof_data_free(&s.d);
+}
+
+// ---------------------------------------------------------------------------------------------
+// TensorRT-LLM's parse.py on lwb's file: its queries (examples/layer_wise_benchmarks/parse.py,
+// newest version), re-expressed with its attribution. It finds event types by name, the NCCL
+// domain by its domain-create row's text, and markers and ranges only through
+// NVTX_EVENTS.textId -> StringIds, where domainId is not NULL: with names as inline text it finds
+// no problem at all, and indexing that empty list with its first kernel is an IndexError.
+
+static const char ref_markers_sql[] =
+    "SELECT T1.start, T2.value AS text FROM NVTX_EVENTS AS T1 JOIN StringIds AS T2 ON T1.textId = T2.id "
+    "WHERE eventType = ? AND T2.value LIKE ?";
+static const char ref_ranges_sql[] =
+    "SELECT T1.start, T1.end, T2.value AS text FROM NVTX_EVENTS AS T1 JOIN StringIds AS T2 ON T1.textId = T2.id "
+    "WHERE eventType = ? AND T2.value NOT LIKE ? AND domainId != ?";
+// Kernels, copies (name -2) and memsets (name -3) with their launch; the launch's times, or for
+// a graph node the times of its creation during capture. Every table lwb writes exists, so the
+// query has all its optional parts.
+#define REF_UNIFIED                                                                                \
+    "(SELECT T1.start, T1.end, T1.demangledName, T1.correlationId, T1.graphNodeId "               \
+    "FROM CUPTI_ACTIVITY_KIND_KERNEL AS T1 UNION ALL "                                             \
+    "SELECT T2.start, T2.end, -2 AS demangledName, T2.correlationId, T2.graphNodeId "             \
+    "FROM CUPTI_ACTIVITY_KIND_MEMCPY AS T2 UNION ALL "                                             \
+    "SELECT T3.start, T3.end, -3 AS demangledName, T3.correlationId, T3.graphNodeId "             \
+    "FROM CUPTI_ACTIVITY_KIND_MEMSET AS T3) AS unified "
+static const char ref_kernels_sql[] =
+    "SELECT unified.start, unified.end, unified.demangledName, R.start AS runtime_start, "
+    "R.start AS capture_start, R.end AS capture_end FROM " REF_UNIFIED
+    "JOIN CUPTI_ACTIVITY_KIND_RUNTIME AS R ON unified.correlationId = R.correlationId "
+    "WHERE unified.graphNodeId IS NULL UNION ALL "
+    "SELECT unified.start, unified.end, unified.demangledName, R.start AS runtime_start, "
+    "CGE2.start AS capture_start, CGE2.end AS capture_end FROM " REF_UNIFIED
+    "JOIN CUPTI_ACTIVITY_KIND_RUNTIME AS R ON unified.graphNodeId IS NOT NULL AND "
+    "unified.correlationId = R.correlationId "
+    "LEFT JOIN CUDA_GRAPH_NODE_EVENTS AS CGE1 ON unified.graphNodeId = CGE1.graphNodeId AND "
+    "CGE1.originalGraphNodeId IS NOT NULL "
+    "LEFT JOIN CUDA_GRAPH_NODE_EVENTS AS CGE2 ON CGE1.originalGraphNodeId = CGE2.graphNodeId";
+
+static sqlite3_stmt *q_prepare(sqlite3 *db, const char *sql) {
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+        fprintf(stderr, "bad SQL: %s: %s\n", sqlite3_errmsg(db), sql);
+        fail();
+    }
+    return st;
+}
+
+// Python's bisect.bisect: the number of entries <= x in ascending a.
+static int bisect_right(const int64_t *a, int n, int64_t x) {
+    int lo = 0, hi = n;
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (x < a[mid]) hi = mid;
+        else lo = mid + 1;
+    }
+    return lo;
+}
+
+static void test_reference_queries(void **state) {
+    (void)state;
+    struct scenario s;
+    build_scenario(&s);
+    char *dir = make_tmpdir();
+    char *path = profile_path(dir, 2, 1);
+    char err[512];
+    assert_int_equal(prof_write_sqlite(&s.d, path, err, sizeof err), 0);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+
+    // Event types by name (it takes the first match: a missing name is an IndexError), and the
+    // NCCL domain (-1 without one).
+    int64_t pushpop = q_int(db, "SELECT id FROM ENUM_NSYS_EVENT_TYPE WHERE name = 'NvtxPushPopRange'");
+    int64_t domain_create = q_int(db, "SELECT id FROM ENUM_NSYS_EVENT_TYPE WHERE name = 'NvtxDomainCreate'");
+    assert_int_equal(pushpop, 59);
+    assert_int_equal(domain_create, 75);
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT domainId FROM NVTX_EVENTS WHERE eventType = %" PRId64 " AND text = 'NCCL'",
+             domain_create);
+    int64_t nccl = q_int(db, sql) == -2 ? -1 : q_int(db, sql);
+    assert_int_equal(nccl, -1);
+
+    // Markers: the run's arguments and each problem's start.
+    sqlite3_stmt *st = q_prepare(db, ref_markers_sql);
+    sqlite3_bind_int64(st, 1, pushpop);
+    sqlite3_bind_text(st, 2, "layer_wise_benchmarks %", -1, SQLITE_STATIC);
+    json_t *run_args = NULL;
+    int64_t problem_start[8];
+    int np = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        const char *text = (const char *)sqlite3_column_text(st, 1);
+        if (str_starts(text, "layer_wise_benchmarks args {")) {
+            json_decref(run_args);
+            run_args = json_loads(text + strlen("layer_wise_benchmarks args"), 0, NULL);
+            assert_non_null(run_args);
+        } else if (str_starts(text, "layer_wise_benchmarks problem_spec {")) {
+            json_t *spec = json_loads(text + strlen("layer_wise_benchmarks problem_spec "), 0, NULL);
+            assert_non_null(spec);
+            json_decref(spec);
+            assert_true(np < 8);
+            problem_start[np++] = sqlite3_column_int64(st, 0);
+        }
+    }
+    sqlite3_finalize(st);
+    assert_non_null(run_args);
+    assert_true(json_is_integer(json_object_get(run_args, "warmup_times")));
+    json_decref(run_args);
+    assert_int_equal(np, 3);
+    assert_int_equal(problem_start[0], 200);
+    assert_int_equal(problem_start[1], 1000);
+    assert_int_equal(problem_start[2], 2000);
+
+    // Ranges: iterations ("b=<B> s=<Q> ...") and module ranges, each in the problem it starts in.
+    struct ref_range {
+        int64_t start, end; // end -1: open (NULL, which no comparison passes)
+        char text[64];
+    } ranges[3][8];
+    int nranges[3] = {0}, nruns[3] = {0};
+    int64_t run_start[3][4], run_end[3][4];
+    regex_t iteration;
+    assert_int_equal(regcomp(&iteration, "^b=[0-9]+ s=[0-9]+ ", REG_EXTENDED | REG_NOSUB), 0);
+    st = q_prepare(db, ref_ranges_sql);
+    sqlite3_bind_int64(st, 1, pushpop);
+    sqlite3_bind_text(st, 2, "[DG]%", -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, nccl);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        int64_t start = sqlite3_column_int64(st, 0);
+        int64_t end = sqlite3_column_type(st, 1) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, 1);
+        const char *text = (const char *)sqlite3_column_text(st, 2);
+        int p = bisect_right(problem_start, np, start) - 1;
+        if (str_starts(text, "layer_wise_benchmarks ") && strcmp(text, "layer_wise_benchmarks ignore")) continue;
+        assert_int_not_equal(p, -1);
+        if (regexec(&iteration, text, 0, NULL, 0) == 0) {
+            assert_true(nruns[p] < 4);
+            run_start[p][nruns[p]] = start, run_end[p][nruns[p]++] = end;
+        } else {
+            assert_true(nranges[p] < 8);
+            struct ref_range *r = &ranges[p][nranges[p]++];
+            *r = (struct ref_range){start, end, ""};
+            snprintf(r->text, sizeof r->text, "%s", text);
+        }
+    }
+    sqlite3_finalize(st);
+    regfree(&iteration);
+    assert_int_equal(nruns[0], 0), assert_int_equal(nranges[0], 4); // the capture's module ranges
+    assert_int_equal(nruns[1], 1), assert_int_equal(nranges[1], 3); // MLA, Deepseekv3MoE > MoE
+    assert_int_equal(nruns[2], 1), assert_int_equal(nranges[2], 2); // worker, still open
+    assert_int_equal(run_start[1][0], 1100);
+    assert_int_equal(run_end[1][0], 1180);
+
+    // Kernels: problem by GPU start, run by launch, module path by the launch (or capture) time
+    // inside a range of that problem.
+    struct {
+        int problem;
+        const char *name, *path;
+        int64_t capture_start;
+        int seen;
+    } want[] = {
+        {1, "lwb_rmsnorm", "MLA", 1115, 0},
+        {1, "lwb_rmsnorm", "Deepseekv3MoE > MoE", 1145, 0},
+        {1, "Memset", "Deepseekv3MoE > MoE", 1150, 0},
+        {1, "Memcpy", "Deepseekv3MoE > MoE", 1153, 0},
+        // The graph was captured under problem 0: its nodes' creation lies in none of problem 2's
+        // ranges, and the reference leaves them without a path.
+        {2, "lwb_rmsnorm", "", 310, 0},
+        {2, "gate", "", 420, 0}, // demangled, where the demangler is at hand
+        {2, "lwb_rmsnorm", "", 450, 0},
+        {2, "Memset", "", 455, 0},
+    };
+    st = q_prepare(db, ref_kernels_sql);
+    int rows = 0, kept = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        rows++;
+        int64_t kstart = sqlite3_column_int64(st, 0), name_id = sqlite3_column_int64(st, 2);
+        int64_t runtime_start = sqlite3_column_int64(st, 3);
+        assert_int_not_equal(sqlite3_column_type(st, 4), SQLITE_NULL); // the node chain resolved
+        int64_t cap_start = sqlite3_column_int64(st, 4), cap_end = sqlite3_column_int64(st, 5);
+        int p = bisect_right(problem_start, np, kstart) - 1;
+        assert_int_not_equal(p, -1);
+        int run = bisect_right(run_start[p], nruns[p], runtime_start) - 1;
+        if (run == -1 || runtime_start >= run_end[p][run]) continue;
+        kept++;
+        char name[64], kpath[256] = "";
+        if (name_id == -2 || name_id == -3) {
+            snprintf(name, sizeof name, "%s", name_id == -2 ? "Memcpy" : "Memset");
+        } else {
+            snprintf(sql, sizeof sql, "SELECT value FROM StringIds WHERE id = %" PRId64, name_id);
+            q_text(db, sql, name, sizeof name);
+        }
+        for (int i = 0; i < nranges[p]; i++) {
+            const struct ref_range *r = &ranges[p][i];
+            if (r->end < 0 || cap_start < r->start || cap_end > r->end) continue;
+            if (kpath[0]) strncat(kpath, " > ", sizeof kpath - strlen(kpath) - 1);
+            strncat(kpath, r->text, sizeof kpath - strlen(kpath) - 1);
+        }
+        int found = 0;
+        for (size_t k = 0; k < LWB_ARRAY_LEN(want) && !found; k++)
+            if (want[k].problem == p && strstr(name, want[k].name) && !strcmp(want[k].path, kpath) &&
+                want[k].capture_start == cap_start && !want[k].seen)
+                want[k].seen = found = 1;
+        if (!found) fprintf(stderr, "unexpected: problem %d, %s under \"%s\", capture at %" PRId64 "\n", p, name,
+                            kpath, cap_start);
+        assert_true(found);
+    }
+    sqlite3_finalize(st);
+    assert_int_equal(rows, 9); // and the worker's copy, launched after problem 2's only run
+    assert_int_equal(kept, (int)LWB_ARRAY_LEN(want));
+
+    sqlite3_close(db);
     free(path);
     rm_rf(dir);
     free(dir);
@@ -976,9 +1381,11 @@ static void test_off(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_nsys_detection), cmocka_unit_test(test_nvtx_off),
-        cmocka_unit_test(test_nvtx_record),    cmocka_unit_test(test_kernel_names),
+        cmocka_unit_test(test_nvtx_record),    cmocka_unit_test(test_nvtx_registered),
+        cmocka_unit_test(test_kernel_names),
         cmocka_unit_test(test_convert),        cmocka_unit_test(test_nodes_resolve),
-        cmocka_unit_test(test_write),          cmocka_unit_test(test_write_empty),
+        cmocka_unit_test(test_write),          cmocka_unit_test(test_reference_queries),
+        cmocka_unit_test(test_write_empty),
         cmocka_unit_test(test_write_atomic),   cmocka_unit_test(test_off),
     };
     return cmocka_run_group_tests_name("profile", tests, NULL, NULL);

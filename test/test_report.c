@@ -47,8 +47,9 @@ static void test_golden(void **state) {
     free(dir);
 }
 
-// lwb's own profiles: the nsys 2025.3 names for the subset lwb writes (no ENUM tables, NVTX as
-// inline text only, META_DATA_EXPORT naming lwb). The same breakdown comes out.
+// lwb's own profiles: the nsys 2025.3 names for the subset lwb writes (no ENUM tables, NVTX names
+// inline in this older fixture, registered strings in new profiles; META_DATA_EXPORT naming lwb).
+// The same breakdown comes out.
 static void test_lwb_profile(void **state) {
     (void)state;
     struct child_result r;

@@ -249,8 +249,11 @@ int main(int argc, char **argv) {
     struct lwb_profiler prof;
     if (!nsys) profile_init(&prof, &dev, 0, 1);
     CU_CHECK(lwb_cu.cuProfilerStart());
-    marker("args", json_pack("{s:i, s:i, s:s, s:s}", "warmup_times", pb.warmup, "run_times", pb.timed,
-                             "window", run_window ? "run" : "loop", "profiler", nsys ? "nsys" : "lwb"));
+    // The run's lists as the reference's run.py records them (its parse.py reads them too).
+    marker("args", json_pack("{s:i, s:i, s:s, s:s, s:[i], s:[i], s:[i,i], s:[n]}", "warmup_times", pb.warmup,
+                             "run_times", pb.timed, "window", run_window ? "run" : "loop", "profiler",
+                             nsys ? "nsys" : "lwb", "batch_size_list", pb.rows, "seq_len_q_list", 1,
+                             "seq_len_kv_cache_list", 0, 1024, "balance_ratio_list"));
     problems(&pb, nsys ? NULL : &prof, run_window, on);
     CU_CHECK(lwb_cu.cuCtxSynchronize());
     CU_CHECK(lwb_cu.cuProfilerStop());
