@@ -54,7 +54,7 @@ build/test_%: test/test_%.c lwb.c build/embedded.h
 	$(Q)$(CC) $(CFLAGS) -O1 -MMD -MP -MF $@.d -o $@ $< $(LDLIBS) $(TESTLIB)
 
 # GPU checks: built here, run on the GPU machine (test/gpu/run.sh).
-gpu: build/gpu_check build/profile_probe
+gpu: build/gpu_check build/profile_probe build/e2e_probe
 build/gpu_check: test/gpu/check.c lwb.c build/embedded.h $(wildcard test/ref/*.c test/ref/*.h)
 	@echo "cc      $@"
 	$(Q)$(CC) $(CFLAGS) -MMD -MP -MF $@.d -o $@ $< $(LDLIBS)
@@ -63,7 +63,12 @@ build/profile_probe: test/gpu/profile_probe.c lwb.c build/embedded.h
 	@echo "cc      $@"
 	$(Q)$(CC) $(CFLAGS) -MMD -MP -MF $@.d -o $@ $< $(LDLIBS)
 
+# lwb parse --e2e's real fixtures: a serving loop's NVTX markers (test/gpu/e2e_run.sh).
+build/e2e_probe: test/gpu/e2e_probe.c lwb.c build/embedded.h
+	@echo "cc      $@"
+	$(Q)$(CC) $(CFLAGS) -MMD -MP -MF $@.d -o $@ $< $(LDLIBS)
+
 build:
 	$(Q)mkdir -p build
 
--include build/lwb.d $(wildcard build/test_*.d build/gpu_*.d build/profile_*.d build/asan/*.d)
+-include build/lwb.d $(wildcard build/test_*.d build/gpu_*.d build/profile_*.d build/e2e_*.d build/asan/*.d)

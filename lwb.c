@@ -44,6 +44,7 @@
 #include "src/runner.h"      // defines: problem loop, warm-up checks, graphs, timing, module timings
 #include "src/cmd_run.h"     // defines: cmd_run, run_plan_build
 #include "src/cmd_parse.h"   // defines: cmd_parse
+#include "src/parse_e2e.h"   // defines: parse_e2e (lwb parse --e2e: layer timelines of a serving run)
 #include "src/cmd_correlate.h" // defines: cmd_correlate
 
 // Libraries a command may load (for `lwb help CMD`; each command loads them only when it gets

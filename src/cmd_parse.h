@@ -3,7 +3,8 @@
 // layer-wise markers, kernel time per NVTX range.
 //
 // Defines: parse_opts, parse_help, cmd_parse, parse_resolve_input (which file to read, exporting
-// an .nsys-rep with nsys when needed).
+// an .nsys-rep with nsys when needed). With --e2e it checks the options and hands over to
+// parse_e2e (parse_e2e.h, included after this file).
 //
 // Does not: read SQLite (trace.h) or format anything (report.h); it picks the input and the
 // outputs and prints the header lines.
@@ -25,8 +26,8 @@ static const struct lwb_opt parse_opts[] = {
     {"module", LWB_OPT_STR, "NAME", NULL,
      "keep only kernels inside NVTX ranges with exactly this name (one per run)"},
     {"warmup_times", LWB_OPT_INT, "N", NULL,
-     "runs dropped per problem (default: warmup_times recorded in the profile)", NULL, LWB_OPT_NONNEG, .min = 0,
-     .max = 1000000},
+     "runs dropped per problem (default: warmup_times recorded in the profile); --e2e: iterations (5)", NULL,
+     LWB_OPT_NONNEG, .min = 0, .max = 1000000},
     {"query", LWB_OPT_STR, "LIST", NULL,
      "comma-separated substrings: print the summed time of the rows whose path contains each"},
     {"error_on_unknown_kernel", LWB_OPT_BOOL, NULL, "false",
@@ -36,10 +37,28 @@ static const struct lwb_opt parse_opts[] = {
      "also write a Chrome/Perfetto trace: GPU activities per stream, NVTX ranges per thread"},
     {"strict", LWB_OPT_BOOL, NULL, "false",
      "refuse a profile with impossible times (end before start, out of range) instead of leaving them out"},
+    {"e2e", LWB_OPT_BOOL, NULL, "false",
+     "end-to-end mode: the kernel timeline of chosen layers in a serving run (see above)"},
+    {"eager_trace", LWB_OPT_STR, "FILE", NULL,
+     "--e2e: profile of the run without CUDA graphs, layers marked (.sqlite or .nsys-rep)"},
+    {"graph_trace", LWB_OPT_STR, "FILE", NULL,
+     "--e2e: profile of the same run with CUDA graphs (default: the eager trace)"},
+    {"layer_indices", LWB_OPT_INT_LIST, "LIST", NULL, "--e2e: layers whose kernels make the timeline, e.g. 5,6,7",
+     NULL, LWB_OPT_NONNEG, .min = 0, .max = 100000},
+    {"target_ctx_reqs", LWB_OPT_INT, "N", NULL, "--e2e: keep iterations with N context requests (default 0)", NULL,
+     LWB_OPT_NONNEG, .min = 0, .max = 1000000000},
+    {"target_gen_reqs", LWB_OPT_INT, "N", NULL,
+     "--e2e: ... and N generation requests (default: with 0 context requests, the count of the first "
+     "iteration that has none; else 0)",
+     NULL, LWB_OPT_NONNEG, .min = 0, .max = 1000000000},
+    {"output", LWB_OPT_STR, "X.json", NULL, "--e2e: write the timeline that lwb correlate reads", NULL, 0, 'o'},
 };
 
+// parse_e2e.h: the --e2e mode.
+static int parse_e2e(const struct lwb_args *a, const char *eager_path, const char *graph_path);
+
 static const struct lwb_cmd_help parse_help = {
-    "parse", "(--file-path FILE | --world-size N [--rank R]) [options]",
+    "parse", "(--file-path FILE | --world-size N [--rank R] | --e2e --eager-trace FILE --layer-indices LIST) [options]",
     "Turn a profile into a per-module kernel breakdown: stdout, CSV, JSON and HTML.",
     "Reads an Nsight Systems SQLite export (any version from 2022.2 on) or a profile written by\n"
     "lwb run. With layer_wise_benchmarks markers (lwb run, or TensorRT-LLM's layer-wise\n"
@@ -48,7 +67,14 @@ static const struct lwb_cmd_help parse_help = {
     "when they were captured), plus Overlap, Space and Total. Other profiles get kernel time per\n"
     "NVTX range. Writes STEM.csv, STEM.json (the timeline that lwb correlate reads) and STEM.html\n"
     "(one self-contained page) beside the profile or in --output-dir.\n"
-    "An .nsys-rep is exported to .sqlite with 'nsys export' when nsys is on the PATH."};
+    "An .nsys-rep is exported to .sqlite with 'nsys export' when nsys is on the PATH.\n\n"
+    "lwb parse --e2e --eager-trace E --layer-indices LIST [--graph-trace G] [-o X.json] reads a\n"
+    "serving run instead (TensorRT-LLM's parse_e2e): iterations are the executor's '[Executor]\n"
+    "_forward_step N: ...' ranges with --target-ctx-reqs and --target-gen-reqs requests (the first\n"
+    "--warmup-times dropped), layers the 'layer_wise_benchmarks layer_idx <i>' ranges of the eager\n"
+    "trace; the graph trace's kernels are mapped to layers by aligning them with the eager trace's.\n"
+    "It prints each kernel of the chosen layers with its mean duration and end (us) and writes the\n"
+    "timeline, each kernel's layer as its module, for lwb correlate."};
 
 // The directory of `path` ("." when it has none).
 static char *parse_dirname(const char *path) {
@@ -115,6 +141,15 @@ static void parse_export(const char *rep, const char *sqlite) {
                   rep, WIFEXITED(st) ? "exit" : "signal", WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
 }
 
+// The SQLite file to read for `file` (malloc'd): itself, or an .nsys-rep's export beside it.
+static char *parse_sqlite_of(const char *file) {
+    if (!str_ends(file, ".nsys-rep")) return xstrdup(file);
+    struct lwb_str s = {0};
+    str_printf(&s, "%.*s.sqlite", (int)(strlen(file) - strlen(".nsys-rep")), file);
+    parse_export(file, s.s);
+    return str_take(&s);
+}
+
 // The SQLite file to read (malloc'd), from --file-path or --profile-dir/--world-size/--rank.
 static char *parse_resolve_input(const struct lwb_args *a) {
     const char *file = arg_str(a, "file_path");
@@ -123,13 +158,7 @@ static char *parse_resolve_input(const struct lwb_args *a) {
         lwb_user_error("parse: give --world-size or --np, not both (they are the same option)");
     if (!file == !ws)
         lwb_user_error("parse: give exactly one of --file-path FILE and --world-size N (lwb parse --help)");
-    if (file) {
-        if (!str_ends(file, ".nsys-rep")) return xstrdup(file);
-        struct lwb_str s = {0};
-        str_printf(&s, "%.*s.sqlite", (int)(strlen(file) - strlen(".nsys-rep")), file);
-        parse_export(file, s.s);
-        return str_take(&s);
-    }
+    if (file) return parse_sqlite_of(file);
     long long rank = arg_int(a, "rank");
     if (rank >= ws)
         lwb_user_error("parse: --rank %lld is not a rank of --world-size %lld (ranks are 0..%lld)", rank, ws, ws - 1);
@@ -180,11 +209,52 @@ static json_t *parse_config_json(const struct lwb_args *a, const char *input, co
     return c;
 }
 
+// An option given on the command line (not a default).
+static bool parse_given(const struct lwb_args *a, const char *key) {
+    int i = args_find(a, key);
+    if (i < 0) LWB_BUG("option '%s' not in the table of '%s'", key, a->cmd);
+    return a->vals[i].set && strcmp(a->vals[i].source, "default");
+}
+
+// The options of the two modes do not mix. Returns true for --e2e (its options checked).
+static bool parse_check_mode(const struct lwb_args *a) {
+    static const char *const e2e_only[] = {"eager_trace", "graph_trace", "layer_indices", "target_ctx_reqs",
+                                           "target_gen_reqs", "output"};
+    static const char *const plain_only[] = {"file_path", "profile_dir", "world_size", "np", "rank",
+                                             "module", "query", "output_dir", "trace_json"};
+    bool e2e = arg_bool(a, "e2e");
+    for (size_t i = 0; i < (e2e ? LWB_ARRAY_LEN(plain_only) : LWB_ARRAY_LEN(e2e_only)); i++) {
+        const char *key = e2e ? plain_only[i] : e2e_only[i];
+        if (!parse_given(a, key)) continue;
+        char flag[128];
+        opt_flag_name(&a->opts[args_find(a, key)], flag, sizeof flag);
+        if (e2e) lwb_user_error("parse: --%s does not apply with --e2e (lwb parse --help)", flag);
+        lwb_user_error("parse: --%s belongs to the end-to-end mode; add --e2e (lwb parse --help)", flag);
+    }
+    if (!e2e) return false;
+    if (!arg_str(a, "eager_trace"))
+        lwb_user_error("parse --e2e: give --eager-trace FILE, the profile of the run without CUDA graphs");
+    if (!parse_given(a, "layer_indices"))
+        lwb_user_error("parse --e2e: give --layer-indices LIST, the layers whose kernels make the timeline");
+    const char *out = arg_str(a, "output");
+    if (out && (!str_ends(out, ".json") || !strcmp(path_base(out), ".json")))
+        lwb_user_error("parse --e2e: --output must name a .json file (got \"%s\")", out);
+    return true;
+}
+
 static int cmd_parse(int argc, char **argv) {
     struct lwb_args a;
     args_init(&a, "parse", parse_opts, (int)LWB_ARRAY_LEN(parse_opts));
     args_parse(&a, &parse_help, argc, argv, 0, NULL);
     args_apply_defaults(&a);
+    if (parse_check_mode(&a)) {
+        char *eager = parse_sqlite_of(arg_str(&a, "eager_trace"));
+        char *graph = arg_str(&a, "graph_trace") ? parse_sqlite_of(arg_str(&a, "graph_trace")) : NULL;
+        int rc = parse_e2e(&a, eager, graph);
+        free(eager), free(graph);
+        args_free(&a);
+        return rc;
+    }
     char *input = parse_resolve_input(&a);
     char *outdir = arg_str(&a, "output_dir") ? xstrdup(arg_str(&a, "output_dir")) : parse_dirname(input);
 
