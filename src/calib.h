@@ -52,34 +52,40 @@ static char *base64_encode(const unsigned char *p, size_t n) {
     return out;
 }
 
-// Decodes s (n characters; padding required, no whitespace). Returns the bytes (*len of them),
-// or NULL when s is not base64.
-static unsigned char *base64_decode(const char *s, size_t n, size_t *len) {
-    if (n % 4) return NULL;
-    unsigned char *out = xmalloc(n / 4 * 3 + 1);
-    size_t k = 0;
-    for (size_t i = 0; i < n; i += 4) {
-        uint32_t v = 0;
-        int pad = 0;
-        for (int j = 0; j < 4; j++) {
-            const char c = s[i + j];
-            const char *at = c ? strchr(lwb_b64, c) : NULL;
-            if (c == '=' && i + 4 == n && j >= 2 && (j == 3 || s[i + 3] == '=')) {
-                pad++, v <<= 6;
-                continue;
-            }
-            if (!at || pad) {
-                free(out);
-                return NULL;
-            }
-            v = v << 6 | (uint32_t)(at - lwb_b64);
-        }
-        out[k++] = (unsigned char)(v >> 16);
-        if (pad < 2) out[k++] = (unsigned char)(v >> 8);
-        if (pad < 1) out[k++] = (unsigned char)v;
+static bool b64_space(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
+
+// Decodes s (n characters) into out (room for n / 4 * 3 bytes), *k bytes; false when s is not
+// base64: padding required, ASCII whitespace (line-wrapped base64) skipped.
+static bool b64_decode_into(const char *s, size_t n, unsigned char *out, size_t *k) {
+    uint32_t v = 0;
+    int got = 0, pad = 0; // characters of the current quantum, '=' among them
+    size_t i = 0;
+    for (; i < n; i++) {
+        const char c = s[i];
+        if (b64_space(c)) continue;
+        const char *at = c && c != '=' ? strchr(lwb_b64, c) : NULL;
+        if (c == '=' && got >= 2) pad++, v <<= 6;
+        else if (at && !pad) v = v << 6 | (uint32_t)(at - lwb_b64);
+        else return false; // not the alphabet, '=' too early, or data after '='
+        if (++got < 4) continue;
+        out[(*k)++] = (unsigned char)(v >> 16);
+        if (pad < 2) out[(*k)++] = (unsigned char)(v >> 8);
+        if (pad < 1) out[(*k)++] = (unsigned char)v;
+        got = 0, v = 0;
+        if (pad) break; // padding ends the data
     }
-    *len = k;
-    return out;
+    for (i++; i < n; i++)
+        if (!b64_space(s[i])) return false;
+    return got == 0;
+}
+
+// The bytes s (n characters) encodes (*len of them), or NULL when s is not base64.
+static unsigned char *base64_decode(const char *s, size_t n, size_t *len) {
+    unsigned char *out = xmalloc(n / 4 * 3 + 3);
+    *len = 0;
+    if (b64_decode_into(s, n, out, len)) return out;
+    free(out);
+    return NULL;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -88,14 +94,17 @@ static unsigned char *base64_decode(const char *s, size_t n, size_t *len) {
 struct lwb_calib_entry {
     int layer, slots;  // layer_idx, num_slots
     int tokens, top_k; // token_selected_slots_shape
-    int32_t *ids;      // (tokens, top_k), inside the record's data
+    int32_t *ids;      // (tokens, top_k), inside the record's data; NULL until inflated
 };
 
 struct lwb_calib_record {
     long long iteration;
     int n;                       // metadata entries
     struct lwb_calib_entry *e;   // (n) in call order
-    int32_t *data;               // every entry's slots
+    long long slots;             // declared by the metadata: every entry's tokens x top_k
+    char *raw;                   // raw_data (base64 of the zlib stream), as in the file
+    size_t raw_len;
+    int32_t *data;               // every entry's slots once inflated (calib_inflate), else NULL
 };
 
 struct lwb_calib {
@@ -103,18 +112,22 @@ struct lwb_calib {
     int world_size;
     int *nrec;                       // (world_size) records per rank
     struct lwb_calib_record **rec;   // (world_size) (nrec[r]) in file order
+    int **order;                     // (world_size) (nrec[r]) record indices by iteration
 };
 
-// Most slots one record may hold once inflated (2 GiB of int32): a bound on what a small file
-// can claim.
+// Most slots one record may declare (2 GiB of int32 once inflated), and most records per rank:
+// bounds on what a small file can claim. Records are inflated one at a time, and only the ones
+// a rank replays.
 #define LWB_CALIB_MAX_SLOTS (1ll << 29)
+#define LWB_CALIB_MAX_RECORDS 1000000
 
 static void calib_free(struct lwb_calib *c) {
     for (int r = 0; c->rec && r < c->world_size; r++) {
-        for (int i = 0; i < c->nrec[r]; i++) free(c->rec[r][i].e), free(c->rec[r][i].data);
+        for (int i = 0; i < c->nrec[r]; i++) free(c->rec[r][i].e), free(c->rec[r][i].data), free(c->rec[r][i].raw);
         free(c->rec[r]);
+        if (c->order) free(c->order[r]);
     }
-    free(c->rec), free(c->nrec), free(c->path);
+    free(c->rec), free(c->nrec), free(c->order), free(c->path);
     memset(c, 0, sizeof *c);
 }
 
@@ -132,7 +145,7 @@ static long long calib_int(const struct lwb_calib *c, json_t *o, const char *key
     return x;
 }
 
-// One record: metadata checked, raw_data decoded and inflated to exactly the slots it declares.
+// One record's metadata, checked; raw_data kept as text until the record is needed.
 static void calib_record(struct lwb_calib *c, json_t *o, int rank, int index, struct lwb_calib_record *rec) {
     char where[96];
     snprintf(where, sizeof where, "rank %d record %d", rank, index);
@@ -142,9 +155,11 @@ static void calib_record(struct lwb_calib *c, json_t *o, int rank, int index, st
     json_t *meta = json_object_get(o, "metadata"), *raw = json_object_get(o, "raw_data");
     if (!json_is_array(meta)) lwb_user_error("%s: %s needs a \"metadata\" list", c->path, where);
     if (!json_is_string(raw)) lwb_user_error("%s: %s needs a \"raw_data\" string (base64)", c->path, where);
-    rec->n = (int)LWB_MIN(json_array_size(meta), (size_t)INT_MAX);
+    if (json_array_size(meta) > 1000000)
+        lwb_user_error("%s: %s has %zu metadata entries; lwb reads at most 1000000", c->path, where,
+                       json_array_size(meta));
+    rec->n = (int)json_array_size(meta);
     rec->e = xcalloc((size_t)rec->n + 1, sizeof *rec->e);
-    long long total = 0;
     for (int k = 0; k < rec->n; k++) {
         json_t *m = json_array_get(meta, (size_t)k);
         char mw[160];
@@ -163,15 +178,24 @@ static void calib_record(struct lwb_calib *c, json_t *o, int rank, int index, st
                            "1024",
                            c->path, mw, t, kk, 1 << 24);
         e->tokens = (int)t, e->top_k = (int)kk;
-        total += t * kk;
-        if (total > LWB_CALIB_MAX_SLOTS)
+        rec->slots += t * kk;
+        if (rec->slots > LWB_CALIB_MAX_SLOTS)
             lwb_user_error("%s: %s declares more than %lld slots in one iteration", c->path, where,
                            (long long)LWB_CALIB_MAX_SLOTS);
     }
+    rec->raw_len = json_string_length(raw);
+    rec->raw = xstrndup(json_string_value(raw), rec->raw_len);
+}
+
+// A record's slots, decoded and inflated to exactly what its metadata declares, each in range.
+static void calib_inflate(const struct lwb_calib *c, int rank, struct lwb_calib_record *rec) {
+    if (rec->data) return;
+    char where[96];
+    snprintf(where, sizeof where, "rank %d iteration %lld", rank, rec->iteration);
     size_t zlen = 0;
-    const char *b64 = json_string_value(raw);
-    unsigned char *z = base64_decode(b64, json_string_length(raw), &zlen);
+    unsigned char *z = base64_decode(rec->raw, rec->raw_len, &zlen);
     if (!z) lwb_user_error("%s: %s: raw_data is not base64", c->path, where);
+    const long long total = rec->slots;
     rec->data = xmalloc((size_t)total * 4 + 4);
     uLongf got = (uLongf)total * 4;
     int zr = uncompress((Bytef *)rec->data, &got, z, (uLong)zlen);
@@ -201,7 +225,21 @@ static void calib_record(struct lwb_calib *c, json_t *o, int rank, int index, st
     }
 }
 
-// Reads and checks a whole calibration file. Exits with one line naming what is wrong.
+// Drops an inflated record's slots (calib_inflate makes them again).
+static void calib_release(struct lwb_calib_record *rec) {
+    free(rec->data);
+    rec->data = NULL;
+    for (int k = 0; k < rec->n; k++) rec->e[k].ids = NULL;
+}
+
+static const struct lwb_calib_record *calib_order_base; // for the sort below (one thread)
+static int calib_by_iteration(const void *a, const void *b) {
+    long long x = calib_order_base[*(const int *)a].iteration, y = calib_order_base[*(const int *)b].iteration;
+    return (x > y) - (x < y);
+}
+
+// Reads and checks a whole calibration file's structure and metadata (raw_data is decoded per
+// record when a replay needs it: calib_inflate). Exits with one line naming what is wrong.
 static void calib_load(const char *path, struct lwb_calib *c) {
     memset(c, 0, sizeof *c);
     c->path = xstrdup(path);
@@ -222,17 +260,27 @@ static void calib_load(const char *path, struct lwb_calib *c) {
                        c->world_size, c->world_size, json_is_array(all) ? "" : "; it is missing or not a list");
     c->nrec = xcalloc((size_t)c->world_size, sizeof *c->nrec);
     c->rec = xcalloc((size_t)c->world_size, sizeof *c->rec);
+    c->order = xcalloc((size_t)c->world_size, sizeof *c->order);
     for (int r = 0; r < c->world_size; r++) {
         json_t *list = json_array_get(all, (size_t)r);
         if (!json_is_array(list)) lwb_user_error("%s: the records of rank %d are not a list", path, r);
-        c->nrec[r] = (int)LWB_MIN(json_array_size(list), (size_t)1000000);
+        if (json_array_size(list) > LWB_CALIB_MAX_RECORDS)
+            lwb_user_error("%s: rank %d has %zu records; lwb reads at most %d per rank", path, r, json_array_size(list),
+                           LWB_CALIB_MAX_RECORDS);
+        c->nrec[r] = (int)json_array_size(list);
         c->rec[r] = xcalloc((size_t)c->nrec[r] + 1, sizeof *c->rec[r]);
+        c->order[r] = xcalloc((size_t)c->nrec[r] + 1, sizeof *c->order[r]);
         for (int i = 0; i < c->nrec[r]; i++) {
             calib_record(c, json_array_get(list, (size_t)i), r, i, &c->rec[r][i]);
-            for (int j = 0; j < i; j++)
-                if (c->rec[r][j].iteration == c->rec[r][i].iteration)
-                    lwb_user_error("%s: rank %d records iteration %lld twice (records %d and %d)", path, r,
-                                   c->rec[r][i].iteration, j, i);
+            c->order[r][i] = i;
+        }
+        calib_order_base = c->rec[r];
+        qsort(c->order[r], (size_t)c->nrec[r], sizeof *c->order[r], calib_by_iteration);
+        for (int i = 1; i < c->nrec[r]; i++) {
+            const int a = c->order[r][i - 1], b = c->order[r][i];
+            if (c->rec[r][a].iteration == c->rec[r][b].iteration)
+                lwb_user_error("%s: rank %d records iteration %lld twice (records %d and %d)", path, r,
+                               c->rec[r][a].iteration, LWB_MIN(a, b), LWB_MAX(a, b));
         }
     }
     json_decref(root);
@@ -288,27 +336,76 @@ struct lwb_replay_layer {
 struct lwb_replay {
     long long start, stop; // recorded iterations replayed, cycled
     int niter;             // stop - start + 1
+    int nslots;            // iterations a problem's loop reaches: min(niter, loop iterations)
     int nlayers;           // routed layers of the run, in run order
     int tokens, top_k;     // per layer and iteration
-    int32_t *ids;          // (niter, nlayers, tokens, top_k): chunks joined
+    int32_t *ids;          // (nslots, nlayers, tokens, top_k): chunks joined
 };
 
+// The index of rank's record of iteration `it`, or -1 (binary search of the iteration order).
 static int replay_find(const struct lwb_calib *c, int rank, long long it) {
-    for (int i = 0; i < c->nrec[rank]; i++)
-        if (c->rec[rank][i].iteration == it) return i;
+    int lo = 0, hi = c->nrec[rank];
+    while (lo < hi) {
+        const int mid = lo + (hi - lo) / 2;
+        const long long x = c->rec[rank][c->order[rank][mid]].iteration;
+        if (x == it) return c->order[rank][mid];
+        if (x < it) lo = mid + 1;
+        else hi = mid;
+    }
     return -1;
 }
 
-static int cmp_ll(const void *a, const void *b) {
-    long long x = *(const long long *)a, y = *(const long long *)b;
-    return (x > y) - (x < y);
+static long long calib_iteration(const struct lwb_calib *c, int rank, int i) {
+    return c->rec[rank][c->order[rank][i]].iteration;
+}
+
+// One recorded iteration's entries against the run (no data read): every selected MoE layer routes
+// `tokens` tokens with the model's top-k over its experts, no selected dense layer is routed.
+static void replay_check_record(const struct lwb_calib *c, int rank, const struct lwb_calib_record *rec,
+                                const struct lwb_replay_layer *layers, int n, int tokens, int top_k, int experts,
+                                int world_size) {
+    const char *path = c->path;
+    const long long it = rec->iteration;
+    for (int l = 0; l < n; l++) {
+        long long got = 0;
+        for (int k = 0; k < rec->n; k++) {
+            const struct lwb_calib_entry *e = &rec->e[k];
+            if (e->layer != layers[l].index) continue;
+            if (!layers[l].moe)
+                lwb_user_error("%s: unused replay data: rank %d iteration %lld routes layer %d, which is a dense "
+                               "layer of this model (no routed experts); check the file's layer_idx against "
+                               "--layer-indices",
+                               path, rank, it, e->layer);
+            if (e->slots != experts)
+                lwb_user_error("%s: rank %d iteration %lld layer %d has num_slots %d, the layer as run has %d "
+                               "routed experts (lwb has no redundant expert slots; with --scaled-from the experts "
+                               "shrink: replay without it)",
+                               path, rank, it, e->layer, e->slots, experts);
+            if (e->top_k != top_k)
+                lwb_user_error("%s: rank %d iteration %lld layer %d chooses %d experts per token, the model's "
+                               "top-k is %d; the file is of another model",
+                               path, rank, it, e->layer, e->top_k, top_k);
+            got += e->tokens;
+        }
+        if (!layers[l].moe) continue;
+        if (got == 0)
+            lwb_user_error("%s: rank %d iteration %lld has no routing of layer %d; record every selected MoE layer "
+                           "(or select the layers the file records)",
+                           path, rank, it, layers[l].index);
+        if (got != tokens)
+            lwb_user_error("%s: rank %d iteration %lld layer %d routes %lld tokens, this rank runs %d (batch size x "
+                           "seq-len-q%s); replay with the shape the file was recorded at",
+                           path, rank, it, layers[l].index, got, tokens, world_size > 1 ? ", its own requests" : "");
+    }
 }
 
 // Rank `rank`'s replay of `c` for a run of `world_size` ranks over `layers` (n of them), `tokens`
-// tokens per forward on this rank, the model's `top_k` and `experts`. start/stop < 0: the
-// file's range. Exits with one line naming the file, the rank, the iteration or layer and the fix.
-static void replay_plan(const struct lwb_calib *c, int rank, int world_size, const struct lwb_replay_layer *layers,
-                        int n, int tokens, int top_k, int experts, long long start, long long stop,
+// tokens per forward on this rank, the model's `top_k` and `experts`, `loop` iterations per
+// problem. start/stop < 0: the file's range. Every iteration of the range is checked; the first
+// min(range, loop) are inflated (one record at a time) and kept. Exits with one line naming the
+// file, the rank, the iteration or layer and the fix.
+static void replay_plan(struct lwb_calib *c, int rank, int world_size, const struct lwb_replay_layer *layers, int n,
+                        int tokens, int top_k, int experts, int loop, long long start, long long stop,
                         struct lwb_replay *out) {
     memset(out, 0, sizeof *out);
     const char *path = c->path;
@@ -316,32 +413,29 @@ static void replay_plan(const struct lwb_calib *c, int rank, int world_size, con
         lwb_user_error("%s: recorded on %d ranks, this run has %d; replay it with %d ranks (each rank replays its own "
                        "records)",
                        path, c->world_size, world_size, c->world_size);
-    // Every rank must hold the same iterations.
+    // Every rank must hold the same iterations (the orders are sorted: compare them in step).
     const int nit = c->nrec[0];
-    long long *its = xmalloc(sizeof *its * (size_t)(nit + 1));
-    for (int i = 0; i < nit; i++) its[i] = c->rec[0][i].iteration;
-    qsort(its, (size_t)nit, sizeof *its, cmp_ll);
-    for (int r = 1; r < c->world_size; r++) {
-        for (int i = 0; i < nit; i++)
-            if (replay_find(c, r, its[i]) < 0)
+    for (int r = 1; r < c->world_size; r++)
+        for (int i = 0; i < LWB_MAX(nit, c->nrec[r]); i++) {
+            if (i < nit && (i >= c->nrec[r] || calib_iteration(c, r, i) != calib_iteration(c, 0, i)))
                 lwb_user_error("%s: rank %d has no record of iteration %lld, which rank 0 records; every rank must "
                                "record the same iterations",
-                               path, r, its[i]);
-        if (c->nrec[r] != nit)
-            lwb_user_error("%s: rank %d records %d iterations, rank 0 %d; every rank must record the same iterations",
-                           path, r, c->nrec[r], nit);
-    }
+                               path, r, calib_iteration(c, 0, i));
+            if (i >= nit)
+                lwb_user_error("%s: rank %d records iteration %lld, which rank 0 does not; every rank must record the "
+                               "same iterations",
+                               path, r, calib_iteration(c, r, i));
+        }
     if (!nit) lwb_user_error("%s: rank %d has no recorded iterations", path, rank);
-    const long long lo = its[0], hi = its[nit - 1];
+    const long long lo = calib_iteration(c, 0, 0), hi = calib_iteration(c, 0, nit - 1);
     if (start < 0) {
         for (int i = 1; i < nit; i++)
-            if (its[i] != its[i - 1] + 1)
+            if (calib_iteration(c, 0, i) != calib_iteration(c, 0, i - 1) + 1)
                 lwb_user_error("%s: the recorded iterations %lld .. %lld have a gap after %lld; replay a contiguous part "
                                "with --replay-start-iter and --replay-stop-iter",
-                               path, lo, hi, its[i - 1]);
+                               path, lo, hi, calib_iteration(c, 0, i - 1));
         start = lo, stop = hi;
     }
-    free(its);
     if (start > stop)
         lwb_user_error("--replay-start-iter %lld is after --replay-stop-iter %lld", start, stop);
     if (start < lo || stop > hi)
@@ -351,53 +445,33 @@ static void replay_plan(const struct lwb_calib *c, int rank, int world_size, con
     if (stop - start >= 100000)
         lwb_user_error("%s: %lld iterations asked for; lwb replays at most 100000", path, stop - start + 1);
     out->start = start, out->stop = stop, out->niter = (int)(stop - start + 1);
+    out->nslots = LWB_MIN(out->niter, LWB_MAX(loop, 1));
     out->tokens = tokens, out->top_k = top_k;
     for (int l = 0; l < n; l++) out->nlayers += layers[l].moe;
-    const size_t per = (size_t)tokens * top_k;
-    out->ids = xmalloc(sizeof(int32_t) * (per * (size_t)out->niter * (size_t)out->nlayers + 1));
     for (long long it = start; it <= stop; it++) {
         const int ri = replay_find(c, rank, it);
         if (ri < 0)
             lwb_user_error("%s: rank %d has no record of iteration %lld (inside --replay-start-iter %lld .. "
                            "--replay-stop-iter %lld); pick a range the file records",
                            path, rank, it, start, stop);
-        const struct lwb_calib_record *rec = &c->rec[rank][ri];
-        int moe_at = 0;
-        for (int l = 0; l < n; l++) {
-            long long got = 0;
-            int32_t *dst = out->ids + ((size_t)(it - start) * out->nlayers + moe_at) * per;
-            for (int k = 0; k < rec->n; k++) {
+        replay_check_record(c, rank, &c->rec[rank][ri], layers, n, tokens, top_k, experts, world_size);
+    }
+    const size_t per = (size_t)tokens * top_k;
+    out->ids = xmalloc(sizeof(int32_t) * (per * (size_t)out->nslots * (size_t)out->nlayers + 1));
+    for (int slot = 0; slot < out->nslots; slot++) {
+        struct lwb_calib_record *rec = &c->rec[rank][replay_find(c, rank, start + slot)];
+        calib_inflate(c, rank, rec);
+        for (int l = 0, moe_at = 0; l < n; l++) {
+            if (!layers[l].moe) continue;
+            int32_t *dst = out->ids + ((size_t)slot * out->nlayers + moe_at++) * per;
+            for (int k = 0; k < rec->n; k++) { // chunks of the layer follow each other
                 const struct lwb_calib_entry *e = &rec->e[k];
                 if (e->layer != layers[l].index) continue;
-                if (!layers[l].moe)
-                    lwb_user_error("%s: unused replay data: rank %d iteration %lld routes layer %d, which is a dense "
-                                   "layer of this model (no routed experts); check the file's layer_idx against "
-                                   "--layer-indices",
-                                   path, rank, it, e->layer);
-                if (e->slots != experts)
-                    lwb_user_error("%s: rank %d iteration %lld layer %d has num_slots %d, the layer as run has %d "
-                                   "routed experts (lwb has no redundant expert slots; with --scaled-from the experts "
-                                   "shrink: replay without it)",
-                                   path, rank, it, e->layer, e->slots, experts);
-                if (e->top_k != top_k)
-                    lwb_user_error("%s: rank %d iteration %lld layer %d chooses %d experts per token, the model's "
-                                   "top-k is %d; the file is of another model",
-                                   path, rank, it, e->layer, e->top_k, top_k);
-                if (got + e->tokens <= tokens) memcpy(dst + got * top_k, e->ids, sizeof(int32_t) * e->tokens * top_k);
-                got += e->tokens;
+                memcpy(dst, e->ids, sizeof(int32_t) * (size_t)e->tokens * top_k);
+                dst += (size_t)e->tokens * top_k;
             }
-            if (!layers[l].moe) continue;
-            if (got == 0)
-                lwb_user_error("%s: rank %d iteration %lld has no routing of layer %d; record every selected MoE layer "
-                               "(or select the layers the file records)",
-                               path, rank, it, layers[l].index);
-            if (got != tokens)
-                lwb_user_error("%s: rank %d iteration %lld layer %d routes %lld tokens, this rank runs %d (batch size x "
-                               "seq-len-q%s); replay with the shape the file was recorded at",
-                               path, rank, it, layers[l].index, got, tokens,
-                               world_size > 1 ? ", its own requests" : "");
-            moe_at++;
         }
+        calib_release(rec);
     }
 }
 

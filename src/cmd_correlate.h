@@ -93,6 +93,10 @@ static int correlate_load(const char *path, struct lwb_timeline **out) {
                                path, tl[i].name, k, schema);
             tl[i].kernel[k] = xstrdup(json_string_value(kn));
             tl[i].dur_ns[k] = json_number_value(d), tl[i].end_ns[k] = json_number_value(end);
+            if (!(fabs(tl[i].dur_ns[k]) < 1e18 && fabs(tl[i].end_ns[k]) < 1e18))
+                lwb_user_error("correlate: %s: timeline \"%s\", kernel %d: duration and end must be finite numbers of "
+                               "ns below 1e18",
+                               path, tesc(tl[i].name), k);
             json_t *mod = json_object_get(e, "module");
             if (json_is_string(mod)) tl[i].module[k] = xstrdup(json_string_value(mod));
         }
@@ -151,19 +155,23 @@ struct corr_table {
     struct corr_row *r;
     int n;
     size_t cap;
+    struct lwb_map64 index; // interned key id -> row
 };
 
-static struct corr_row *corr_row_of(struct corr_table *t, const char *key) {
-    for (int i = 0; i < t->n; i++)
-        if (!strcmp(t->r[i].key, key)) return &t->r[i];
+// The row of `key` (interned as `id` in the names' table), made on first sight.
+static struct corr_row *corr_row_of(struct corr_table *t, int32_t id, const char *key) {
+    int64_t *slot = map64_slot(&t->index, (uint64_t)id);
+    if (*slot >= 0) return &t->r[*slot];
     lwb_grow((void **)&t->r, &t->cap, (size_t)t->n + 1, sizeof *t->r);
     t->r[t->n] = (struct corr_row){.key = xstrdup(key)};
+    *slot = t->n;
     return &t->r[t->n++];
 }
 
 static void corr_table_free(struct corr_table *t) {
     for (int i = 0; i < t->n; i++) free(t->r[i].key);
     free(t->r);
+    map64_free(&t->index);
     *t = (struct corr_table){0};
 }
 
@@ -176,8 +184,8 @@ struct corr_stats {
 
 static const char *corr_module_key(const char *m) { return m && *m ? m : "(outside modules)"; }
 
-static void corr_add(struct corr_table *t, const char *key, double ns, bool ref) {
-    struct corr_row *r = corr_row_of(t, key);
+static void corr_add(struct corr_table *t, struct lwb_trace *names, const char *key, double ns, bool ref) {
+    struct corr_row *r = corr_row_of(t, strtab_intern(&names->str, key), key);
     if (ref) r->ref_ns += ns, r->ref_n++;
     else r->tgt_ns += ns, r->tgt_n++;
 }
@@ -194,8 +202,8 @@ static void correlate_stats(const struct lwb_timeline *ref, const struct lwb_tim
             double *span = is_ref ? &st->ref_span : &st->tgt_span;
             *span = LWB_MAX(*span, t->end_ns[i]);
             int32_t id = strtab_intern(&names->str, t->kernel[i]);
-            corr_add(&st->by_kernel, trace_str(names, trace_short_name(names, id, true)), t->dur_ns[i], is_ref);
-            if (st->modules) corr_add(&st->by_module, corr_module_key(t->module[i]), t->dur_ns[i], is_ref);
+            corr_add(&st->by_kernel, names, trace_str(names, trace_short_name(names, id, true)), t->dur_ns[i], is_ref);
+            if (st->modules) corr_add(&st->by_module, names, corr_module_key(t->module[i]), t->dur_ns[i], is_ref);
         }
     }
 }
@@ -312,6 +320,8 @@ static int cmd_correlate(int argc, char **argv) {
     output_check(outpath, "correlate -o"); // not an input, not a special file
     const char *jsonpath = arg_str(&a, "output_json");
     if (jsonpath) output_check(jsonpath, "correlate --output-json");
+    if (jsonpath && paths_same(jsonpath, outpath))
+        lwb_user_error("correlate: -o and --output-json name the same file (%s); give two paths", tesc(outpath));
     if (nref != 1)
         lwb_user_error("correlate: ambiguous reference data: %s holds %d timelines and the reference must "
                        "hold exactly one (parse one problem, or copy the wanted entry into its own file)",

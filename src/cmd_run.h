@@ -57,7 +57,7 @@ static void run_check_auto(const struct run_plan *p, const struct lwb_args *a) {
 }
 
 // A calibration file, read once per process (under --np the parent plans every rank).
-static const struct lwb_calib *calib_cached(const char *path) {
+static struct lwb_calib *calib_cached(const char *path) {
     static struct lwb_calib c;
     if (c.path && !strcmp(c.path, path)) return &c;
     if (c.path) calib_free(&c);
@@ -65,12 +65,19 @@ static const struct lwb_calib *calib_cached(const char *path) {
     return &c;
 }
 
-// An iteration bound given as --replay-X-iter or the README's --replay-X; -1 when neither.
+// An iteration bound given as --replay-X-iter or the README's --replay-X; -1 when neither. The
+// command line wins over the config file; two different values from the same place are refused.
 static long long replay_bound(struct lwb_args *a, const char *key, const char *alias) {
-    if (arg_set(a, key) && arg_set(a, alias) && arg_int(a, key) != arg_int(a, alias))
-        lwb_user_error("run: --%s and its short form disagree (%lld and %lld); give one", key, arg_int(a, key),
-                       arg_int(a, alias));
-    return arg_set(a, key) ? arg_int(a, key) : arg_set(a, alias) ? arg_int(a, alias) : -1;
+    const struct lwb_val *k = arg_val(a, key, LWB_OPT_INT), *s = arg_val(a, alias, LWB_OPT_INT);
+    if (k->set && s->set && k->i != s->i) {
+        const bool k_cli = !strcmp(k->source, "command line"), s_cli = !strcmp(s->source, "command line");
+        if (k_cli != s_cli) return k_cli ? k->i : s->i;
+        char f1[64], f2[64];
+        opt_flag_name(&a->opts[args_find(a, key)], f1, sizeof f1);
+        opt_flag_name(&a->opts[args_find(a, alias)], f2, sizeof f2);
+        lwb_user_error("run: --%s %lld and --%s %lld (both from %s) disagree; give one", f1, k->i, f2, s->i, k->source);
+    }
+    return k->set ? k->i : s->set ? s->i : -1;
 }
 
 // --replay-file-path (this rank's records, checked against every problem) and --collect-calibration.
@@ -79,6 +86,24 @@ static void run_plan_routing_files(struct run_plan *p, struct lwb_args *a, enum 
     const long long stop = replay_bound(a, "replay_stop_iter", "replay_stop");
     const char *path = arg_str(a, "replay_file_path");
     p->collect = arg_str(a, "collect_calibration");
+    bool any_moe = false;
+    for (int l = 0; l < p->nlayers; l++) any_moe |= model_layer_is_moe(&p->model, p->layer_index[l]);
+    if ((path || p->collect) && !p->fam->route_layer)
+        lwb_user_error("run: the %s family has no routed experts to replay or collect", p->fam->name);
+    if (p->collect && arg_bool(a, "dry_run"))
+        lwb_user_error("run: --collect-calibration records a run's routing and --dry-run runs nothing; leave one out");
+    if (p->collect && !any_moe)
+        lwb_user_error("run: --collect-calibration records MoE routing and the selected layers are all dense (the first "
+                       "%d layers of %s); select MoE layers",
+                       p->model.first_k_dense, p->model.name);
+    if (p->collect && path && paths_same(p->collect, path))
+        lwb_user_error("run: --collect-calibration %s would overwrite the file being replayed; give another path",
+                       p->collect);
+    if (p->collect && arg_set(a, "output_json") && paths_same(p->collect, arg_str(a, "output_json")))
+        lwb_user_error("run: --collect-calibration and --output-json name the same file; give two paths");
+    const struct lwb_val *verify = arg_val(a, "replay_verify_metadata", LWB_OPT_BOOL);
+    if (!path && verify->set && strcmp(verify->source, "default"))
+        lwb_user_error("run: --[no-]replay-verify-metadata checks a replay; give --replay-file-path too");
     if (p->collect && p->nproblems > 1)
         lwb_user_error("run: --collect-calibration records one problem's routing and this run has %d; give one batch "
                        "size, seq-len-q, seq-len-kv-cache and balance ratio",
@@ -95,18 +120,13 @@ static void run_plan_routing_files(struct run_plan *p, struct lwb_args *a, enum 
         lwb_user_error("run: --replay-file-path replaces the router's choice with the recorded one, and "
                        "--balance-method %s would replace it too; give --balance-method NotModified",
                        balance_method_name(method));
-    if (p->collect && !strcmp(p->collect, path))
-        lwb_user_error("run: --collect-calibration %s would overwrite the file being replayed; give another path", path);
+    if (!any_moe)
+        lwb_user_error("run: --replay-file-path replays MoE routing and the selected layers are all dense (the first %d "
+                       "layers of %s); select MoE layers",
+                       p->model.first_k_dense, p->model.name);
     struct lwb_replay_layer *ls = xcalloc((size_t)p->nlayers, sizeof *ls);
-    bool any = false;
-    for (int l = 0; l < p->nlayers; l++) {
+    for (int l = 0; l < p->nlayers; l++)
         ls[l] = (struct lwb_replay_layer){p->layer_index[l], model_layer_is_moe(&p->model, p->layer_index[l])};
-        any |= ls[l].moe;
-    }
-    if (!any)
-        lwb_user_error("run: --replay-file-path replays MoE routing and layers %s are all dense (the first %d layers "
-                       "of %s); select MoE layers",
-                       arg_val(a, "layer_indices", LWB_OPT_INT_LIST)->source, p->model.first_k_dense, p->model.name);
     const struct lwb_problem *q0 = &p->problems[0];
     for (int i = 1; i < p->nproblems; i++)
         if (p->problems[i].tokens != q0->tokens)
@@ -114,7 +134,12 @@ static void run_plan_routing_files(struct run_plan *p, struct lwb_args *a, enum 
                            "problem and %d for b=%d s=%d; give one batch size and seq-len-q",
                            q0->tokens, p->problems[i].tokens, p->problems[i].batch, p->problems[i].qlen);
     replay_plan(calib_cached(path), p->shard.rank, p->shard.world_size, ls, p->nlayers, q0->tokens, p->model.top_k,
-                p->model.n_experts, start, stop, &p->replay);
+                p->model.n_experts, p->warmup + p->timed, start, stop, &p->replay);
+    if (p->shard.moe_comm == LWB_MOE_COMM_ALLTOALL && p->replay.nslots > 1)
+        lwb_user_error("run: --replay-file-path with the all-to-all token exchange: its row counts are planned once, in "
+                       "the warm-up forward, and %d recorded iterations route differently; give --moe-comm allgather, "
+                       "or --replay-start-iter = --replay-stop-iter to replay one iteration",
+                       p->replay.nslots);
     free(ls);
 }
 
@@ -540,6 +565,8 @@ static void run_report(struct run_plan *p, struct lwb_runner *r, struct lwb_stat
     free(mine), free(all);
 }
 
+static char *nsys_path(void);
+
 // Options: the command line over the config file, defaults applied. Returns false when the
 // command was --list-models (done).
 static bool run_options(struct lwb_args *a, int argc, char **argv) {
@@ -564,8 +591,18 @@ static bool run_options(struct lwb_args *a, int argc, char **argv) {
     if (arg_set(a, "collect_calibration")) output_check(arg_str(a, "collect_calibration"), "--collect-calibration");
     if ((arg_bool(a, "gpu_metrics") || arg_bool(a, "backtrace")) && !arg_bool(a, "nsys"))
         lwb_user_error("run: --gpu-metrics and --backtrace are Nsight Systems settings: add --nsys");
-    if (arg_bool(a, "nsys") && arg_bool(a, "dry_run"))
-        lwb_user_error("run: --nsys profiles a run on the GPU and --dry-run runs nothing; leave one out");
+    if (arg_bool(a, "nsys")) { // checked once, before any rank starts
+        if (arg_bool(a, "dry_run"))
+            lwb_user_error("run: --nsys profiles a run on the GPU and --dry-run runs nothing; leave one out");
+        if (!arg_bool(a, "profile"))
+            lwb_user_error("run: --nsys profiles the run and %s turns profiling off; leave one out",
+                           env && !strcmp(env, "0") ? "PROFILE=0" : "--no-profile");
+        if (profile_under_nsys())
+            lwb_user_error("run: --nsys starts Nsight Systems, and this process already runs under it (%s); leave "
+                           "--nsys out",
+                           profile_nsys_signal());
+        free(nsys_path());
+    }
     if (arg_set(a, "dump")) {
         struct stat st;
         if (lstat(arg_str(a, "dump"), &st) == 0 && !S_ISDIR(st.st_mode))
@@ -634,7 +671,7 @@ static void run_build(struct run_plan *p, const struct lwb_dist *dist, struct lw
 // choices: one iteration's (MoE layers, per), or with a replay every replayed iteration's.
 static void run_collect(struct run_plan *p, struct lwb_runner *r, const int32_t *mine, size_t per, int nmoe) {
     const int world = p->shard.world_size, n = p->warmup + p->timed;
-    const int kinds = p->replay.niter ? p->replay.niter : 1; // distinct iterations this rank holds
+    const int kinds = p->replay.niter ? p->replay.nslots : 1; // distinct iterations this rank holds
     const size_t count = (size_t)kinds * nmoe * per;
     int32_t *all = xmalloc(sizeof(int32_t) * (count * (size_t)world + 1));
     if (p->shard.comm) {
@@ -772,7 +809,8 @@ static char *nsys_path(void) {
         size_t n = end ? (size_t)(end - p) : strlen(p);
         struct lwb_str s = {0};
         str_printf(&s, "%.*s/nsys", (int)n, p);
-        if (n && access(s.s, X_OK) == 0) return s.s;
+        struct stat st;
+        if (n && access(s.s, X_OK) == 0 && stat(s.s, &st) == 0 && S_ISREG(st.st_mode)) return s.s;
         str_free(&s);
         p += n + (end != NULL);
     }
@@ -800,6 +838,11 @@ static void run_under_nsys(const struct lwb_args *a, const struct lwb_dist *d, i
         snprintf(num[3], sizeof num[3], "%d", d->master.port), setenv("MASTER_PORT", num[3], 1);
         setenv("MASTER_ADDR", d->master.addr, 1);
         setenv("LWB_NP_RANK", "1", 1); // the --np parent serves the rendezvous, not this rank
+        // A launcher's own variables (a world of one around --np) would outrank RANK and WORLD_SIZE.
+        static const char *const launcher[] = {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE",
+                                               "OMPI_COMM_WORLD_LOCAL_RANK", "PMI_RANK", "PMI_SIZE", "PMIX_RANK",
+                                               "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"};
+        for (size_t i = 0; i < LWB_ARRAY_LEN(launcher); i++) unsetenv(launcher[i]);
     }
     char gpu[32];
     snprintf(gpu, sizeof gpu, "%d", (int)arg_int(a, "device") + LWB_MAX(d->local_rank, 0));
@@ -816,14 +859,15 @@ static void run_under_nsys(const struct lwb_args *a, const struct lwb_dist *d, i
     av[k++] = exe, av[k++] = "run";
     for (int i = 0; i < argc; i++) {
         const char *s = argv[i];
-        if (!strcmp(s, "--nsys") || !strcmp(s, "--gpu-metrics") || !strcmp(s, "--backtrace") ||
-            !strncmp(s, "--np=", 5))
-            continue;
-        if (!strcmp(s, "--np")) {
-            i++;
-            continue;
+        static const char *const drop[] = {"nsys", "gpu-metrics", "backtrace", "np"}; // with --no- and =value forms
+        bool dropped = false;
+        for (size_t j = 0; j < LWB_ARRAY_LEN(drop) && !dropped && str_starts(s, "--"); j++) {
+            const char *name = s + 2 + (str_starts(s, "--no-") ? 3 : 0);
+            const size_t n = strlen(drop[j]);
+            dropped = !strncmp(name, drop[j], n) && (name[n] == 0 || name[n] == '=');
+            if (dropped && j == 3 && name[n] == 0) i++; // --np N
         }
-        av[k++] = s;
+        if (!dropped) av[k++] = s;
     }
     av[k] = NULL;
     if (d->rank == 0) printf("running under Nsight Systems: %s\n", tesc(out));
@@ -844,17 +888,14 @@ static int cmd_run(int argc, char **argv) {
     run_ranks(&a, &dist, &launch);
     struct run_plan p;
     if (launch) {
-        for (int r = 0; r < dist.world_size; r++) run_plan_build(&p, &a, a.pos[0], r, dist.world_size, true);
+        for (int r = 0; r < dist.world_size; r++) {
+            run_plan_build(&p, &a, a.pos[0], r, dist.world_size, true);
+            replay_free(&p.replay); // each rank plans its own again
+        }
         dist_launch(&dist, dist.world_size, dry, dry);
     }
     lwb_proc.rank = dist.rank, lwb_proc.world_size = dist.world_size;
-    if (arg_bool(&a, "nsys")) {
-        if (profile_under_nsys())
-            lwb_user_error("run: --nsys starts Nsight Systems, and this process already runs under it (%s); leave "
-                           "--nsys out",
-                           profile_nsys_signal());
-        run_under_nsys(&a, &dist, argc, argv);
-    }
+    if (arg_bool(&a, "nsys")) run_under_nsys(&a, &dist, argc, argv);
     if (dist_fault(dist.rank, "plan")) lwb_user_error("a test fault: rank %d fails while planning", dist.rank);
 
     // Plan (this rank's share), then the rendezvous: every rank's plan must be the same.

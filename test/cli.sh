@@ -98,6 +98,8 @@ def rec(it):
     return {"iteration": it, "metadata": meta, "raw_data": base64.b64encode(zlib.compress(raw)).decode()}
 json.dump({"world_size": 1, "all_ranks_records": [[rec(i) for i in range(30, 36)]]}, open(sys.argv[1], "w"))
 PY
+sed 's/^balance_method:.*/balance_method: NotModified/' configs/config_gen.yaml > "$tmp/replay.yaml"
+printf 'replay_start_iter: 30\nreplay_stop_iter: 35\n' >> "$tmp/replay.yaml"
 expect 0 "replay plan" -- "$lwb" run configs/config_gen.yaml "${small[@]}" --batch-size 4 --dry-run \
     --replay-file-path "$tmp/cal.json" --replay-start 31 --replay-stop 34
 has out "routing replayed from $tmp/cal.json: recorded iterations 31..34 (4)"; has out "2 MoE layers x 4 tokens"
@@ -128,13 +130,13 @@ expect 2 "replay world" -- "$lwb" run configs/config_gen.yaml "${small[@]}" --ba
 has err "recorded on 1 ranks, this run has 2"; one_line_err
 done_case "a replay on another number of ranks is refused once, before the ranks start"
 
-expect 2 "collect problems" -- "$lwb" run configs/config_gen.yaml "${small[@]}" --batch-size 4,8 --dry-run \
+expect 2 "collect problems" -- "$lwb" run configs/config_gen.yaml "${small[@]}" --batch-size 4,8 \
     --collect-calibration "$tmp/out.json"
 has err "--collect-calibration records one problem's routing and this run has 2"; one_line_err
 done_case "--collect-calibration takes one problem"
 
-expect 2 "collect over replay" -- "$lwb" run configs/config_gen.yaml "${small[@]}" --batch-size 4 --dry-run \
-    --replay-file-path "$tmp/cal.json" --collect-calibration "$tmp/cal.json"
+expect 2 "collect over replay" -- "$lwb" run configs/config_gen.yaml "${small[@]}" --batch-size 4 \
+    --replay-file-path "$tmp/cal.json" --collect-calibration "$tmp/./cal.json"
 has err "would overwrite the file being replayed"; one_line_err
 done_case "--collect-calibration cannot overwrite the replayed file"
 
@@ -162,6 +164,37 @@ done_case "--gpu-metrics without --nsys is refused"
 
 expect 0 "PROFILE=0" -- env PROFILE=0 "$lwb" run configs/config_gen.yaml --dry-run --output-json "$tmp/p0.json"
 done_case "PROFILE=0 is accepted"
+
+expect 2 "collect dry" -- "$lwb" run configs/config_gen.yaml "${small[@]}" --batch-size 4 --dry-run \
+    --collect-calibration "$tmp/out.json"
+has err "--dry-run runs nothing"; one_line_err
+done_case "--collect-calibration with --dry-run is refused"
+
+expect 2 "verify without replay" -- "$lwb" run configs/config_gen.yaml "${small[@]}" --batch-size 4 --dry-run \
+    --no-replay-verify-metadata
+has err "give --replay-file-path too"; one_line_err
+done_case "--replay-verify-metadata without a replay is refused"
+
+expect 0 "replay bounds from config and command line" -- "$lwb" run "$tmp/replay.yaml" "${small[@]}" --batch-size 4 \
+    --dry-run --replay-file-path "$tmp/cal.json" --replay-start 32 --replay-stop 33
+has out "recorded iterations 32..33 (2)"
+done_case "the command line's --replay-start/--replay-stop win over the config's replay_start_iter/replay_stop_iter"
+
+expect 2 "nsys dry" -- "$lwb" run configs/config_gen.yaml --nsys --dry-run
+has err "--dry-run runs nothing"; one_line_err
+done_case "--nsys with --dry-run is refused"
+
+expect 2 "nsys PROFILE=0" -- env PROFILE=0 LWB_NSYS="$tmp/nsys" "$lwb" run configs/config_gen.yaml --nsys
+has err "PROFILE=0 turns profiling off"; one_line_err
+done_case "--nsys with PROFILE=0 is refused"
+
+expect 0 "nsys flags with values" -- env LWB_NSYS="$tmp/nsys" "$lwb" run configs/config_gen.yaml --nsys=true --backtrace=1
+check "no --nsys or --backtrace passed on" "! grep -q -- ' --nsys\\| --backtrace' '$tmp/out'"
+done_case "--nsys=true and --backtrace=1 are not passed to the run under nsys"
+
+expect 2 "nsys np once" -- env PATH=/usr/bin:/bin "$lwb" run configs/config_gen.yaml --nsys --np 2
+has err "nsys is not on the PATH"; one_line_err
+done_case "--nsys --np 2 without nsys: one line, once"
 
 # The main job on a machine without a GPU: one clear line, exit 1, no crash.
 if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then

@@ -32,8 +32,14 @@ static void test_base64(void **state) {
     assert_int_equal(n, 256);
     assert_memory_equal(d, all, 256);
     free(e), free(d);
-    const char *bad[] = {"Zg=", "Z===", "Zg==Zg==", "Zm9v!A==", "Zm=v", "Zm9 "};
-    for (int i = 0; i < 6; i++) assert_null(base64_decode(bad[i], strlen(bad[i]), &n));
+    const char *bad[] = {"Zg=", "Z===", "Zg==Zg==", "Zm9v!A==", "Zm=v", "Zm9 ", "Zg==x"};
+    for (int i = 0; i < 7; i++) assert_null(base64_decode(bad[i], strlen(bad[i]), &n));
+    // Line-wrapped base64 (as MIME writes it) is read, as Python's b64decode reads it.
+    d = base64_decode("Zm9v\nYmFy\r\n", 11, &n);
+    assert_non_null(d);
+    assert_int_equal(n, 6);
+    assert_memory_equal(d, "foobar", 6);
+    free(d);
 }
 
 static void test_load_two_ranks(void **state) {
@@ -44,8 +50,10 @@ static void test_load_two_ranks(void **state) {
     assert_int_equal(c.nrec[0], 3);
     assert_int_equal(c.nrec[1], 3);
     assert_int_equal(c.rec[1][0].iteration, 42);
-    const struct lwb_calib_record *r = &c.rec[1][1]; // rank 1, iteration 40
+    struct lwb_calib_record *r = &c.rec[1][1]; // rank 1, iteration 40
     assert_int_equal(r->iteration, 40);
+    assert_null(r->data); // raw_data is decoded when a replay needs the record
+    calib_inflate(&c, 1, r);
     assert_int_equal(r->n, 4);
     const int layer[4] = {4, 3, 1, 3}, t0[4] = {0, 0, 0, 3}, nt[4] = {5, 3, 5, 2};
     for (int k = 0; k < 4; k++) {
@@ -61,7 +69,7 @@ static void test_load_two_ranks(void **state) {
     // leaves alone; layer 1's entries are skipped.
     const struct lwb_replay_layer ls[3] = {{3, true}, {2, false}, {4, true}};
     struct lwb_replay rp;
-    replay_plan(&c, 1, 2, ls, 3, 5, 6, 64, -1, -1, &rp);
+    replay_plan(&c, 1, 2, ls, 3, 5, 6, 64, 120, -1, -1, &rp);
     assert_int_equal(rp.start, 40);
     assert_int_equal(rp.stop, 42);
     assert_int_equal(rp.niter, 3);
@@ -78,9 +86,15 @@ static void test_load_two_ranks(void **state) {
     assert_int_equal(replay_slot(&rp, 119), 2);
     replay_free(&rp);
     // A range inside the file.
-    replay_plan(&c, 0, 2, ls, 3, 5, 6, 64, 41, 41, &rp);
+    replay_plan(&c, 0, 2, ls, 3, 5, 6, 64, 120, 41, 41, &rp);
     assert_int_equal(rp.niter, 1);
     assert_int_equal(rp.ids[0], fixture_slot(0, 41, 3, 0, 0, 64));
+    replay_free(&rp);
+    // A loop of 2 iterations reaches only the range's first 2: only those are kept.
+    replay_plan(&c, 1, 2, ls, 3, 5, 6, 64, 2, -1, -1, &rp);
+    assert_int_equal(rp.niter, 3);
+    assert_int_equal(rp.nslots, 2);
+    assert_int_equal(rp.ids[5 * 6 * 2], fixture_slot(1, 41, 3, 0, 0, 64));
     replay_free(&rp);
     calib_free(&c);
 }
@@ -94,7 +108,7 @@ static void test_load_odd(void **state) {
     assert_int_equal(c.rec[0][0].e[0].tokens, 0);
     const struct lwb_replay_layer ls[1] = {{2, true}};
     struct lwb_replay rp;
-    replay_plan(&c, 0, 1, ls, 1, 3, 1, 5, -1, -1, &rp);
+    replay_plan(&c, 0, 1, ls, 1, 3, 1, 5, 120, -1, -1, &rp);
     for (int t = 0; t < 3; t++) assert_int_equal(rp.ids[t], fixture_slot(0, 7, 2, t, 0, 5));
     replay_free(&rp);
     calib_free(&c);
@@ -125,7 +139,8 @@ static void bad_child(void *arg) {
     struct lwb_calib c;
     calib_load(path, &c);
     struct lwb_replay rp;
-    replay_plan(&c, b->rank, b->world, b->layers, b->nlayers, b->tokens, b->top_k, b->experts, b->start, b->stop, &rp);
+    replay_plan(&c, b->rank, b->world, b->layers, b->nlayers, b->tokens, b->top_k, b->experts, 120, b->start, b->stop,
+                &rp);
 }
 
 static void expect_bad(struct bad_case b, const char *dir, const char *want) {
@@ -159,6 +174,17 @@ static void test_bad_files(void **state) {
     b.dir = dir, b.path = NULL, b.start = b.stop = -1, b.layers[0] = (struct lwb_replay_layer){3, true}, b.nlayers = 1;
     run_child(bad_child, &b, &r);
     if (r.status) fail_msg("the good one-record file: exit %d: %s", r.status, r.err);
+    // Records a replay does not reach are never decoded: a corrupt one there passes.
+    b = one, b.start = b.stop = 5;
+    b.text = "{\"world_size\": 1, \"all_ranks_records\": [[{\"iteration\": 5, \"metadata\": [{\"layer_idx\": 3, "
+             "\"num_slots\": 4, \"token_selected_slots_shape\": [1, 2]}], \"raw_data\": \"eJxjZGBgYAJiAAAYAAQ=\"}, "
+             "{\"iteration\": 6, \"metadata\": [{\"layer_idx\": 3, \"num_slots\": 4, \"token_selected_slots_shape\": "
+             "[1, 2]}], \"raw_data\": \"AAAAAAAA\"}]]}";
+    b.dir = dir, b.path = NULL, b.layers[0] = (struct lwb_replay_layer){3, true}, b.nlayers = 1;
+    run_child(bad_child, &b, &r);
+    if (r.status) fail_msg("a corrupt record outside the replay: exit %d: %s", r.status, r.err);
+    b.start = 5, b.stop = 6;
+    expect_bad(b, dir, "rank 0 iteration 6: raw_data is not a zlib stream");
     b = one, b.text = ONE_REC("eJxjZGBgYAdiAAAsAAk=");
     expect_bad(b, dir, "bad.json: rank 0 iteration 5 metadata entry 0 (layer 3): slot 7 of token 0 is outside 0 .. 3");
     b = one, b.text = ONE_REC("eJxjZGBgYAJiZiAGAAA0AAc=");
@@ -215,6 +241,10 @@ static void test_bad_files(void **state) {
     b.text = "{\"world_size\": 2, \"all_ranks_records\": [[{\"iteration\": 1, \"metadata\": [], \"raw_data\": "
              "\"eJwDAAAAAAE=\"}], [{\"iteration\": 2, \"metadata\": [], \"raw_data\": \"eJwDAAAAAAE=\"}]]}";
     expect_bad(b, dir, "rank 1 has no record of iteration 1, which rank 0 records");
+    b.text = "{\"world_size\": 2, \"all_ranks_records\": [[{\"iteration\": 1, \"metadata\": [], \"raw_data\": "
+             "\"eJwDAAAAAAE=\"}], [{\"iteration\": 1, \"metadata\": [], \"raw_data\": \"eJwDAAAAAAE=\"}, "
+             "{\"iteration\": 2, \"metadata\": [], \"raw_data\": \"eJwDAAAAAAE=\"}]]}";
+    expect_bad(b, dir, "rank 1 records iteration 2, which rank 0 does not");
     b.text = "{\"world_size\": 1, \"all_ranks_records\": [[{\"iteration\": 1, \"metadata\": [], \"raw_data\": "
              "\"eJwDAAAAAAE=\"}, {\"iteration\": 3, \"metadata\": [], \"raw_data\": \"eJwDAAAAAAE=\"}]]}";
     b.world = 1;
@@ -260,7 +290,7 @@ static void test_round_trip(void **state) {
     const struct lwb_replay_layer ls[3] = {{5, true}, {6, false}, {7, true}};
     for (int q = 0; q < W; q++) {
         struct lwb_replay rp;
-        replay_plan(&back, q, W, ls, 3, T, K, E, -1, -1, &rp);
+        replay_plan(&back, q, W, ls, 3, T, K, E, N, -1, -1, &rp);
         assert_int_equal(rp.start, 0);
         assert_int_equal(rp.niter, N);
         assert_memory_equal(rp.ids, ids + (size_t)q * N * L * T * K, sizeof(int32_t) * N * L * T * K);

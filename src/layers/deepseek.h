@@ -427,7 +427,7 @@ static void ds_buffers_alloc(struct lwb_mem *m, struct ds_buffers *b, const stru
         else {
             const size_t one = (size_t)T * kk * 4 * (size_t)b->moe_layers;
             b->override = mem_alloc(m, MEM_ACT, one, "replayed expert ids");
-            b->replay_stage = mem_alloc(m, MEM_ACT, one * (size_t)replay->niter, "replay: recorded expert ids");
+            b->replay_stage = mem_alloc(m, MEM_ACT, one * (size_t)replay->nslots, "replay: recorded expert ids");
         }
         if (sh->moe_comm) {
             b->x_all = mem_alloc(m, MEM_ACT, DS_BF16(TM, H), "tokens served");
@@ -753,7 +753,6 @@ static void ds_run_bind(struct ds_run *r) {
 // ---------------------------------------------------------------------------------------------
 // The modules. Each enqueues its work on `s`; ds_modules lists them with their NVTX ranges.
 
-// input_layernorm: the first layer adds the problem's inputs, later ones the running stream.
 static void ds_quant(struct ds_run *r, CUstream s, CUdeviceptr x, long long rows, int cols, const struct ds_q8 *q);
 
 // The layer's end, as TensorRT-LLM's DeepSeek layer ends: the next layer's input_layernorm fused
@@ -1180,7 +1179,8 @@ static void ds_modules(void *fam, int pi, int l, bool measured, struct lwb_modul
     if (tp)
         modules_add(out, (struct lwb_module){NULL, "all-reduce", 0, ds_mod_out_allreduce, r, c.out_ar,
                                              "hidden_states (all-reduced)", b->hidden, n});
-    modules_add(out, (struct lwb_module){.fn = ds_mod_next_norm, .arg = r, .check_what = "next layer's input",
+    modules_add(out, (struct lwb_module){.fn = ds_mod_next_norm, .arg = r,
+                                         .check_what = "the closing norm's output (the next layer's input)",
                                          .check_ptr = b->x, .check_n = n});
 }
 
@@ -1220,7 +1220,9 @@ static void ds_fill_alloc(struct ds_fill *fl, const struct ds_dims *d, struct lw
 }
 
 // Request b of this rank is request dp_rank x max_batch + b of the whole run: its cached tokens
-// come from that global index, so a rank's cache holds what one GPU's holds for it.
+// come from that global index, so a rank's cache holds what one GPU's holds for it. The cached
+// tokens are random hidden states through a norm (the layer's closing norm's weights: any norm
+// does for random inputs) and the layer's kv_a projection, kv_a_layernorm and RoPE.
 static void ds_fill_cache(struct ds_family *f, CUstream s) {
     struct ds_fill *fl = &f->fill;
     if (!fl->chunk) return;
@@ -1503,7 +1505,7 @@ static void ds_route_stage(void *fam, const struct lwb_replay *rp, CUstream s) {
     if (rp->nlayers != b->moe_layers || rp->tokens != b->max_tokens || rp->top_k != f->d.top_k)
         LWB_BUG("replay of %d layers x %d tokens x %d for %d x %lld x %d", rp->nlayers, rp->tokens, rp->top_k,
                 b->moe_layers, b->max_tokens, f->d.top_k);
-    upload_wait(s, b->replay_stage, rp->ids, sizeof(int32_t) * (size_t)rp->niter * rp->nlayers * rp->tokens * rp->top_k);
+    upload_wait(s, b->replay_stage, rp->ids, sizeof(int32_t) * (size_t)rp->nslots * rp->nlayers * rp->tokens * rp->top_k);
 }
 
 static void ds_route_replay(void *fam, int slot, CUstream s) {

@@ -196,6 +196,7 @@ static void ds_dump(void *fam, int pi, CUstream s, const char *dir) {
         void *in_r = dump_download(l == 0 ? b->residual_in : b->residual, act);
         // Everything up to the closing norm, the state inside the layer, then the norm.
         ds_modules(f, pi, l, false, &mods);
+        if (mods.m[mods.n - 1].fn != ds_mod_next_norm) LWB_BUG("layer %d does not end with its closing norm", L->index);
         modules_run(&mods, 0, mods.n - 1, s);
         stream_wait(s, 600, "the dump");
         void *mid_r = dump_download(b->residual, act), *mlp_out = dump_download(b->hidden, act);

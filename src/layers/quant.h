@@ -5,11 +5,12 @@
 //
 // NOTES (where lwb quantises, and why there): TensorRT-LLM quantises every fp8 linear's input in
 // a separate kernel. lwb fuses it where the producer holds whole 128-column groups of a row: the
-// RMSNorms (input_layernorm before fused_a, q_a_layernorm before q_b, post_attention_layernorm
-// before the shared experts and the dense MLP) and the MoE permutation (each routed copy of a
-// token quantised as it is written). A separate pass remains after the SwiGLU products (the
-// gate/up GEMM's 128-wide tile yields 64 outputs, half a scale group, so no tile knows a group's
-// amax) and before o_proj (the attention writes its output per head and split).
+// RMSNorms (the previous layer's closing norm, the next layer's input_layernorm, before fused_a;
+// q_a_layernorm before q_b; post_attention_layernorm before the shared experts and the dense MLP)
+// and the MoE permutation (each routed copy of a token quantised as it is written). A separate
+// pass remains after the SwiGLU products (the gate/up GEMM's 128-wide tile yields 64 outputs,
+// half a scale group, so no tile knows a group's amax), before o_proj (the attention writes its
+// output per head and split), and for the first selected layer's input (the problem's).
 // Does not: own buffers. Tested by test/gpu/check.c against test/ref/gemm_fp8.c.
 #pragma once
 
