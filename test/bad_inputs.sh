@@ -7,7 +7,8 @@
 # Kinds: integers (options, YAML values, config.json fields), tables (many layers, long lists,
 # many problems), profiles (broken fields, impossible times, corrupt files), special files
 # (FIFOs, devices, folders, huge or deeply nested files), outputs (an output that is an input, a
-# link, a device, a folder), text (newlines and terminal escapes in names and values).
+# link, a device, a folder), text (newlines and terminal escapes in names and values), routing
+# (calibration files: every field broken, corrupt or oversized raw_data, replay ranges).
 # LWB is the binary to try (default ./lwb; CI runs the sanitizer build too). Prints a table of
 # counts per kind and ends with "N passed, M failed" (a case with any fault fails).
 set -u
@@ -19,7 +20,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 ESC=$'\e'
 declare -A tried clean crash hang clobber lines raw
-kinds="integers tables profiles special outputs text"
+kinds="integers tables profiles special outputs text routing"
 for k in $kinds; do tried[$k]=0 clean[$k]=0 crash[$k]=0 hang[$k]=0 clobber[$k]=0 lines[$k]=0 raw[$k]=0; done
 n=0
 failed=0
@@ -360,6 +361,83 @@ try text --ok out.html -- correlate --reference ref.json --target tgt.json -o ou
 new_case
 printf '[{"name": "r", "timeline": [{"name": "k", "duration": "x\\u001b[31m", "end": 1}]}]' >"$case_dir/ref.json"
 try text -- correlate --reference ref.json --target ref.json -o out.html
+
+# --- 7. routing: calibration files for --replay-file-path ---------------------------------------
+# A good file (two MoE layers of the reduced model, 4 tokens, top-6 of 64), then each field broken.
+small=(--model "$root/test/gpu/small_deepseek" --layer-indices 0,1,2 --batch-size 4 --balance-method NotModified)
+calib_cases=$work/calib_cases
+mkdir -p "$calib_cases"
+python3 - "$calib_cases" <<'PY'
+import base64, json, os, struct, sys, zlib
+out = sys.argv[1]
+def raw(vals):
+    return base64.b64encode(zlib.compress(struct.pack("<%di" % len(vals), *vals))).decode()
+def rec(it, layers=(1, 2), tokens=4, k=6, slots=64):
+    meta, vals = [], []
+    for l in layers:
+        meta.append({"layer_idx": l, "num_slots": slots, "token_selected_slots_shape": [tokens, k]})
+        vals += [(t * 7 + j * 5 + l) % slots for t in range(tokens) for j in range(k)]
+    return {"iteration": it, "metadata": meta, "raw_data": raw(vals)}
+good = {"world_size": 1, "all_ranks_records": [[rec(i) for i in range(3)]]}
+cases = {}
+def mutate(name, f):
+    d = json.loads(json.dumps(good)); f(d); cases[name] = json.dumps(d)
+for v in (-1, 0, 2, 1e9, "1", None, [], 99999999999999999999):
+    mutate(f"ws_{v!r}", lambda d, v=v: d.__setitem__("world_size", v))
+for v in (None, {}, "x", [], [[], []], [{}]):
+    mutate(f"all_{v!r}", lambda d, v=v: d.__setitem__("all_ranks_records", v))
+R = lambda d: d["all_ranks_records"][0][0]
+for v in (-1, "3", 1.5, None, 2 ** 63, 1):
+    mutate(f"it_{v!r}", lambda d, v=v: R(d).__setitem__("iteration", v))
+for v in (None, {}, "m", [1], [[]], [{}]):
+    mutate(f"meta_{v!r}", lambda d, v=v: R(d).__setitem__("metadata", v))
+M = lambda d: R(d)["metadata"][0]
+for key, vals in (("layer_idx", (-1, 10 ** 9, "1", None)), ("num_slots", (0, -5, 2 ** 40, 63, 65)),
+                  ("token_selected_slots_shape", ([4], [4, 6, 1], [-1, 6], [4, 0], [4, 2000], [2 ** 30, 6],
+                                                  ["4", 6], None, [3, 6], [5, 6], [4, 5]))):
+    for v in vals:
+        mutate(f"m_{key}_{v!r}", lambda d, key=key, v=v: M(d).__setitem__(key, v))
+bomb = base64.b64encode(zlib.compress(b"\0" * (64 << 20))).decode()
+for name, v in (("empty", ""), ("notb64", "!!!!"), ("short", R(good)["raw_data"][:-4]), ("nozlib", "AAAAAAAA"),
+                ("more", raw(list(range(4 * 6 * 2 + 1)))), ("fewer", raw([1, 2, 3])), ("range", raw([64] * 48)),
+                ("neg", raw([-1] * 48)), ("num", 5), ("bomb", bomb)):
+    mutate(f"raw_{name}", lambda d, v=v: R(d).__setitem__("raw_data", v))
+mutate("dup_iteration", lambda d: d["all_ranks_records"][0].append(rec(0)))
+mutate("gap", lambda d: d["all_ranks_records"][0].append(rec(7)))
+mutate("dense_layer", lambda d: d["all_ranks_records"][0].__setitem__(0, rec(0, layers=(0, 1, 2))))
+mutate("missing_layer", lambda d: d["all_ranks_records"][0].__setitem__(0, rec(0, layers=(1,))))
+mutate("top_k", lambda d: d["all_ranks_records"][0].__setitem__(0, rec(0, k=8)))
+mutate("declared_huge", lambda d: M(d).__setitem__("token_selected_slots_shape", [1 << 24, 1024]))
+cases["many_entries"] = json.dumps({"world_size": 1, "all_ranks_records": [[{"iteration": 0, "metadata": [
+    {"layer_idx": 1, "num_slots": 64, "token_selected_slots_shape": [0, 6]}] * 200000, "raw_data": raw([])}]]})
+cases["not_json"] = '{"world_size": 1, "all_ranks_records": [[{'
+cases["dup_key"] = '{"world_size": 1, "world_size": 1, "all_ranks_records": [[]]}'
+for i, (name, text) in enumerate(sorted(cases.items())):
+    with open(os.path.join(out, "%03d.json" % i), "w") as f:
+        f.write(text)
+with open(os.path.join(out, "good.json"), "w") as f:
+    json.dump(good, f)
+PY
+for f in "$calib_cases"/[0-9]*.json; do
+    new_case
+    cp "$f" "$case_dir/cal.json"
+    try routing -- run config_gen.yaml "${small[@]}" --dry-run --replay-file-path cal.json
+done
+for range in "0 0" "2 0" "0 3" "-1 2" "1 99999999999999999999" "9223372036854775807 9223372036854775807" "x 1"; do
+    read -r a b <<<"$range"
+    new_case
+    cp "$calib_cases/good.json" "$case_dir/cal.json"
+    try routing -- run config_gen.yaml "${small[@]}" --dry-run --replay-file-path cal.json \
+        --replay-start-iter "$a" --replay-stop-iter "$b"
+done
+new_case
+cp "$calib_cases/good.json" "$case_dir/cal.json"
+try routing -- run config_gen.yaml "${small[@]}" --replay-file-path cal.json --collect-calibration cal.json
+devnode
+try routing -- run config_gen.yaml "${small[@]}" --collect-calibration null
+mkdir "$case_dir/dir.json"
+try routing -- run config_gen.yaml "${small[@]}" --collect-calibration dir.json
+try routing -- run config_gen.yaml "${small[@]}" --dry-run --replay-file-path null
 
 # --- the counts ---------------------------------------------------------------------------------
 printf '%-10s %6s %8s %8s %6s %10s %10s %8s\n' kind tried clean crashes hangs clobbered multiline escapes
