@@ -2,8 +2,8 @@
 # run_ranks.sh: `lwb run` across ranks on the GPU machine: correctness of every rank's layer
 # against a one-GPU run of the same weights and requests, NCCL's own bandwidth next to lwb's
 # exchange, faults (a killed rank, a rank with another plan, a rank that never starts), the
-# default configs' statistics and roofline per rank count, and every rank's profile parsed and
-# correlated.
+# default configs' statistics and roofline per rank count, every rank's profile parsed and
+# correlated, and routing collected and replayed across ranks (each rank its own records).
 #   test/gpu/run_ranks.sh OUTDIR [N...]      (default: 2 4 8, as many as there are GPUs; 1 with one GPU)
 # With one GPU only the --np 1 parts run (a communicator of one rank). Writes OUTDIR/ranks.log.
 set -u
@@ -95,7 +95,20 @@ for n in $sizes; do
     done
 done
 
-# 4. Faults (two ranks at least).
+# 4. Routing across ranks: each rank collects its own routing, each rank replays its own records
+# (the collected file, then a file from the format's description), collected again: the same.
+for n in $sizes; do
+    [ "$n" -gt 1 ] || continue
+    echo "== replay, $n ranks"
+    small=(--model test/gpu/small_deepseek --layer-indices 0,1,2 --balance-method NotModified --batch-size 5
+           --warmup-times 2 --run-times 5 --no-profile --moe-comm allgather)
+    run ./lwb run configs/config_gen.yaml --np "$n" "${small[@]}" --collect-calibration "$tmp/c1.json"
+    run ./lwb run configs/config_gen.yaml --np "$n" "${small[@]}" --replay-file-path "$tmp/c1.json" \
+        --collect-calibration "$tmp/c2.json"
+    run python3 test/gpu/calib_file.py compare "$tmp/c1.json" "$tmp/c2.json"
+done
+
+# 5. Faults (two ranks at least).
 for n in $sizes; do
     [ "$n" -gt 1 ] || continue
     echo "== faults, $n ranks"
