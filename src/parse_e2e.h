@@ -74,7 +74,8 @@ static bool e2e_num(const char **p, long long *v) {
     long long x = 0;
     int digits = 0;
     for (; isdigit((unsigned char)*s); s++, digits++) {
-        if (digits == 18) return false; // beyond any count a profile holds
+        if (digits == 18) // beyond any count a profile holds
+            lwb_user_error("parse --e2e: a range's number has more than 18 digits: \"%.80s\"", tesc(*p));
         x = x * 10 + (*s - '0');
     }
     if (!digits) return false;
@@ -377,6 +378,15 @@ struct e2e_map {
 
 static void e2e_align(struct e2e_map *m, const struct e2e_trace *eg, const struct e2e_trace *gr,
                       const struct e2e_layer *layer, int nlayer) {
+    // scs_merge aligns up to 2^26 cells past the lists' common tail, and concatenates beyond: a
+    // timeline from that would put graph kernels in the wrong layers, so refuse it.
+    int m0 = eg->nk[0], n0 = gr->nk[0], tail = 0;
+    while (tail < m0 && tail < n0 && eg->names[m0 - 1 - tail] == gr->names[n0 - 1 - tail]) tail++;
+    if ((size_t)(m0 - tail + 1) * (size_t)(n0 - tail + 1) > ((size_t)1 << 26))
+        lwb_user_error("parse --e2e: the eager and graph iterations (%d and %d kernels) differ over %d and %d kernels, "
+                       "more than lwb aligns (2^26 pairs); profile fewer layers per iteration, or give only "
+                       "--eager-trace",
+                       m0, n0, m0 - tail, n0 - tail);
     int32_t *sup;
     int nsup = scs_merge(eg->names, eg->nk[0], gr->names, gr->nk[0], &sup);
     printf("#Kernels (supersequence) %d\n", nsup);
@@ -552,6 +562,13 @@ static int parse_e2e(const struct lwb_args *a, const char *eager_path, const cha
     e2e_kernels(&gr, &names);
     e2e_print_counts(&eg);
     e2e_print_counts(&gr);
+    const struct e2e_trace *both[2] = {&eg, &gr};
+    for (int i = 0; i < 2; i++)
+        if (both[i]->nit && both[i]->nk[0] == 0)
+            lwb_user_error("parse --e2e: the %s trace %s has no kernel launched inside its kept iterations (no "
+                           "CUPTI_ACTIVITY_KIND_RUNTIME launch rows, or kernels of another process); profile with "
+                           "-t cuda,nvtx",
+                           both[i]->role, both[i]->t->path);
     struct e2e_map m;
     e2e_align(&m, &eg, &gr, layer, nlayer);
     int first = e2e_check_layers(li, &eg, &gr, layer, nlayer, &m);

@@ -295,6 +295,12 @@ static void test_errors(void **state) {
                      "INSERT INTO NVTX_EVENTS (start, end, eventType, textId, globalTid, domainId) "
                      "VALUES (5000000, 5100000, 59, 111, 281474976710656 + 5152 * 16777216 + 5152, 2);",
                      all, l0, NULL, NULL, "executor ranges come from more than one process (pids 5151 and 5152)");
+    // An iteration number no profile holds; iterations that launch nothing.
+    expect_e2e_error("UPDATE StringIds SET value = '[Executor] _forward_step 1234567890123456789: 0 ctx reqs, 3 gen "
+                     "reqs' WHERE id = 112;",
+                     NULL, all, l0, NULL, NULL, "a range's number has more than 18 digits");
+    expect_e2e_error(NULL, "DELETE FROM CUPTI_ACTIVITY_KIND_RUNTIME;", all, l0, NULL, NULL,
+                     "the graph trace graph.sqlite has no kernel launched inside its kept iterations");
     // NCCL's domain holds no iterations.
     expect_e2e_error("UPDATE NVTX_EVENTS SET domainId = 1 WHERE domainId = 2 AND eventType = 59;", NULL, all, l0, NULL, NULL,
                      "has no \"[Executor] _forward_step");
