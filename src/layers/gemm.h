@@ -368,15 +368,31 @@ static double gemm_bytes_fp8(double m, int n, int k, int batch, int b_batches, i
     return batch * (m * k + 4.0 * m * kb + m * c_bytes) + (double)b_batches * ((double)n * k + 4.0 * ceil(n / 128.0) * kb);
 }
 
+// Sample products for `lwb kernels --compile` and the tests: DeepSeek-V3 shapes on an H100-like
+// device, planned by `plan` (bf16 or fp8).
+struct gemm_sample {
+    const char *name;
+    long long m;
+    int n, k, batch, epi;
+    bool grouped;
+    double rows;
+};
+
+static int gemm_plan_samples(const struct gemm_sample *s, int ns, struct lwb_kreq *out, int max,
+                             void (*plan)(struct lwb_gemm *, const char *, long long, int, int, int, int, bool,
+                                          double, const struct lwb_device *)) {
+    const struct lwb_device dev = {.sm_count = 132, .smem_optin = 232448};
+    int n = 0;
+    for (int i = 0; i < ns && n < max; i++) {
+        struct lwb_gemm g;
+        plan(&g, s[i].name, s[i].m, s[i].n, s[i].k, s[i].batch, s[i].epi, s[i].grouped, s[i].rows, &dev);
+        out[n++] = g.req;
+    }
+    return n;
+}
+
 static int gemm_fp8_samples(struct lwb_kreq *out, int max) {
-    struct lwb_device dev = {.sm_count = 132, .smem_optin = 232448};
-    struct {
-        const char *name;
-        long long m;
-        int n, k, batch, epi;
-        bool grouped;
-        double rows;
-    } s[] = {
+    static const struct gemm_sample s[] = {
         {"fused_a", 128, 2112, 7168, 1, GEMM_EPI_BF16, false, 0},
         {"q_b", 8193, 24576, 1536, 1, GEMM_EPI_BF16, false, 0},
         {"experts13", 1024 + 64 * 256, 4096, 7168, 1, GEMM_EPI_SWIGLU64, true, 4},
@@ -385,26 +401,13 @@ static int gemm_fp8_samples(struct lwb_kreq *out, int max) {
         {"w_uk", 128, 512, 128, 128, GEMM_EPI_BF16, false, 0},
         {"odd", 77, 200, 384, 3, GEMM_EPI_F32, false, 0},
     };
-    int n = 0;
-    for (size_t i = 0; i < LWB_ARRAY_LEN(s) && n < max; i++) {
-        struct lwb_gemm g;
-        gemm_plan_fp8(&g, s[i].name, s[i].m, s[i].n, s[i].k, s[i].batch, s[i].epi, s[i].grouped, s[i].rows, &dev);
-        out[n++] = g.req;
-    }
-    return n;
+    return gemm_plan_samples(s, (int)LWB_ARRAY_LEN(s), out, max, gemm_plan_fp8);
 }
 
 static int gemm_samples(struct lwb_kreq *out, int max) {
-    // DeepSeek-V3 shapes on an H100-like device: decode and prefill projections, grouped
-    // expert products, a split-K gate, a batched per-head product.
-    struct lwb_device dev = {.sm_count = 132, .smem_optin = 232448};
-    struct {
-        const char *name;
-        long long m;
-        int n, k, batch, epi;
-        bool grouped;
-        double rows;
-    } s[] = {
+    // Decode and prefill projections, grouped expert products, a split-K gate, a batched per-head
+    // product.
+    static const struct gemm_sample s[] = {
         {"fused_a", 128, 2112, 7168, 1, GEMM_EPI_BF16, false, 0},
         {"q_b", 8193, 24576, 1536, 1, GEMM_EPI_BF16, false, 0},
         {"gate", 128, 256, 7168, 1, GEMM_EPI_F32, false, 0},
@@ -414,11 +417,5 @@ static int gemm_samples(struct lwb_kreq *out, int max) {
         {"w_uk", 128, 512, 128, 128, GEMM_EPI_BF16, false, 0},
         {"odd", 77, 200, 448, 3, GEMM_EPI_BF16, false, 0},
     };
-    int n = 0;
-    for (size_t i = 0; i < LWB_ARRAY_LEN(s) && n < max; i++) {
-        struct lwb_gemm g;
-        gemm_plan(&g, s[i].name, s[i].m, s[i].n, s[i].k, s[i].batch, s[i].epi, s[i].grouped, s[i].rows, &dev);
-        out[n++] = g.req;
-    }
-    return n;
+    return gemm_plan_samples(s, (int)LWB_ARRAY_LEN(s), out, max, gemm_plan);
 }
