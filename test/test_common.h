@@ -52,6 +52,18 @@ static void run_child(void (*fn)(void *), void *arg, struct child_result *res) {
     res->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
+// got must equal the golden file's text; the first differing byte is named.
+static void assert_same_text(const char *got, const char *golden_path) {
+    char *want = lwb_read_file(golden_path, NULL);
+    assert_non_null(want);
+    if (strcmp(got, want)) {
+        size_t i = 0;
+        while (got[i] && got[i] == want[i]) i++;
+        fail_msg("differs from %s at byte %zu:\n--- got:\n%s\n--- wanted:\n%s", golden_path, i, got, want);
+    }
+    free(want);
+}
+
 // Count lines in s.
 static int count_lines(const char *s) {
     int n = 0;

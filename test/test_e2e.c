@@ -33,17 +33,6 @@ static char *e2e_pair(const char *eager_extra, const char *graph_extra) {
     return dir;
 }
 
-static void assert_same_text(const char *got, const char *golden_path) {
-    char *want = lwb_read_file(golden_path, NULL);
-    assert_non_null(want);
-    if (strcmp(got, want)) {
-        size_t i = 0;
-        while (got[i] && got[i] == want[i]) i++;
-        fail_msg("differs from %s at byte %zu:\n--- got:\n%s\n--- wanted:\n%s", golden_path, i, got, want);
-    }
-    free(want);
-}
-
 // The table rows of stdout: after the line of dashes, before "Wrote ..." (rotating buffers).
 static const char *table_of(const char *out) {
     static char buf[4][4096];

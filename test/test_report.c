@@ -3,17 +3,6 @@
 // errors (one line, exit 2, no files left behind), HTML escaping, the Chrome trace.
 #include "parse_fixture.h"
 
-static void assert_same_text(const char *got, const char *golden_path) {
-    char *want = lwb_read_file(golden_path, NULL);
-    assert_non_null(want);
-    if (strcmp(got, want)) {
-        size_t i = 0;
-        while (got[i] && got[i] == want[i]) i++;
-        fail_msg("differs from %s at byte %zu:\n--- got:\n%s\n--- wanted:\n%s", golden_path, i, got, want);
-    }
-    free(want);
-}
-
 // The fixture as DIR/report_np1_rank0.sqlite, parsed from DIR with --world-size 1.
 static char *parse_fixture(struct child_result *r, const char *extra, const char *a1, const char *a2,
                            const char *a3) {
