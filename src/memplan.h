@@ -10,8 +10,8 @@
 // Tested by test/test_plan.c.
 #pragma once
 
-enum { MEM_WEIGHTS, MEM_KV, MEM_ACT, MEM_WS, MEM_CATS };
-static const char *const mem_cat_names[MEM_CATS] = {"weights", "KV cache", "activations", "workspaces"};
+enum { MEM_WEIGHTS, MEM_KV, MEM_IKV, MEM_ACT, MEM_WS, MEM_CATS };
+static const char *const mem_cat_names[MEM_CATS] = {"weights", "KV cache", "indexer cache", "activations", "workspaces"};
 
 struct lwb_mem {
     bool dry;               // count only (placeholder addresses)
@@ -60,8 +60,10 @@ static size_t mem_total(const struct lwb_mem *m) {
 static double gib(size_t b) { return (double)b / 1073741824.0; }
 
 static void mem_print(const struct lwb_mem *m, FILE *f, const char *indent) {
-    for (int i = 0; i < MEM_CATS; i++) fprintf(f, "%s%-12s %9.2f GiB\n", indent, mem_cat_names[i], gib(m->bytes[i]));
-    fprintf(f, "%s%-12s %9.2f GiB\n", indent, "total", gib(mem_total(m)));
+    for (int i = 0; i < MEM_CATS; i++)
+        if (i != MEM_IKV || m->bytes[i]) // only models with a sparse-attention indexer have one
+            fprintf(f, "%s%-13s %9.2f GiB\n", indent, mem_cat_names[i], gib(m->bytes[i]));
+    fprintf(f, "%s%-13s %9.2f GiB\n", indent, "total", gib(mem_total(m)));
 }
 
 // Refuse a plan larger than `avail` bytes (what the device has free, less a reserve for the
@@ -74,5 +76,5 @@ static void mem_check_fits(const struct lwb_mem *m, size_t avail, const char *de
                    "a smaller --max-batch-size or --max-seq-len (KV cache), or smaller batch sizes / "
                    "--max-num-tokens (activations) shrink it",
                    gib(need), device, gib(avail), gib(need - avail), gib(m->bytes[MEM_WEIGHTS]),
-                   gib(m->bytes[MEM_KV]), gib(m->bytes[MEM_ACT]), gib(m->bytes[MEM_WS]));
+                   gib(m->bytes[MEM_KV] + m->bytes[MEM_IKV]), gib(m->bytes[MEM_ACT]), gib(m->bytes[MEM_WS]));
 }

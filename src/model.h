@@ -16,8 +16,10 @@
 // Tested by test/test_model.c.
 //
 // NOTES:
-// - Only model_type deepseek_v3 (DeepSeek-V3, R1 and their quantized checkpoints) is built.
-//   The other presets exist so their names resolve; model_load refuses them with one line.
+// - model_type deepseek_v3 (DeepSeek-V3, R1 and their quantized checkpoints) and deepseek_v32
+//   (DeepSeek-V3.2: V3's layer with DeepSeek Sparse Attention, read from index_n_heads,
+//   index_head_dim and index_topk) are built. The other presets exist so their names resolve;
+//   model_load refuses them with one line.
 // - The checkpoint's format is read from quantization_config (or hf_quant_config.json) into
 //   `ckpt`; model_weight_format picks what runs from it and --weight-dtype (bf16, or DeepSeek's
 //   FP8 with 128x128 block scales). model_load itself is silent.
@@ -38,7 +40,7 @@
 //   recorded here.
 // - An MoE layer is layer >= first_k_dense_replace and layer % moe_layer_freq == 0 (DeepSeek's
 //   modeling code; transformers checks only the first part, the same for moe_layer_freq 1).
-// - e_score_correction_bias is F32 in DeepSeek's checkpoints and inference code; every other
+// - e_score_correction_bias (and V3.2's indexer.k_norm) is F32 in DeepSeek's checkpoints and inference code; every other
 //   tensor of a layer is BF16 here.
 #pragma once
 #include <jansson.h>
@@ -110,6 +112,9 @@ struct lwb_model {
     int scaled_ranks;             // ranks it was applied for
     int n_experts_full;           // n_routed_experts of the checkpoint
     int heads_full;               // num_attention_heads of the checkpoint
+    int index_heads;              // index_n_heads: the sparse-attention indexer's heads (64); 0: no indexer
+    int index_dim;                // index_head_dim (128)
+    int index_topk;               // index_topk: keys each query attends to (2048)
     int kv_heads_full;            // num_key_value_heads of the checkpoint
     json_t *config;               // the parsed config.json (owned)
 };
@@ -134,7 +139,7 @@ struct lwb_preset {
     bool supported;      // model_load accepts it
 };
 
-static bool model_type_supported(const char *t) { return !strcmp(t, "deepseek_v3"); }
+static bool model_type_supported(const char *t) { return !strcmp(t, "deepseek_v3") || !strcmp(t, "deepseek_v32"); }
 
 // The built-in presets, sorted by name (built once; lives for the process).
 static const struct lwb_preset *model_presets(int *n) {
@@ -413,8 +418,8 @@ static void model_parse(struct lwb_model *m, json_t *hfq) {
     if (json_is_array(arch) && json_is_string(json_array_get(arch, 0)))
         snprintf(m->architecture, sizeof m->architecture, "%s", json_string_value(json_array_get(arch, 0)));
     if (!model_type_supported(m->model_type))
-        lwb_user_error("%s: model_type '%s'%s%s%s is not supported yet; lwb builds deepseek_v3 layers "
-                       "(DeepSeek-V3, DeepSeek-R1: lwb run --list-models)",
+        lwb_user_error("%s: model_type '%s'%s%s%s is not supported yet; lwb builds deepseek_v3 and "
+                       "deepseek_v32 layers (DeepSeek-V3, R1, V3.2: lwb run --list-models)",
                        m->source, m->model_type, m->architecture[0] ? " (" : "", m->architecture,
                        m->architecture[0] ? ")" : "");
     mr_str(&r, "torch_dtype", false, "bfloat16", m->torch_dtype, sizeof m->torch_dtype, NULL);
@@ -475,6 +480,25 @@ static void model_parse(struct lwb_model *m, json_t *hfq) {
     m->num_layers = mr_int(&r, "num_hidden_layers", true, 0, 1, 100000, "61");
     m->vocab = mr_int(&r, "vocab_size", false, 0, 1, 1073741824, NULL);
     model_read_rope_scaling(m);
+    if (!strcmp(m->model_type, "deepseek_v32")) {
+        // The kernels' shapes: one 128-wide fp8 key per token, 64 heads per query token, selections
+        // in 64-token tiles.
+        m->index_heads = mr_int(&r, "index_n_heads", true, 0, 1, 1024, "64");
+        m->index_dim = mr_int(&r, "index_head_dim", true, 0, 1, 4096, "128");
+        m->index_topk = mr_int(&r, "index_topk", true, 0, 1, 1 << 20, "2048");
+        if (m->index_heads != 64)
+            model_error(&r, "index_n_heads", "(%d): lwb's indexer kernels score 64 heads per query token "
+                        "(DeepSeek-V3.2's); give 64", m->index_heads);
+        if (m->index_dim != 128)
+            model_error(&r, "index_head_dim", "(%d): lwb's indexer keys are one 128-wide fp8 block "
+                        "(DeepSeek-V3.2's); give 128", m->index_dim);
+        if (m->index_topk % 64 || m->index_topk > 16384)
+            model_error(&r, "index_topk", "(%d) must be a multiple of 64, at most 16384 (DeepSeek-V3.2: 2048)",
+                        m->index_topk);
+        if (m->qk_rope_dim > m->index_dim)
+            model_error(&r, "qk_rope_head_dim", "(%d) is wider than 'index_head_dim' (%d): the indexer ropes its "
+                        "first qk_rope_head_dim dimensions", m->qk_rope_dim, m->index_dim);
+    }
     if (m->first_k_dense > m->num_layers)
         model_error(&r, "first_k_dense_replace", "(%d) is more than 'num_hidden_layers' (%d)",
                     m->first_k_dense, m->num_layers);
@@ -779,6 +803,16 @@ static int model_layer_weights(const struct lwb_model *m, int layer, enum lwb_wf
     linear_push(&w, &n, &cap, layer, "self_attn.kv_b_proj.weight", nh * (m->qk_nope_dim + m->v_head_dim),
                 m->kv_lora_rank, -1, f);
     linear_push(&w, &n, &cap, layer, "self_attn.o_proj.weight", H, nh * m->v_head_dim, -1, f);
+    if (m->index_heads) {
+        // DeepSeek-V3.2's indexer: wq_b and wk in the checkpoint's format, the key norm (a
+        // LayerNorm) in fp32, weights_proj in bf16 (never quantised).
+        linear_push(&w, &n, &cap, layer, "self_attn.indexer.wq_b.weight", (int64_t)m->index_heads * m->index_dim,
+                    m->q_lora_rank, -1, f);
+        linear_push(&w, &n, &cap, layer, "self_attn.indexer.wk.weight", m->index_dim, H, -1, f);
+        weight_push(&w, &n, &cap, layer, "self_attn.indexer.k_norm.weight", "F32", m->index_dim, 0, -1);
+        weight_push(&w, &n, &cap, layer, "self_attn.indexer.k_norm.bias", "F32", m->index_dim, 0, -1);
+        weight_push(&w, &n, &cap, layer, "self_attn.indexer.weights_proj.weight", "BF16", m->index_heads, H, -1);
+    }
     weight_push(&w, &n, &cap, layer, "post_attention_layernorm.weight", "BF16", H, 0, -1);
     if (!model_layer_is_moe(m, layer)) {
         int64_t I = m->intermediate;

@@ -96,7 +96,10 @@ static void test_presets(void **state) {
         if (p[i].supported) {
             struct lwb_model m;
             model_load(p[i].name, &m);
-            assert_string_equal(m.model_type, "deepseek_v3");
+            assert_true(!strcmp(m.model_type, "deepseek_v3") || !strcmp(m.model_type, "deepseek_v32"));
+            // V3.2's indexer: 64 heads of 128, top-2048; V3's have none.
+            assert_int_equal(m.index_topk, strcmp(m.model_type, "deepseek_v32") ? 0 : 2048);
+            assert_int_equal(m.index_heads, m.index_topk ? 64 : 0);
             assert_true(m.is_preset);
             assert_int_equal(m.hidden, 7168);
             model_free(&m);
@@ -105,9 +108,9 @@ static void test_presets(void **state) {
             expect_error(p[i].name, "not supported yet", p[i].model_type, "model preset ", NULL);
         }
     }
-    assert_int_equal(supported, 3);
+    assert_int_equal(supported, 4);
     const char *want[] = {"deepseek-ai/DeepSeek-V3", "deepseek-ai/DeepSeek-R1",
-                          "nvidia/DeepSeek-R1-0528-FP4-v2"};
+                          "nvidia/DeepSeek-R1-0528-FP4-v2", "deepseek-ai/DeepSeek-V3.2-Exp"};
     for (size_t i = 0; i < LWB_ARRAY_LEN(want); i++) {
         const struct lwb_preset *q = model_preset_find(want[i]);
         assert_non_null(q);
@@ -335,6 +338,8 @@ static void test_field_errors(void **state) {
     check_field_error("", "hidden_size", NULL, "'hidden_size' is missing", "7168");
     check_field_error("", "kv_lora_rank", NULL, "'kv_lora_rank' is missing", "512");
     check_field_error("", "model_type", NULL, "'model_type' is missing", "deepseek_v3");
+    // DeepSeek-V3.2 needs its indexer's fields.
+    check_field_error("", "model_type", json_string("deepseek_v32"), "'index_n_heads' is missing", "64");
     check_field_error("", "hidden_size", json_string("7168"), "'hidden_size' must be an integer",
                       "got a string");
     check_field_error("", "n_routed_experts", json_real(256.5), "'n_routed_experts' must be an integer",
