@@ -28,6 +28,8 @@
 #include "src/layers/mla_prefill.h" // defines: causal MLA attention of the context phase
 #include "src/layers/mla_rope.h" // defines: MLA rotary embedding, cache writes and gathers
 #include "src/layers/moe_route.h" // defines: DeepSeek-V3 routing, the expert permutation, the all-to-all
+#include "src/layers/dsa.h" // defines: DeepSeek-V3.2's indexer: key/query preparation, fp8 scores
+#include "src/layers/dsa_topk.h" // defines: DeepSeek-V3.2's indexer top-k (radix select per token)
 #include "src/dist.h"        // defines: rank variables, rendezvous, watchdog, --np launcher, lwb_comm
 #include "src/family.h"      // defines: lwb_problem, lwb_shard, lwb_module, lwb_family (the table)
 #include "src/layers/deepseek.h" // defines: the DeepSeek-V3 family (MLA, MoE, MLP, ranks, costs)

@@ -24,6 +24,8 @@ static const struct lwb_kfamily lwb_kfamilies[] = {
     {"mla_prefill", mla_prefill_samples},
     {"mla_rope", mla_rope_samples},
     {"moe_route", moe_route_samples},
+    {"dsa_index", dsa_index_samples},
+    {"dsa_topk", dsa_topk_samples},
 };
 
 static const struct lwb_kfamily *kfamily_find(const char *name) {
