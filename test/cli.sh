@@ -70,6 +70,16 @@ expect 0 "dry run ctx" -- "$lwb" run configs/config_ctx.yaml --dry-run --gpu H20
 has out "context phase"; has out "mla_prefill_h128"; has out "floors on NVIDIA H200"
 done_case "lwb run configs/config_ctx.yaml --dry-run --gpu H200"
 
+# DeepSeek-V3.2 at 32k: the indexer's kernels, the sparse attention, both caches, the floors.
+expect 0 "dry run v3.2" -- "$lwb" run configs/config_gen.yaml --model deepseek-ai/DeepSeek-V3.2-Exp \
+    --tokens-per-block 64 --seq-len-kv-cache 32769 --max-seq-len 32800 --dry-run --gpu H200
+has out "DeepSeek Sparse Attention"; has out "dsa_index_p64_q1_w2"; has out "dsa_topk_k2048"
+has out "mla_sparse_h128_p64_k2048"; has out "KV cache"; has out "indexer cache"; has out "floors on NVIDIA H200"
+done_case "lwb run --model deepseek-ai/DeepSeek-V3.2-Exp --dry-run (32k context)"
+expect 2 "v3.2 page" -- "$lwb" run configs/config_gen.yaml --model deepseek-ai/DeepSeek-V3.2-Exp --dry-run
+has err "--tokens-per-block 64"; one_line_err
+done_case "V3.2 with 32-token cache blocks is refused, naming the fix"
+
 expect 0 "tiles override" -- env LWB_GEMM_TILES="gate=64,64,6,16" "$lwb" run configs/config_gen.yaml --dry-run
 has out "gemm_gate_bm64_bn64_s6_k448_x16_e1"
 done_case "LWB_GEMM_TILES replaces a product's tiles"

@@ -68,7 +68,7 @@ static void test_problem_order(void **state) {
 
 struct plan_case {
     int argc;
-    char *argv[12];
+    char *argv[16];
 };
 static void plan_child(void *arg) {
     struct plan_case *c = arg;
@@ -164,11 +164,16 @@ static void test_plan_kernels_compile(void **state) {
                          "--weight-dtype", "fp8"};
     char *small_ctx[] = {"configs/config_ctx.yaml", "--model", "test/gpu/small_deepseek", "--layer-indices", "0,2",
                          "--weight-dtype", "fp8"};
-    char **cases[] = {gen, ctx, gen16, small_gen, small_ctx};
+    // DeepSeek-V3.2's reduced model (index_topk 64: the scores and the selection run) in both phases.
+    char *v32_gen[] = {"configs/config_gen.yaml", "--model", "test/gpu/small_deepseek_v32", "--layer-indices", "0,2",
+                       "--tokens-per-block", "64"};
+    char *v32_ctx[] = {"configs/config_ctx.yaml", "--model", "test/gpu/small_deepseek_v32", "--layer-indices", "0,2",
+                       "--tokens-per-block", "64"};
+    char **cases[] = {gen, ctx, gen16, small_gen, small_ctx, v32_gen, v32_ctx};
     struct lwb_jit j;
     jit_init(&j, "sm_90a", false);
     j.no_cache = true;
-    for (int c = 0; c < 5; c++) {
+    for (int c = 0; c < 7; c++) {
         struct run_plan p;
         struct lwb_args a;
         plan_from(&p, &a, 7, cases[c]);
@@ -304,6 +309,88 @@ static void test_costs(void **state) {
     }
 }
 
+// DeepSeek-V3.2: the plan of a 32k GEN problem (sparse attention, the indexer's kernels, both
+// caches, floors with the indexer's fp8 scores and the selected pairs only), its weights, and what
+// it refuses.
+static void test_v32_plan(void **state) {
+    (void)state;
+    struct run_plan p;
+    struct lwb_args a;
+    char *argv[] = {"configs/config_gen.yaml", "--model", "deepseek-ai/DeepSeek-V3.2-Exp", "--tokens-per-block", "64",
+                    "--seq-len-kv-cache", "32769", "--max-seq-len", "32800"};
+    plan_from(&p, &a, 9, argv);
+    const struct ds_dims *d = &fam_of(&p)->d;
+    assert_int_equal(d->idx_topk, 2048);
+    assert_true(d->fp8); // the checkpoint's FP8
+    struct lwb_device dev = dry_device(gpuspec_find("H100"));
+    struct lwb_mem m;
+    run_plan_memory(&p, &dev, &m);
+    const size_t blocks = (size_t)128 * LWB_CEIL_DIV(32800, 64);
+    assert_int_equal(m.bytes[MEM_KV], LWB_CEIL_DIV(blocks * 64 * 576 * 2, LWB_MEM_ALIGN) * LWB_MEM_ALIGN);
+    assert_int_equal(m.bytes[MEM_IKV], LWB_CEIL_DIV(blocks * 64 * 132, LWB_MEM_ALIGN) * LWB_MEM_ALIGN);
+    // The kernels: the indexer's, the top-k, the sparse attention (no dense attention).
+    struct lwb_kreqs reqs = {0};
+    p.fam->requests(p.f, &reqs);
+    bool idx = false, topk = false, sparse = false, dense = false;
+    for (int i = 0; i < reqs.n; i++) {
+        const struct lwb_kreq *r = reqs.r[i];
+        idx |= !strcmp(r->family, "dsa_index");
+        topk |= !strcmp(r->family, "dsa_topk");
+        if (!strcmp(r->family, "mla_decode")) {
+            if (strstr(r->label, "mla_sparse_h128_p64_k2048")) sparse = true;
+            else dense = true;
+        }
+        assert_null(strstr(r->family, "mla_prefill"));
+    }
+    assert_true(idx && topk && sparse && !dense);
+    free(reqs.r);
+    // Floors: the scores of every visible pair on the fp8 tensor cores, attention over 2048
+    // selected keys per token, the indexer cache read once.
+    const struct lwb_problem *q = &p.problems[0];
+    double rows_of_rank[1];
+    struct ds_route_stats rt = {.rows = 128 * 8, .active = 256, .rows_of_rank = rows_of_rank};
+    struct ds_costs c = ds_cost(d, &p.shard, q, true, &rt);
+    const double pairs = 128.0 * 32770, logits = 2.0 * 64 * 128 * pairs;
+    assert_true(fabs(dsa_pairs(128, 1, 32770) - pairs) < 1);
+    // fp8: the scores and the projections (fused q_a/kv_a, q_b, o_proj, the indexer's wq_b and wk).
+    const double proj = 2.0 * 128 * (2112.0 * 7168 + 24576.0 * 1536 + 7168.0 * 16384 + 8192.0 * 1536 + 128.0 * 7168);
+    assert_true(fabs(c.mla.flops8 - logits - proj) < 1e3);
+    const double attn = 2.0 * 128 * 128 * 2048 * (576 + 512);
+    // bf16: the attention, W_UK and W_UV (128 tokens x 128 heads x 512 x 128 each), weights_proj.
+    const double bf = attn + 2 * (2.0 * 128 * 128 * 512 * 128) + 2.0 * 128 * 64 * 7168;
+    assert_true(fabs(c.mla.flops - bf) < 1e3);
+    assert_true(c.mla.bytes > 128.0 * 32770 * 132 + 4.0 * pairs * 2);
+    // The dense V3 layer at the same context: its attention's FLOPs about 16x the sparse's.
+    struct run_plan pd;
+    struct lwb_args ad;
+    char *argv_d[] = {"configs/config_gen.yaml", "--model", "deepseek-ai/DeepSeek-V3", "--tokens-per-block", "64",
+                      "--seq-len-kv-cache", "32769", "--max-seq-len", "32800"};
+    plan_from(&pd, &ad, 9, argv_d);
+    struct ds_costs cd = ds_cost(&fam_of(&pd)->d, &pd.shard, &pd.problems[0], true, &rt);
+    assert_true(cd.mla.flops > 15 * attn);
+    // The weights of a layer: the indexer's five tensors (wq_b and wk with block scales).
+    struct lwb_weight *w;
+    int n = model_layer_weights(&p.model, 5, LWB_WF_FP8, &w), found = 0;
+    for (int i = 0; i < n; i++)
+        if (strstr(w[i].name, "self_attn.indexer.")) {
+            found++;
+            if (strstr(w[i].name, "wq_b.weight_scale_inv")) assert_true(w[i].shape[0] == 64 && w[i].shape[1] == 12);
+            if (strstr(w[i].name, "k_norm.bias")) assert_string_equal(w[i].dtype, "F32");
+            if (strstr(w[i].name, "weights_proj")) assert_string_equal(w[i].dtype, "BF16");
+        }
+    assert_int_equal(found, 7);
+    free(w);
+    // Refusals: cache blocks that do not hold whole 64-token tiles; weak scaling with attention TP.
+    struct child_result *r = plan_exit(2, 3, "configs/config_gen.yaml", "--model", "deepseek-ai/DeepSeek-V3.2-Exp");
+    assert_non_null(strstr(r->err, "--tokens-per-block 64"));
+    r = plan_exit(2, 8, "configs/config_gen.yaml", "--model", "deepseek-ai/DeepSeek-V3.2-Exp", "--tokens-per-block", "64",
+                  "--scaled-from", "8", "--no-enable-attention-dp");
+    assert_non_null(strstr(r->err, "Indexer TP for weak scaling"));
+    r = plan_exit(2, 13, "configs/config_ctx.yaml", "--model", "deepseek-ai/DeepSeek-V3.2-Exp", "--tokens-per-block",
+                  "64", "--batch-size", "2", "--seq-len-q", "40000", "--max-num-tokens", "80000", "--max-seq-len", "40100");
+    assert_non_null(strstr(r->err, "65535 query tokens"));
+}
+
 // GEMM tiles on a 132-multiprocessor device: few tiles get narrower columns, then K splits; the
 // LWB_GEMM_TILES override replaces the choice of the product it names.
 
@@ -412,7 +499,7 @@ int main(void) {
         cmocka_unit_test(test_plan_kernels_compile), cmocka_unit_test(test_stats),
         cmocka_unit_test(test_nvtx_texts),    cmocka_unit_test(test_costs),
         cmocka_unit_test(test_dump_mapping),  cmocka_unit_test(test_gpuspec),
-        cmocka_unit_test(test_gemm_tiles),
+        cmocka_unit_test(test_gemm_tiles),    cmocka_unit_test(test_v32_plan),
     };
     return cmocka_run_group_tests_name("plan", tests, NULL, NULL);
 }

@@ -31,6 +31,16 @@
 // runs causal attention with 192-wide queries and keys. Both write the new tokens' latents to a
 // paged cache first.
 //
+// DeepSeek-V3.2 (model_type deepseek_v32) is this layer with DeepSeek Sparse Attention, as
+// TensorRT-LLM runs it on Hopper: inside `MLA`, the lightning indexer (wq_b on the q latent, wk
+// and weights_proj on the layer's input; layers/dsa.h prepares keys and queries, writes the keys
+// to a paged fp8 indexer cache with the latent cache's block table and scores every visible key;
+// layers/dsa_topk.h keeps the index_topk best per query token), then the absorbed attention over
+// each token's selected latents only (mla_decode's sparse form), in both phases. When no request
+// has more than index_topk visible keys the scores are skipped and every key is selected, as
+// TensorRT-LLM's short-sequence path does. The indexer is never split over ranks (attention TP
+// splits MLA's heads; every rank computes the whole indexer).
+//
 // Weights are stored as the kernels want them: q_a_proj and kv_a_proj_with_mqa as one fused
 // matrix; each gate_proj/up_proj pair as interleaved rows (the GEMM's SwiGLU epilogue reads a
 // pair from adjacent columns); W_UK transposed (derived once from kv_b_proj). The dump
@@ -71,6 +81,7 @@ struct ds_dims {
     float sm_scale;          // softmax scale (YaRN mscale included)
     int page;                // tokens per KV-cache block
     bool fp8;                // fp8 weights (e4m3, 128 x 128 block scales) and fp8 projections
+    int idx_topk;            // DeepSeek-V3.2: keys each query token attends to; 0: dense attention (V3)
 };
 
 static struct ds_dims ds_dims_from_model(const struct lwb_model *m, const struct lwb_shard *sh, int page) {
@@ -82,7 +93,7 @@ static struct ds_dims ds_dims_from_model(const struct lwb_model *m, const struct
         .topk_group = m->topk_group, .norm_topk = m->norm_topk_prob, .moe_inter = m->moe_intermediate,
         .shared_total = m->moe_intermediate * m->n_shared_experts, .inter_total = m->intermediate,
         .scaling = (float)m->routed_scaling_factor, .eps = (float)m->rms_norm_eps,
-        .sm_scale = (float)model_softmax_scale(m), .page = page};
+        .sm_scale = (float)model_softmax_scale(m), .page = page, .idx_topk = m->index_topk};
     d.heads = d.heads_total / tp, d.head0 = sh->tp_rank * d.heads;
     d.experts_local = d.experts / ep, d.e0 = sh->ep_rank * d.experts_local;
     d.shared_inter = d.shared_total / tp, d.shared0 = sh->tp_rank * d.shared_inter;
@@ -130,6 +141,12 @@ static void ds_dims_check(const struct ds_dims *d, const struct lwb_shard *sh, c
                        "and each rank's slices (the MLPs' width, heads x %d query rows) in multiples of 128; give "
                        "--weight-dtype bf16%s",
                        model, d->qk, tp > 1 ? ", or fewer ranks of attention TP" : "");
+    if (d->idx_topk && d->page % 64)
+        lwb_user_error("model %s: DeepSeek-V3.2's indexer cache keeps whole 64-token tiles per block (TensorRT-LLM "
+                       "runs it with 64); give --tokens-per-block 64 (or a multiple of 64)",
+                       model);
+    if (d->idx_topk && d->rope != 64)
+        lwb_user_error("model %s: lwb's indexer ropes 64 dims (qk_rope_head_dim %d)", model, d->rope);
     if ((long long)epg * d->topk_group < d->top_k)
         lwb_user_error("model %s: %d groups kept of %d experts each leave fewer than top-k %d experts to choose; "
                        "with --scaled-from, simulate fewer GPUs",
@@ -160,6 +177,9 @@ struct ds_weights {
     // from kv_b8 (kept as loaded, for the dump).
     CUdeviceptr fused_a_s, q_b_s, o_proj_s, w13_s, w2_s, s13_s, s2_s, d13_s, d2_s;
     CUdeviceptr kv_b8, kv_b8_s;
+    // DeepSeek-V3.2's indexer (whole on every rank): wq_b (64 x 128, q_lora) and wk (128, H) in the
+    // run's format (with block scales in fp8), the key's LayerNorm (fp32), weights_proj (64, H) bf16.
+    CUdeviceptr i_wq, i_wq_s, i_wk, i_wk_s, i_ln_w, i_ln_b, i_wp;
 };
 
 struct ds_layer {
@@ -168,6 +188,7 @@ struct ds_layer {
     int moe_slot;     // its place among the run's MoE layers (replayed routing), -1 for dense
     struct ds_weights w;
     CUdeviceptr cache; // (blocks, page, kv_row) bf16: this layer's paged latent cache
+    CUdeviceptr icache; // V3.2: (blocks, page x 132 bytes) the indexer's keys (e4m3) and scales
     int blocks;
 };
 
@@ -224,8 +245,16 @@ static void ds_layer_alloc(struct lwb_mem *m, struct ds_layer *L, const struct d
         w->d13 = ds_alloc_linear(m, d, 2 * (size_t)d->inter, H, "mlp gate/up", &w->d13_s, 1);
         w->d2 = ds_alloc_linear(m, d, H, d->inter, "mlp down", &w->d2_s, 0);
     }
+    if (d->idx_topk) {
+        w->i_wq = ds_alloc_linear(m, d, DSA_HEADS * DSA_DIM, d->q_lora, "indexer wq_b", &w->i_wq_s, 0);
+        w->i_wk = ds_alloc_linear(m, d, DSA_DIM, H, "indexer wk", &w->i_wk_s, 0);
+        w->i_ln_w = mem_alloc(m, MEM_WEIGHTS, DSA_DIM * 4, "indexer k_norm weight");
+        w->i_ln_b = mem_alloc(m, MEM_WEIGHTS, DSA_DIM * 4, "indexer k_norm bias");
+        w->i_wp = mem_alloc(m, MEM_WEIGHTS, DS_BF16(DSA_HEADS, H), "indexer weights_proj");
+    }
     L->blocks = blocks;
     L->cache = mem_alloc(m, MEM_KV, DS_BF16((size_t)blocks * d->page, d->kv_row), "KV cache");
+    if (d->idx_topk) L->icache = mem_alloc(m, MEM_IKV, dsa_cache_bytes(blocks, d->page), "indexer K cache");
 }
 
 // What lwb derives from the weights as loaded: (fp8) kv_b dequantised to bf16; W_UK^T[h] = (nope
@@ -256,6 +285,10 @@ static void ds_layer_init_fp8(struct ds_layer *L, const struct ds_dims *d, const
                   0, ++k, DS_AMAX(d->kv_lora));
     init_fill_fp8(init, s, w->o_proj, w->o_proj_s, H, (long long)d->heads * d->v, (long long)d->heads_total * d->v, 0,
                   (long long)d->head0 * d->v, ++k, DS_AMAX((long long)d->heads_total * d->v));
+    if (d->idx_topk) {
+        init_fill_fp8(init, s, w->i_wq, w->i_wq_s, DSA_HEADS * DSA_DIM, d->q_lora, d->q_lora, 0, 0, ++k, DS_AMAX(d->q_lora));
+        init_fill_fp8(init, s, w->i_wk, w->i_wk_s, DSA_DIM, H, H, 0, 0, ++k, DS_AMAX(H));
+    }
     if (L->moe) {
         init_fill_bf16(init, s, w->gate, (long long)d->experts * H, ++k, -DS_AMAX(H), DS_AMAX(H));
         init_fill_f32(init, s, w->bias, d->experts, ++k, -0.05f, 0.05f);
@@ -300,6 +333,13 @@ static void ds_layer_init(struct ds_layer *L, const struct ds_dims *d, const str
     init_fill_bf16(init, s, w->post_norm, H, ++k, 0.8f, 1.2f);
     init_fill_bf16(init, s, w->q_a_norm, d->q_lora, ++k, 0.8f, 1.2f);
     init_fill_bf16(init, s, w->kv_a_norm, d->kv_lora, ++k, 0.8f, 1.2f);
+    if (d->idx_topk) { // the format-independent parts of the indexer; the cache's unused slots zeroed
+        init_fill_f32(init, s, w->i_ln_w, DSA_DIM, ++k, 0.8f, 1.2f);
+        init_fill_f32(init, s, w->i_ln_b, DSA_DIM, ++k, -0.1f, 0.1f);
+        const float a = sqrtf(3.0f / (float)H);
+        init_fill_bf16(init, s, w->i_wp, DSA_HEADS * H, ++k, -a, a);
+        CU_CHECK(lwb_cu.cuMemsetD8Async(L->icache, 0, dsa_cache_bytes(L->blocks, d->page), s));
+    }
     if (d->fp8) {
         ds_layer_init_fp8(L, d, init, s, k);
         ds_layer_derive(L, d, init, s);
@@ -313,6 +353,10 @@ static void ds_layer_init(struct ds_layer *L, const struct ds_dims *d, const str
                (long long)d->head0 * (d->nope + d->v) * d->kv_lora, d->kv_lora);
     DS_FILL_AT(w->o_proj, H, (long long)d->heads * d->v, (long long)d->heads_total * d->v, (long long)d->head0 * d->v,
                (long long)d->heads_total * d->v);
+    if (d->idx_topk) {
+        DS_FILL(w->i_wq, DSA_HEADS * DSA_DIM, d->q_lora, d->q_lora);
+        DS_FILL(w->i_wk, DSA_DIM, H, H);
+    }
     if (L->moe) {
         DS_FILL(w->gate, d->experts, H, H);
         init_fill_f32(init, s, w->bias, d->experts, ++k, -0.05f, 0.05f);
@@ -378,6 +422,13 @@ struct ds_buffers {
     size_t gemm_ws_bytes;
     CUdeviceptr mla_ws;                 // decode split partials
     size_t mla_ws_bytes;
+    // DeepSeek-V3.2's indexer: wq_b's, wk's and weights_proj's outputs, the prepared queries and
+    // folded head weights, the scores (rows of ilog_ld keys), the selections
+    CUdeviceptr iq, ik, iw;             // (T, 64 x 128) bf16, (T, 128) bf16, (T, 64) fp32
+    CUdeviceptr iq8, iwt;               // (T, 64, 128) e4m3, (T, 64) fp32
+    CUdeviceptr ilogits;                // (T, ilog_ld) fp32, when some problem has more keys than index_topk
+    long long ilog_ld;
+    CUdeviceptr itopk;                  // (T, index_topk) int32
     // fp8 runs: quantised copies (e4m3 rows) and their scales (one per row and 128 columns) of
     // each fp8 projection's input
     struct ds_q8 { CUdeviceptr q, s; } xq, qaq, attnq, x_permq, h_permq, hsq, hdq;
@@ -407,7 +458,7 @@ static void ds_buffers_alloc(struct lwb_mem *m, struct ds_buffers *b, const stru
     b->latent = mem_alloc(m, MEM_ACT, DS_BF16(T, d->kv_lora), "latent");
     b->q = mem_alloc(m, MEM_ACT, DS_BF16(T * d->heads, d->qk), "queries");
     b->kv_new = mem_alloc(m, MEM_ACT, DS_BF16(T, d->kv_row), "new cache rows");
-    if (!ctx) {
+    if (!ctx || d->idx_topk) { // V3.2: the absorbed form in both phases
         b->q_abs = mem_alloc(m, MEM_ACT, DS_BF16(T * d->heads, d->kv_row), "absorbed queries");
         b->o_lat = mem_alloc(m, MEM_ACT, DS_BF16(T * d->heads, d->kv_lora), "attention latents");
     } else {
@@ -415,6 +466,15 @@ static void ds_buffers_alloc(struct lwb_mem *m, struct ds_buffers *b, const stru
         b->kv_all = mem_alloc(m, MEM_ACT, DS_BF16(K, d->kv_row), "cached rows");
         b->kn = mem_alloc(m, MEM_ACT, DS_BF16(K * d->heads, d->nope), "keys");
         b->vt = mem_alloc(m, MEM_ACT, DS_BF16((size_t)d->heads * d->v, b->key_stride), "values");
+    }
+    if (d->idx_topk) {
+        b->iq = mem_alloc(m, MEM_ACT, DS_BF16(T, DSA_HEADS * DSA_DIM), "indexer queries");
+        b->ik = mem_alloc(m, MEM_ACT, DS_BF16(T, DSA_DIM), "indexer keys");
+        b->iw = mem_alloc(m, MEM_ACT, (size_t)T * DSA_HEADS * 4, "indexer head weights");
+        b->iq8 = mem_alloc(m, MEM_ACT, (size_t)T * DSA_HEADS * DSA_DIM, "indexer queries (fp8)");
+        b->iwt = mem_alloc(m, MEM_ACT, (size_t)T * DSA_HEADS * 4, "indexer folded weights");
+        if (b->ilog_ld) b->ilogits = mem_alloc(m, MEM_ACT, (size_t)T * b->ilog_ld * 4, "indexer scores");
+        b->itopk = mem_alloc(m, MEM_ACT, (size_t)T * d->idx_topk * 4, "indexer selections");
     }
     b->attn = mem_alloc(m, MEM_ACT, DS_BF16(T, (size_t)d->heads * d->v), "attention output");
     b->attn_out = mem_alloc(m, MEM_ACT, DS_BF16(T, H), "o_proj output");
@@ -510,8 +570,12 @@ struct ds_run {
     struct lwb_gemm g_d13, g_d2;                              // dense MLP
     struct mla_rope_config rope_cfg;
     struct lwb_kreq r_rope;
-    struct lwb_mla_decode dec;
+    struct lwb_mla_decode dec;       // GEN; V3.2: the sparse form in both phases
     struct lwb_mla_prefill pre;
+    struct lwb_gemm g_iq, g_ik, g_iw; // V3.2's indexer: wq_b, wk, weights_proj
+    struct lwb_dsa dsa;
+    struct lwb_kreq r_topk;
+    bool idx_scores;                 // some request has more visible keys than index_topk
     struct moe_route_config route_cfg;
     struct lwb_kreq r_route;
     struct lwb_kreq r_quant;  // fp8: the quantisation passes (before o_proj and the down projections)
@@ -530,6 +594,10 @@ struct ds_fill {
     struct rmsnorm_config n_in, n_kv;
     struct lwb_kreq r_in, r_kv, r_rope;
     struct lwb_gemm *g;        // per layer
+    // V3.2: the indexer keys of the cached tokens (wk per layer, then the keys-only preparation)
+    struct lwb_gemm *gi;
+    struct lwb_dsa dsa;
+    CUdeviceptr ik;
 };
 
 struct ds_family {
@@ -589,7 +657,18 @@ static void ds_run_plan(struct ds_run *r, struct ds_family *f, const struct ds_l
     const int swiglu = q8 ? GEMM_EPI_SWIGLU64 : GEMM_EPI_SWIGLU;
     proj(&r->g_a, "fused_a", T, d->q_lora + d->kv_row, d->hidden, 1, GEMM_EPI_BF16, false, 0, dev);
     proj(&r->g_qb, "q_b", T, d->heads * d->qk, d->q_lora, 1, GEMM_EPI_BF16, false, 0, dev);
-    if (!p->ctx) {
+    if (d->idx_topk) {
+        proj(&r->g_iq, "indexer_wq_b", T, DSA_HEADS * DSA_DIM, d->q_lora, 1, GEMM_EPI_BF16, false, 0, dev);
+        proj(&r->g_ik, "indexer_wk", T, DSA_DIM, d->hidden, 1, GEMM_EPI_BF16, false, 0, dev);
+        gemm_plan(&r->g_iw, "indexer_weights", T, DSA_HEADS, d->hidden, 1, GEMM_EPI_F32, false, 0, dev);
+        dsa_request(&r->dsa, dsa_choose(d->page, d->rope, p->qlen, p->batch, p->kv_len, dev->sm_count));
+        dsa_topk_request(&r->r_topk, d->idx_topk);
+        r->idx_scores = p->kv_len > d->idx_topk;
+        gemm_plan(&r->g_uk, "w_uk", T, d->kv_lora, d->nope, d->heads, GEMM_EPI_BF16, false, 0, dev);
+        gemm_plan(&r->g_uv, "w_uv", T, d->v, d->kv_lora, d->heads, GEMM_EPI_BF16, false, 0, dev);
+        r->dec.cfg = mla_sparse_choose(d->heads, d->page, d->idx_topk, (int)T, dev->sm_count);
+        mla_decode_request(&r->dec.req, r->dec.cfg);
+    } else if (!p->ctx) {
         gemm_plan(&r->g_uk, "w_uk", T, d->kv_lora, d->nope, d->heads, GEMM_EPI_BF16, false, 0, dev);
         gemm_plan(&r->g_uv, "w_uv", T, d->v, d->kv_lora, d->heads, GEMM_EPI_BF16, false, 0, dev);
         r->dec.cfg = mla_decode_choose(d->heads, d->page, p->qlen, p->batch, p->kv_len, dev->sm_count);
@@ -633,8 +712,9 @@ static void ds_run_plan(struct ds_run *r, struct ds_family *f, const struct ds_l
 
 // Every GEMM of a run, for workspace sizing and binding loops.
 static int ds_run_gemms(struct ds_run *r, struct lwb_gemm **out) {
-    struct lwb_gemm *all[] = {&r->g_a, &r->g_qb, &r->g_uk, &r->g_uv, &r->g_kn, &r->g_vt, &r->g_o,
-                              &r->g_gate, &r->g_e13, &r->g_e2, &r->g_s13, &r->g_s2, &r->g_d13, &r->g_d2};
+    struct lwb_gemm *all[] = {&r->g_a,    &r->g_qb,  &r->g_iq, &r->g_ik, &r->g_iw, &r->g_uk,  &r->g_uv,
+                              &r->g_kn,   &r->g_vt,  &r->g_o,  &r->g_gate, &r->g_e13, &r->g_e2, &r->g_s13,
+                              &r->g_s2,   &r->g_d13, &r->g_d2};
     int n = 0;
     for (size_t i = 0; i < LWB_ARRAY_LEN(all); i++)
         if (all[i]->req.family) out[n++] = all[i];
@@ -645,11 +725,12 @@ static int ds_run_gemms(struct ds_run *r, struct lwb_gemm **out) {
 static void ds_run_requests(struct ds_run *r, struct lwb_kreqs *out) {
     kreqs_add(out, &r->r_in), kreqs_add(out, &r->r_post), kreqs_add(out, &r->r_qa), kreqs_add(out, &r->r_kva);
     kreqs_add(out, &r->r_rope);
-    struct lwb_gemm *g[16];
+    struct lwb_gemm *g[24];
     int ng = ds_run_gemms(r, g);
     for (int i = 0; i < ng; i++) kreqs_add(out, &g[i]->req);
     if (r->dec.req.family) kreqs_add(out, &r->dec.req);
     if (r->pre.req.family) kreqs_add(out, &r->pre.req);
+    if (r->dsa.req.family) kreqs_add(out, &r->dsa.req), kreqs_add(out, &r->r_topk);
     if (r->r_route.family) kreqs_add(out, &r->r_route);
     if (r->r_quant.family) kreqs_add(out, &r->r_quant);
 }
@@ -657,12 +738,13 @@ static void ds_run_requests(struct ds_run *r, struct lwb_kreqs *out) {
 // Grow the shared buffers' sizes to what this run needs (split-K workspace, attention split
 // partials, the gate's partial slabs).
 static void ds_run_workspace(struct ds_run *r, struct ds_buffers *b) {
-    struct lwb_gemm *g[16];
+    struct lwb_gemm *g[24];
     int n = ds_run_gemms(r, g);
     for (int i = 0; i < n; i++) b->gemm_ws_bytes = LWB_MAX(b->gemm_ws_bytes, gemm_workspace_bytes(g[i]));
     if (r->dec.req.family)
         b->mla_ws_bytes = LWB_MAX(b->mla_ws_bytes, mla_decode_workspace(&r->dec.cfg, r->p.tokens));
     if (r->L->moe) b->logit_splits = LWB_MAX(b->logit_splits, r->g_gate.cfg.splitk);
+    if (r->idx_scores) b->ilog_ld = LWB_MAX(b->ilog_ld, LWB_CEIL_DIV((long long)r->p.kv_len, 64) * 64);
 }
 
 // Bind a projection: its input (the bf16 operand, or in fp8 runs its quantised copy `aq` with the
@@ -696,7 +778,16 @@ static void ds_run_bind(struct ds_run *r) {
     struct lwb_operand wqb = {w->q_b, (long long)d->heads * d->qk, d->q_lora, d->q_lora, 1, 0};
     ds_bind_proj(&r->g_qb, &qa, &b->qaq, &wqb, w->q_b_s, b->q, (long long)d->heads * d->qk, b->gemm_ws);
     const long long kvb_head = (long long)(d->nope + d->v) * d->kv_lora; // elements per head of kv_b
-    if (!p->ctx) {
+    if (d->idx_topk) {
+        struct lwb_operand wiq = {w->i_wq, DSA_HEADS * DSA_DIM, d->q_lora, d->q_lora, 1, 0};
+        ds_bind_proj(&r->g_iq, &qa, &b->qaq, &wiq, w->i_wq_s, b->iq, DSA_HEADS * DSA_DIM, b->gemm_ws);
+        struct lwb_operand wik = {w->i_wk, DSA_DIM, d->hidden, H, 1, 0};
+        ds_bind_proj(&r->g_ik, &xa, &b->xq, &wik, w->i_wk_s, b->ik, DSA_DIM, b->gemm_ws);
+        struct lwb_operand wip = {w->i_wp, DSA_HEADS, d->hidden, H, 1, 0};
+        gemm_bind(&r->g_iw, &xa, &wip, b->iw, DSA_HEADS, 0, b->gemm_ws);
+        dsa_bind(&r->dsa, b->iq8, T, r->L->icache, r->L->blocks);
+    }
+    if (!p->ctx || d->idx_topk) {
         // q_abs[:, h, 0:512] = q_nope[:, h] W_UK[h]
         struct lwb_operand qn = {b->q, T, d->nope, (long long)d->heads * d->qk, d->heads, d->qk};
         struct lwb_operand uk = {w->w_uk_t, d->kv_lora, d->nope, d->nope, d->heads, (long long)d->kv_lora * d->nope};
@@ -786,6 +877,29 @@ static void ds_mod_attn_allreduce(void *arg, CUstream s) {
                        r->what_attn_ar);
 }
 
+// DeepSeek-V3.2's indexer, inside MLA (TensorRT-LLM has no range of its own for it): its three
+// projections, keys and queries prepared (the new keys into the indexer cache), the scores of every
+// visible key (skipped when no request has more than index_topk), each token's selection.
+static void ds_indexer(struct ds_run *r, CUstream s) {
+    const struct ds_dims *d = &r->f->d;
+    const struct ds_buffers *b = &r->f->buf;
+    const struct ds_layer *L = r->L;
+    const struct lwb_problem *p = &r->p;
+    gemm_enqueue(&r->g_iq, s);
+    gemm_enqueue(&r->g_ik, s);
+    gemm_enqueue(&r->g_iw, s);
+    struct dsa_prep_args a = {b->iq, DSA_HEADS * DSA_DIM, b->ik, DSA_DIM, b->iw, DSA_HEADS, L->w.i_ln_w, L->w.i_ln_b,
+                              1e-6f, b->cos_t, b->sin_t, b->kv_lens, b->block_table, L->icache, b->iq8, b->iwt,
+                              p->qlen, b->max_blocks, p->tokens};
+    dsa_prep_enqueue(&r->dsa, s, &a);
+    if (r->idx_scores)
+        dsa_logits_enqueue(&r->dsa, s, L->icache, b->iwt, b->block_table, b->max_blocks, b->kv_lens, p->qlen, 0,
+                           p->batch, b->ilogits, b->ilog_ld);
+    dsa_topk_enqueue(&r->r_topk, s, r->idx_scores ? b->ilogits : 0, LWB_MAX(b->ilog_ld, 1), 0, p->tokens, b->kv_lens,
+                     p->qlen, b->itopk, p->kv_len);
+    (void)d;
+}
+
 static void ds_mod_mla(void *arg, CUstream s) {
     struct ds_run *r = arg;
     const struct ds_dims *d = &r->f->d;
@@ -798,12 +912,18 @@ static void ds_mod_mla(void *arg, CUstream s) {
     rmsnorm_enqueue(&r->r_kva, r->n_kva, s, b->a_out + (CUdeviceptr)d->q_lora * 2, A, 0, 0, 0, r->L->w.kv_a_norm,
                     b->latent, d->kv_lora, T, d->eps);
     gemm_enqueue(&r->g_qb, s);
-    if (!p->ctx) gemm_enqueue(&r->g_uk, s);
-    struct mla_rope_args ra = {b->q, p->ctx ? 0 : b->q_abs, b->a_out + (CUdeviceptr)(d->q_lora + d->kv_lora) * 2, A,
+    const bool absorbed = !p->ctx || d->idx_topk;
+    if (d->idx_topk) ds_indexer(r, s);
+    if (absorbed) gemm_enqueue(&r->g_uk, s);
+    struct mla_rope_args ra = {b->q, absorbed ? b->q_abs : 0, b->a_out + (CUdeviceptr)(d->q_lora + d->kv_lora) * 2, A,
                                b->latent, d->kv_lora, b->kv_new, r->L->cache, b->block_table, b->kv_lens,
                                b->cos_t, b->sin_t, b->max_blocks, p->qlen, T};
     mla_rope_enqueue(&r->r_rope, s, &ra);
-    if (!p->ctx) {
+    if (d->idx_topk) {
+        mla_sparse_enqueue(&r->dec, s, b->block_table, b->max_blocks, b->kv_lens, p->qlen, b->itopk, r->L->cache,
+                           d->sm_scale, b->o_lat, b->mla_ws);
+        gemm_enqueue(&r->g_uv, s);
+    } else if (!p->ctx) {
         mla_decode_enqueue(&r->dec, s, b->block_table, b->max_blocks, b->kv_lens, d->sm_scale, b->o_lat, b->mla_ws);
         gemm_enqueue(&r->g_uv, s);
     } else {
@@ -1079,6 +1199,15 @@ static void cost_add(struct lwb_cost *a, struct lwb_cost b) {
     a->flops += b.flops, a->flops8 += b.flops8, a->bytes += b.bytes, a->sent += b.sent, a->received += b.received;
 }
 
+// V3.2: (query token, key) pairs the sparse attention attends: each token's visible keys, at most
+// index_topk of them.
+static double ds_selected(const struct ds_dims *d, const struct lwb_problem *p) {
+    double sel = 0;
+    const int past = p->kv_len - p->qlen;
+    for (int i = 0; i < p->qlen; i++) sel += LWB_MIN(past + i + 1, d->idx_topk);
+    return sel * p->batch;
+}
+
 static struct ds_costs ds_cost(const struct ds_dims *d, const struct lwb_shard *sh, const struct lwb_problem *p,
                                bool moe, const struct ds_route_stats *rt) {
     struct ds_costs c = {0};
@@ -1091,7 +1220,30 @@ static struct ds_costs ds_cost(const struct ds_dims *d, const struct lwb_shard *
     cost_add(&c.mla, ds_linear(d, T, H, nh * d->v, 2.0 * T * (nh * d->v + H)));
     double f = 0, bytes = 2.0 * T * d->kv_row; // new cache rows
     double cached = (double)p->batch * p->kv_len;
-    if (!p->ctx) {
+    if (d->idx_topk) {
+        // The indexer: its projections, the preparation (bf16 queries and keys in, fp8 out, the keys
+        // into the cache), the scores of every visible pair (fp8 tensor-core work; the cache read
+        // once per request, the fp32 scores written) and the selection (scores read, indices
+        // written); then the sparse absorbed attention over each token's selected rows.
+        cost_add(&c.mla, ds_linear(d, T, DSA_HEADS * DSA_DIM, d->q_lora, 2.0 * T * DSA_HEADS * DSA_DIM));
+        cost_add(&c.mla, ds_linear(d, T, DSA_DIM, H, 2.0 * T * DSA_DIM));
+        cost_add(&c.mla, (struct lwb_cost){gemm_flops(T, DSA_HEADS, (int)H, 1), 2.0 * DSA_HEADS * H + 4.0 * T * DSA_HEADS,
+                                           0, 0, 0});
+        cost_add(&c.mla, (struct lwb_cost){.bytes = T * (2.0 * DSA_HEADS * DSA_DIM + 2.0 * DSA_DIM + 4.0 * DSA_HEADS) +
+                                                    T * (DSA_HEADS * (DSA_DIM + 4.0) + DSA_TOKEN_BYTES)});
+        const double pairs = dsa_pairs(p->batch, p->qlen, p->kv_len), sel = ds_selected(d, p);
+        if (p->kv_len > d->idx_topk) {
+            cost_add(&c.mla, (struct lwb_cost){.flops8 = dsa_logits_flops(pairs),
+                                               .bytes = dsa_logits_bytes(p->batch, p->qlen, p->kv_len, pairs)});
+            c.mla.bytes += dsa_topk_bytes(pairs, T, d->idx_topk);
+        } else {
+            c.mla.bytes += 4.0 * T * d->idx_topk;
+        }
+        f += gemm_flops(T, d->kv_lora, d->nope, (int)nh) + gemm_flops(T, d->v, d->kv_lora, (int)nh);
+        f += mla_decode_flops((int)nh, sel);
+        bytes += mla_sparse_bytes((int)nh, (int)T, sel, d->idx_topk) + 2.0 * nh * d->kv_lora * (d->nope + d->v);
+        cost_add(&c.mla, (struct lwb_cost){f, bytes, 0, 0, 0});
+    } else if (!p->ctx) {
         f += gemm_flops(T, d->kv_lora, d->nope, (int)nh) + gemm_flops(T, d->v, d->kv_lora, (int)nh);
         double pairs = 0;
         for (int i = 0; i < p->qlen; i++) pairs += (double)p->batch * (p->kv_len - (p->qlen - 1 - i));
@@ -1100,8 +1252,10 @@ static struct ds_costs ds_cost(const struct ds_dims *d, const struct lwb_shard *
         f += gemm_flops(cached, d->nope, d->kv_lora, (int)nh) + gemm_flops(d->v, (int)cached, d->kv_lora, (int)nh);
         f += mla_prefill_flops((int)nh, p->batch, p->qlen, p->kv_len);
     }
-    bytes += 2.0 * nh * d->kv_lora * (d->nope + d->v) + cached * d->kv_row * 2;
-    cost_add(&c.mla, (struct lwb_cost){f, bytes, 0, 0, 0});
+    if (!d->idx_topk) {
+        bytes += 2.0 * nh * d->kv_lora * (d->nope + d->v) + cached * d->kv_row * 2;
+        cost_add(&c.mla, (struct lwb_cost){f, bytes, 0, 0, 0});
+    }
     const double ar = ds_tp_collectives(sh) ? ds_ring_allreduce(2.0 * T * H, N) : 0;
     if (moe) c.attn_ar = (struct lwb_cost){0, 0, ar, ar, 0};
     else c.mla.sent = c.mla.received = ar;
@@ -1203,6 +1357,12 @@ static void ds_fill_plan(struct ds_fill *fl, struct ds_family *f, const struct l
     for (int l = 0; l < f->nlayers; l++)
         (d->fp8 ? gemm_plan_fp8 : gemm_plan)(&fl->g[l], "cache_fill", fl->chunk, d->kv_row, d->hidden, 1, GEMM_EPI_BF16,
                                              false, 0, dev);
+    if (!d->idx_topk) return;
+    fl->gi = xcalloc((size_t)f->nlayers, sizeof *fl->gi);
+    for (int l = 0; l < f->nlayers; l++)
+        (d->fp8 ? gemm_plan_fp8 : gemm_plan)(&fl->gi[l], "cache_fill_indexer", fl->chunk, DSA_DIM, d->hidden, 1,
+                                             GEMM_EPI_BF16, false, 0, dev);
+    dsa_request(&fl->dsa, (struct dsa_config){.page = d->page, .rope = d->rope, .nq = 1, .wg = 2, .splits = 1});
 }
 
 static void ds_fill_alloc(struct ds_fill *fl, const struct ds_dims *d, struct lwb_mem *m) {
@@ -1213,6 +1373,7 @@ static void ds_fill_alloc(struct ds_fill *fl, const struct ds_dims *d, struct lw
     fl->latent = mem_alloc(m, MEM_WS, DS_BF16(fl->chunk, d->kv_lora), "cache fill latent");
     fl->kv_new = mem_alloc(m, MEM_WS, DS_BF16(fl->chunk, d->kv_row), "cache fill rows");
     fl->lens = mem_alloc(m, MEM_WS, (size_t)LWB_CEIL_DIV(fl->max_past, fl->chunk) * 4, "cache fill lengths");
+    if (d->idx_topk) fl->ik = mem_alloc(m, MEM_WS, DS_BF16(fl->chunk, DSA_DIM), "cache fill indexer keys");
     if (d->fp8) {
         fl->xq.q = mem_alloc(m, MEM_WS, (size_t)fl->chunk * d->hidden, "cache fill norm (fp8)");
         fl->xq.s = mem_alloc(m, MEM_WS, (size_t)fl->chunk * (d->hidden / 128) * 4, "cache fill norm (fp8 scales)");
@@ -1240,6 +1401,10 @@ static void ds_fill_cache(struct ds_family *f, CUstream s) {
                                 d->hidden, d->hidden, 1, 0};
         ds_bind_proj(&fl->g[l], &x, &fl->xq, &w, L->w.fused_a_s + ds_sbytes(d->q_lora, d->hidden), fl->kv, d->kv_row,
                      b->gemm_ws);
+        if (d->idx_topk) {
+            struct lwb_operand wk = {L->w.i_wk, DSA_DIM, d->hidden, d->hidden, 1, 0};
+            ds_bind_proj(&fl->gi[l], &x, &fl->xq, &wk, L->w.i_wk_s, fl->ik, DSA_DIM, b->gemm_ws);
+        }
         for (int q = 0; q < b->max_batch; q++) {
             const unsigned long long req = (unsigned long long)f->sh->dp_rank * b->max_batch + (unsigned long long)q;
             for (int c = 0; c < nchunks; c++) {
@@ -1256,6 +1421,15 @@ static void ds_fill_cache(struct ds_family *f, CUstream s) {
                                            fl->kv_new, L->cache, b->block_table + (CUdeviceptr)q * b->max_blocks * 4,
                                            fl->lens + (CUdeviceptr)c * 4, b->cos_t, b->sin_t, b->max_blocks, n, n};
                 mla_rope_enqueue(&fl->r_rope, s, &ra);
+                if (d->idx_topk) {
+                    fl->gi[l].m = n;
+                    gemm_enqueue(&fl->gi[l], s);
+                    struct dsa_prep_args ia = {0, 0, fl->ik, DSA_DIM, 0, 0, L->w.i_ln_w, L->w.i_ln_b, 1e-6f, b->cos_t,
+                                               b->sin_t, fl->lens + (CUdeviceptr)c * 4,
+                                               b->block_table + (CUdeviceptr)q * b->max_blocks * 4, L->icache, 0, 0, n,
+                                               b->max_blocks, n};
+                    dsa_prep_enqueue(&fl->dsa, s, &ia);
+                }
             }
         }
     }
@@ -1266,7 +1440,9 @@ static void ds_fill_cache(struct ds_family *f, CUstream s) {
 // ---------------------------------------------------------------------------------------------
 // The family table's functions
 
-static bool ds_runs(const struct lwb_model *m) { return !strcmp(m->model_type, "deepseek_v3"); }
+static bool ds_runs(const struct lwb_model *m) {
+    return !strcmp(m->model_type, "deepseek_v3") || !strcmp(m->model_type, "deepseek_v32");
+}
 
 // Sizes the kernels index with 32-bit integers or launch as grid dimensions (at most 65535 in y
 // and z), checked in 64 bits before anything is planned: one line naming what to shrink.
@@ -1282,7 +1458,11 @@ static void ds_check_sizes(const struct ds_family *f) {
     for (int i = 0; i < sp->nproblems; i++) {
         const struct lwb_problem *q = &sp->problems[i];
         const long long keys = (long long)q->batch * mla_prefill_pitch(q->kv_len);
-        if (q->ctx && keys > 65535LL * 64)
+        if (d->idx_topk && q->tokens > 65535)
+            lwb_user_error("run: %d tokens in one forward (b=%d x %d) are more than lwb's sparse attention takes "
+                           "(65535 query tokens); use fewer requests per CTX forward",
+                           q->tokens, q->batch, q->qlen);
+        if (q->ctx && !d->idx_topk && keys > 65535LL * 64)
             lwb_user_error("run: b=%d x %d keys of context (%lld in all) is more than lwb's context attention takes in "
                            "one forward (%lld); use fewer requests or a shorter --seq-len-kv-cache",
                            q->batch, q->kv_len, keys, 65535LL * 64);
@@ -1353,8 +1533,10 @@ static void ds_plan(void *fam, const struct lwb_device *dev) {
         }
     }
     ds_fill_plan(&f->fill, f, dev);
-    for (int l = 0; f->fill.chunk && l < f->nlayers; l++)
+    for (int l = 0; f->fill.chunk && l < f->nlayers; l++) {
         b->gemm_ws_bytes = LWB_MAX(b->gemm_ws_bytes, gemm_workspace_bytes(&f->fill.g[l]));
+        if (f->fill.gi) b->gemm_ws_bytes = LWB_MAX(b->gemm_ws_bytes, gemm_workspace_bytes(&f->fill.gi[l]));
+    }
 }
 
 static void ds_requests(void *fam, struct lwb_kreqs *out) {
@@ -1363,6 +1545,10 @@ static void ds_requests(void *fam, struct lwb_kreqs *out) {
     if (f->fill.chunk) {
         kreqs_add(out, &f->fill.r_in), kreqs_add(out, &f->fill.r_kv), kreqs_add(out, &f->fill.r_rope);
         for (int l = 0; l < f->nlayers; l++) kreqs_add(out, &f->fill.g[l].req);
+        if (f->fill.gi) {
+            kreqs_add(out, &f->fill.dsa.req);
+            for (int l = 0; l < f->nlayers; l++) kreqs_add(out, &f->fill.gi[l].req);
+        }
     }
 }
 
@@ -1396,6 +1582,7 @@ static void ds_init(void *fam, const struct lwb_kreq *init, CUstream s, unsigned
         ds_load_layer(f->spec.ckpt, f->model, L, d, init, s);
         // Finite values in every slot; the requests' past tokens are written by the fill below.
         init_fill_bf16(init, s, L->cache, (long long)L->blocks * d->page * d->kv_row, seed * 1000003ULL + 7, -1.f, 1.f);
+        if (L->icache) CU_CHECK(lwb_cu.cuMemsetD8Async(L->icache, 0, dsa_cache_bytes(L->blocks, d->page), s));
     }
     const int half = d->rope / 2, pos = b->positions;
     double *inv = xmalloc(sizeof(double) * (size_t)half);
@@ -1461,6 +1648,11 @@ static void ds_describe(void *fam, FILE *out) {
                      "products and the context expansion) and attention\n");
     else
         fprintf(out, "weights: bf16\n");
+    if (d->idx_topk)
+        fprintf(out, "attention: DeepSeek Sparse Attention: a lightning indexer (64 heads x 128, fp8 keys in a paged "
+                     "cache of %d bytes per token) keeps the %d best-scoring keys of each query token; absorbed MLA "
+                     "over them in both phases\n",
+                DSA_TOKEN_BYTES, d->idx_topk);
     if (sh->world_size == 1 && !sh->scaled_from) return;
     fprintf(out, "rank %d of %d: attention %s, heads %d..%d of %d; experts %d..%d of %d", sh->rank, sh->world_size,
             sh->attention_dp ? "data-parallel" : "tensor-parallel", d->head0, d->head0 + d->heads - 1, d->heads_total,

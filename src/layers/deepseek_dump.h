@@ -24,6 +24,12 @@
 //       input (after post_attention_layernorm) and the routing lwb applied
 //   lwb.past_kv.latent (batch, past, kv_lora) and lwb.past_kv.k_pe (batch, past, rope): the
 //       cached tokens as the layer saw them (after kv_a_layernorm; after RoPE)
+// DeepSeek-V3.2 layers add their indexer's weights (self_attn.indexer.*) and:
+//   lwb.indexer.topk (tokens, index_topk) int32: each token's selection (request-local positions,
+//       the valid ones first, -1 after them)
+//   lwb.indexer.k (tokens, 128) uint8 (e4m3 bits), lwb.indexer.k_scale (tokens) fp32: the new
+//       tokens' indexer keys as cached; lwb.past_kv.index_k (batch, past, 128) and
+//       lwb.past_kv.index_k_scale (batch, past): the past tokens'
 // Tensors are streamed from the device one at a time, so a 22 GB MoE layer needs one host
 // buffer of its largest tensor, not 22 GB of host memory.
 //
@@ -111,6 +117,11 @@ static struct dump_src dump_weight_src(const struct ds_layer *L, const struct ds
     if (!strcmp(n, "self_attn.kv_b_proj.weight")) // as loaded: fp8 (kept beside the bf16 copy) or bf16
         return PROJ(d->fp8 ? x->kv_b8 : x->kv_b, x->kv_b8_s, d->kv_lora, 0, 1, B((long long)d->heads * (d->nope + d->v)));
     if (!strcmp(n, "self_attn.o_proj.weight")) return PROJ(x->o_proj, x->o_proj_s, (size_t)d->heads * d->v, 0, 1, B(H));
+    if (!strcmp(n, "self_attn.indexer.wq_b.weight")) return PROJ(x->i_wq, x->i_wq_s, d->q_lora, 0, 1, B(DSA_HEADS * DSA_DIM));
+    if (!strcmp(n, "self_attn.indexer.wk.weight")) return PROJ(x->i_wk, x->i_wk_s, H, 0, 1, B(DSA_DIM));
+    if (!strcmp(n, "self_attn.indexer.k_norm.weight")) return ROWS(x->i_ln_w, DSA_DIM * 4, 0, 1, 1);
+    if (!strcmp(n, "self_attn.indexer.k_norm.bias")) return ROWS(x->i_ln_b, DSA_DIM * 4, 0, 1, 1);
+    if (!strcmp(n, "self_attn.indexer.weights_proj.weight")) return ROWS(x->i_wp, H * 2, 0, 1, DSA_HEADS);
     if (!strcmp(n, "mlp.gate.weight")) return ROWS(x->gate, H * 2, 0, 1, d->experts);
     if (!strcmp(n, "mlp.gate.e_score_correction_bias")) return ROWS(x->bias, (size_t)d->experts * 4, 0, 1, 1);
     if (!strcmp(n, "mlp.shared_experts.down_proj.weight")) return PROJ(x->s2, x->s2_s, d->shared_inter, 0, 1, B(H));
@@ -227,6 +238,26 @@ static void ds_dump(void *fam, int pi, CUstream s, const char *dir) {
             }
             free(all);
         }
+        // V3.2: the selections, and the indexer keys of every cached token, read through the block table.
+        void *sel = NULL, *ik_new = NULL, *iks_new = NULL, *ik_past = NULL, *iks_past = NULL;
+        if (d->idx_topk) {
+            sel = dump_download(b->itopk, (size_t)T * d->idx_topk * 4);
+            int *bt = dump_download(b->block_table, (size_t)b->max_batch * b->max_blocks * 4);
+            const long long past_rows = (long long)q->batch * q->past;
+            ik_new = xmalloc((size_t)T * DSA_DIM), iks_new = xmalloc((size_t)T * 4);
+            ik_past = xmalloc((size_t)LWB_MAX(past_rows, 1) * DSA_DIM), iks_past = xmalloc((size_t)LWB_MAX(past_rows, 1) * 4);
+            for (int rq = 0; rq < q->batch; rq++)
+                for (int j = 0; j < q->kv_len; j++) {
+                    const CUdeviceptr blk = L->icache + (CUdeviceptr)bt[rq * b->max_blocks + j / d->page] * d->page * DSA_TOKEN_BYTES;
+                    const int slot = j % d->page;
+                    const long long row = j < q->past ? (long long)rq * q->past + j : (long long)rq * q->qlen + j - q->past;
+                    uint8_t *kd = (uint8_t *)(j < q->past ? ik_past : ik_new) + row * DSA_DIM;
+                    float *ks = (float *)(j < q->past ? iks_past : iks_new) + row;
+                    CU_CHECK(lwb_cu.cuMemcpyDtoH(kd, blk + (CUdeviceptr)slot * DSA_DIM, DSA_DIM));
+                    CU_CHECK(lwb_cu.cuMemcpyDtoH(ks, blk + (CUdeviceptr)d->page * DSA_DIM + (CUdeviceptr)slot * 4, 4));
+                }
+            free(bt);
+        }
         char name[96];
         if (whole) snprintf(name, sizeof name, "layer%d.safetensors", L->index);
         else snprintf(name, sizeof name, "layer%d.rank%d.safetensors", L->index, sh->rank);
@@ -255,6 +286,17 @@ static void ds_dump(void *fam, int pi, CUstream s, const char *dir) {
             st_add(w, "lwb.moe.topk_ids", "I32", sh_tk, 2, ids, (size_t)T * d->top_k * 4);
             st_add(w, "lwb.moe.topk_weights", "F32", sh_tk, 2, wts, (size_t)T * d->top_k * 4);
         }
+        if (d->idx_topk) {
+            int64_t ss[2] = {T, d->idx_topk}, sk[2] = {T, DSA_DIM}, spk[3] = {q->batch, q->past, DSA_DIM},
+                    sps[2] = {q->batch, q->past};
+            st_add(w, "lwb.indexer.topk", "I32", ss, 2, sel, (size_t)T * d->idx_topk * 4);
+            st_add(w, "lwb.indexer.k", "U8", sk, 2, ik_new, (size_t)T * DSA_DIM);
+            st_add(w, "lwb.indexer.k_scale", "F32", sh_t, 1, iks_new, (size_t)T * 4);
+            if (q->past) {
+                st_add(w, "lwb.past_kv.index_k", "U8", spk, 3, ik_past, (size_t)q->batch * q->past * DSA_DIM);
+                st_add(w, "lwb.past_kv.index_k_scale", "F32", sps, 2, iks_past, (size_t)q->batch * q->past * 4);
+            }
+        }
         if (q->past) {
             int64_t sl[3] = {q->batch, q->past, d->kv_lora}, sk[3] = {q->batch, q->past, d->rope};
             st_add(w, "lwb.past_kv.latent", "BF16", sl, 3, lat, (size_t)q->batch * q->past * d->kv_lora * 2);
@@ -271,6 +313,7 @@ static void ds_dump(void *fam, int pi, CUstream s, const char *dir) {
         free(path), free(ws), free(src), free(in_h), free(in_r), free(out_h), free(out_r), free(moe_x), free(ids);
         free(mid_r), free(mlp_out);
         free(wts), free(pos), free(lat), free(kpe);
+        free(sel), free(ik_new), free(iks_new), free(ik_past), free(iks_past);
     }
     free(mods.m);
     if (sh->rank != 0) {
