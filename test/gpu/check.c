@@ -1,6 +1,6 @@
 // check.c: numerical checks and benchmarks of lwb's kernels on the GPU machine.
 //
-//   build/gpu_check [FAMILY...]      families: copy rmsnorm gemm jit (default: all)
+//   build/gpu_check [FAMILY...]      families: see `families` below (default: all but the variants)
 //
 // Each check runs a kernel through lwb's JIT on fresh random inputs (never zeros), compares it
 // with its C reference (test/ref/) or, for shapes too large for the CPU, with a plain fp32 GPU
@@ -21,6 +21,7 @@
 #include "../ref/mla_rope.c"
 #include "../ref/moe_route.c"
 #include "../ref/gemm_fp8.c"
+#include "../ref/dsa_topk.c"
 
 #define PEAK_BF16_TFLOPS 989.4 // H100/H200 SXM dense bf16 (datasheet)
 #define PEAK_FP8_TFLOPS 1978.9 // H100/H200 SXM dense fp8 (datasheet)
@@ -1074,6 +1075,139 @@ static void check_mla_rope(struct check *c) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// dsa_topk: the indexer's top-k selection against test/ref/dsa_topk.c. The result is one exact
+// set written in ascending order, so every entry must match.
+
+enum { TOPK_RANDOM, TOPK_LEVELS, TOPK_NARROW, TOPK_EQUAL, TOPK_INF };
+
+// RANDOM: uniform in [-3, 5), never 0. LEVELS: a few exact values, the top ones rare, so the k-th
+// score falls inside a level of ties. NARROW: 64 values in [1, 1.0625): one bin of the first
+// digit, so the kernel's candidate list overflows and it sweeps the row again. EQUAL: one value.
+// INF: mostly -inf, 5% zeros of either sign (one value), 2% positives.
+static float topk_score(struct check *c, int kind) {
+    const int l = (int)(ref_next(&c->rng) % 100);
+    switch (kind) {
+    case TOPK_RANDOM: {
+        const float v = ref_uniform(&c->rng, -3.f, 5.f);
+        return v != 0.f ? v : 1e-3f;
+    }
+    case TOPK_LEVELS: return l < 2 ? 9.f : l < 6 ? 5.5f : l < 25 ? 2.f : l < 60 ? ref_uniform(&c->rng, -1.f, 0.5f) : -7.f;
+    case TOPK_NARROW: return 1.f + (float)(ref_next(&c->rng) % 64) / 1024.f;
+    case TOPK_EQUAL: return 0.75f;
+    default: return l < 5 ? (ref_next(&c->rng) & 1 ? -0.f : 0.f) : l < 7 ? ref_uniform(&c->rng, 1.f, 2.f) : -INFINITY;
+    }
+}
+
+struct topk_arg {
+    const struct lwb_kreq *r;
+    CUdeviceptr logits, lens, out;
+    long long ld, max_keys;
+    int row0, rows, qlen;
+};
+static void topk_launch(void *p, CUstream s) {
+    struct topk_arg *a = p;
+    dsa_topk_enqueue(a->r, s, a->logits, a->ld, a->row0, a->rows, a->lens, a->qlen, a->out, a->max_keys);
+}
+
+static long long topk_max_keys(int row0, int rows, const int *kv_lens, int qlen) {
+    long long m = 0;
+    for (int j = 0; j < rows; j++) m = LWB_MAX(m, ref_topk_row_keys(kv_lens, qlen, (long long)row0 + j));
+    return m;
+}
+
+// Rows row0 .. row0 + rows - 1 of requests with kv_lens (qlen tokens each); scores past a row's
+// keys are NaN, which the kernel must not read (a NaN's key is above every number's).
+static void check_dsa_topk_case(struct check *c, const char *name, int topk, int row0, int rows, int qlen,
+                                const int *kv_lens, int batch, long long ld, int kind) {
+    struct lwb_kreq req;
+    dsa_topk_request(&req, topk);
+    jit_build(&c->jit, (struct lwb_kreq *[]){&req}, 1);
+    const long long max_keys = topk_max_keys(row0, rows, kv_lens, qlen);
+    if (max_keys > ld) LWB_BUG("dsa_topk check %s: rows of %lld keys, ld %lld", name, max_keys, ld);
+    const size_t nx = (size_t)rows * ld, nout = (size_t)(row0 + rows) * topk;
+    float *x = xmalloc(nx * sizeof *x);
+    for (int j = 0; j < rows; j++) {
+        const int n = ref_topk_row_keys(kv_lens, qlen, (long long)row0 + j);
+        for (long long e = 0; e < ld; e++) x[(size_t)j * ld + e] = e < n ? topk_score(c, kind) : NAN;
+    }
+    struct topk_arg a = {&req, upload(x, nx * sizeof *x), upload(kv_lens, sizeof(int) * (size_t)batch),
+                         dev_alloc(nout * 4, "topk out"), ld, max_keys, row0, rows, qlen};
+    CU_CHECK(lwb_cu.cuMemsetD8Async(a.out, 0x5a, nout * 4, c->s)); // neither an index nor -1
+    topk_launch(&a, c->s);
+    stream_wait(c->s, 60, "dsa_topk");
+    int *got = xmalloc(nout * 4), *want = xmalloc(nout * 4);
+    download(got, a.out, nout * 4);
+    ref_dsa_topk(x, ld, row0, rows, kv_lens, qlen, topk, want);
+    size_t bad = 0;
+    for (size_t i = (size_t)row0 * topk; i < nout; i++)
+        if (got[i] != want[i] && bad++ < 10)
+            fprintf(stderr, "  token %zu entry %zu: got %d, expected %d\n", i / topk, i % topk, got[i], want[i]);
+    char what[160];
+    snprintf(what, sizeof what, "dsa_topk %s k=%d rows=%d from %d q=%d keys<=%lld", name, topk, rows, row0, qlen,
+             max_keys);
+    verdict(c, what, (struct ref_diff){.bad = bad}, 0);
+    free(x), free(got), free(want);
+    dev_free(a.logits, nx * sizeof *x), dev_free(a.lens, 0), dev_free(a.out, nout * 4);
+}
+
+// Time of one launch on device-filled scores (uniform in [-3, 5)), against reading the scores of
+// rows longer than topk once and writing every row's indices.
+static void bench_dsa_topk(struct check *c, const char *name, int topk, int row0, int rows, int qlen,
+                           const int *kv_lens, int batch) {
+    struct lwb_kreq req;
+    dsa_topk_request(&req, topk);
+    jit_build(&c->jit, (struct lwb_kreq *[]){&req}, 1);
+    const long long ld = topk_max_keys(row0, rows, kv_lens, qlen);
+    const size_t nx = (size_t)rows * ld, nout = (size_t)(row0 + rows) * topk;
+    struct topk_arg a = {&req, dev_alloc(nx * 4, "scores"), upload(kv_lens, sizeof(int) * (size_t)batch),
+                         dev_alloc(nout * 4, "topk out"), ld, ld, row0, rows, qlen};
+    init_fill_f32(&c->init, c->s, a.logits, (long long)nx, 61, -3.f, 5.f);
+    const double us = time_us(c, topk_launch, &a, 20);
+    char what[160];
+    snprintf(what, sizeof what, "dsa_topk %s k=%d rows=%d from %d keys<=%lld", name, topk, rows, row0, ld);
+    bench_line(c, what, us, dsa_topk_bytes(dsa_topk_keys_read(topk, row0, rows, kv_lens, qlen), rows, topk), 0);
+    dev_free(a.logits, nx * 4), dev_free(a.lens, 0), dev_free(a.out, nout * 4);
+}
+
+static void check_dsa_topk(struct check *c) {
+    // Rows below, at and just above k, and longer, in one launch; rows ld apart, not 16-byte aligned.
+    static const int mixed64[] = {1, 5, 63, 64, 65, 66, 100, 1000, 4097, 33};
+    check_dsa_topk_case(c, "mixed", 64, 0, 10, 1, mixed64, 10, 4103, TOPK_RANDOM);
+    static const int mixed2k[] = {1, 2047, 2048, 2049, 2050, 3000, 5000, 17, 40000, 32769};
+    check_dsa_topk_case(c, "mixed", 2048, 0, 10, 1, mixed2k, 10, 40001, TOPK_RANDOM);
+    // GEN: 128 requests with 32769 keys (32768 cached + the new token); MTP: 2 tokens each.
+    int *gen = xmalloc(sizeof(int) * 128);
+    for (int b = 0; b < 128; b++) gen[b] = 32769;
+    check_dsa_topk_case(c, "gen", 2048, 0, 128, 1, gen, 128, 32769, TOPK_RANDOM);
+    check_dsa_topk_case(c, "gen", 64, 0, 128, 1, gen, 128, 32769, TOPK_RANDOM);
+    check_dsa_topk_case(c, "mtp", 2048, 0, 128, 2, gen, 64, 32772, TOPK_RANDOM);
+    // CTX: a chunk of one 3000-token prefill (token t has t + 1 keys), short rows first.
+    static const int ctx[] = {3000};
+    check_dsa_topk_case(c, "ctx", 2048, 1900, 700, 3000, ctx, 1, 3000, TOPK_RANDOM);
+    check_dsa_topk_case(c, "ctx", 64, 30, 300, 3000, ctx, 1, 3001, TOPK_RANDOM);
+    // Longer than the shared-memory copy holds (about 48k keys): the passes read global memory.
+    static const int longer[] = {70000, 47000, 48500, 50000, 100000, 2049};
+    check_dsa_topk_case(c, "long", 2048, 0, 6, 1, longer, 6, 100005, TOPK_RANDOM);
+    check_dsa_topk_case(c, "long", 64, 0, 6, 1, longer, 6, 100005, TOPK_RANDOM);
+    // Ties at the k-th score: the lower indices must win.
+    static const int ties[] = {32769, 5000, 70000, 2100};
+    check_dsa_topk_case(c, "levels", 2048, 0, 4, 1, ties, 4, 70000, TOPK_LEVELS);
+    check_dsa_topk_case(c, "levels", 64, 0, 4, 1, ties, 4, 70000, TOPK_LEVELS);
+    check_dsa_topk_case(c, "narrow", 2048, 0, 4, 1, ties, 4, 70000, TOPK_NARROW);
+    check_dsa_topk_case(c, "narrow", 64, 0, 4, 1, ties, 4, 70000, TOPK_NARROW);
+    check_dsa_topk_case(c, "equal", 2048, 0, 4, 1, ties, 4, 70000, TOPK_EQUAL);
+    check_dsa_topk_case(c, "-inf/+-0", 2048, 0, 4, 1, ties, 4, 70000, TOPK_INF);
+    check_dsa_topk_case(c, "-inf/+-0", 64, 0, 4, 1, ties, 4, 70000, TOPK_INF);
+    // Speed: GEN (one block per token on 128 of the multiprocessors) and the last 4096 tokens of a
+    // 32768-token prefill (28673 .. 32768 keys each).
+    bench_dsa_topk(c, "gen", 2048, 0, 128, 1, gen, 128);
+    bench_dsa_topk(c, "mtp", 2048, 0, 128, 2, gen, 64);
+    static const int prefill[] = {32768};
+    bench_dsa_topk(c, "ctx", 2048, 32768 - 4096, 4096, 32768, prefill, 1);
+    free(gen);
+}
+
+// ---------------------------------------------------------------------------------------------
 // init: seeded fills are in range, varied, and reproducible
 
 static void check_init(struct check *c) {
@@ -1405,6 +1539,8 @@ static void check_fp8(struct check *c) {
     free(r256);
 }
 
+#include "check_dsa.h" // the V3.2 indexer and the sparse attention (after the helpers above)
+
 static const struct {
     const char *name;
     void (*fn)(struct check *);
@@ -1416,6 +1552,8 @@ static const struct {
     {"mla_decode", check_mla_decode, true}, {"mla_prefill", check_mla_prefill, true},
     {"prefill_odd", check_prefill_odd, true},
     {"moe_route", check_moe_route, true}, {"mla_rope", check_mla_rope, true},
+    {"dsa_topk", check_dsa_topk, true},
+    {"dsa", check_dsa, true},
     {"jit", check_jit, true},             {"fp8", check_fp8, true},
 };
 

@@ -35,6 +35,41 @@
 #     implementations move an fp8 layer (rounding to e4m3 turns them into whole-step flips).
 # Pass: lwb's error against the fp8 reference within the largest spread (and <= --tol-fp8, 0.1);
 # the plain error is reported next to it.
+#
+# DeepSeek-V3.2 dumps (meta.json "config" with model_type "deepseek_v32"): the MLA and MoE parts are
+# V3's, so the same transformers layer is built (DeepseekV3Config without the index_* fields), its
+# attention made sparse as lwb ran it: the additive mask keeps, for each query token, only the keys
+# listed in lwb.indexer.topk (and stays causal), so the comparisons above check lwb's attention to
+# the keys it selected, with the same tolerances. The selection itself is checked on its own line
+# against an indexer reference (dsa_ref.py: DeepSeek's fp8 indexer, Hadamard transform included),
+# fed with the dump's indexer weights, lwb's input, positions and cached indexer keys
+# (lwb.past_kv.index_k / index_k_scale):
+#   - the new tokens' keys, lwb.indexer.k / k_scale, against the reference's e4m3 bytes and scales
+#     (equal bytes reported; pass: at most 1% of the values more than one e4m3 step apart (fp8: see
+#     below) and no scale off by more than 2x);
+#   - lwb's rows: visible keys only (positions 0..pos), none twice, min(pos + 1, index_topk) of
+#     them; rows with no more visible keys than index_topk must list exactly those (pass: all);
+#   - top-k agreement |lwb's & the reference's| / |the reference's| per row, averaged over all rows,
+#     and the same outside near ties (see dsa_ref.reference_topk: keys whose reference score is
+#     within tie_tol = 1e-2 * (the row's highest score - its index_topk-th) + 1e-6 of the
+#     index_topk-th, where summation order and one-step e4m3 flips decide); pass: >= 0.99 outside
+#     near ties, averaged over the rows that needed a selection (the others must be exact anyway)
+#     (fp8: see below);
+#   - transformers' own DeepseekV32Indexer (bf16, no Hadamard, no fp8) where transformers has it,
+#     with the same weights, inputs and past keys: its agreement with the reference, reported only.
+# In an fp8 dump the reference's q_a_proj, wq_b and wk are lwb's fp8 GEMMs (dsa_ref.fp8_gemm: the
+# input quantised per token and 128 columns, x once for q_a_proj and wk, times the e4m3 weight,
+# each 128-deep K block summed in fp32 and promoted with its two scales, bf16 result), and
+# q_a_layernorm is lwb's (fp32, one rounding). Its inputs then reach the keys and queries through
+# chains of roundings (1 x 128 quantisation, fp8 GEMM, bf16, LayerNorm or RMSNorm, RoPE, a
+# Hadamard transform mixing all 128 values, e4m3) in which a one-ulp difference flips later
+# roundings, so fixed thresholds say little; the reference is also run with the quantisers' inputs
+# (x before its quantisation, the q latent before its) nudged by one bf16 step as for the layer
+# output (same method and seeds), and lwb passes within that spread:
+#   - keys: the fraction more than one e4m3 step apart <= 1.5 x the largest such fraction of a
+#     nudged reference's keys against the reference's + 0.002 (scales: the 2x rule);
+#   - top-k: the agreement outside near ties over the rows that needed a selection >= the lowest
+#     agreement of a nudged reference's selection with the reference's (same definition) - 0.01.
 import json
 import math
 import sys
@@ -43,6 +78,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import DeepseekV3Config
 from transformers.models.deepseek_v3 import modeling_deepseek_v3 as M
+
+import dsa_ref
 
 
 def rel_l2(got, want):
@@ -66,28 +103,50 @@ def dequant(t, name, dev):
     return w.float() * full, True
 
 
+# Seeds of the bf16 nudges that measure an fp8 reference's spread (the layer output and the indexer).
+NUDGE_SEEDS = (1, 2, 3)
+
+
 class Quant:
     """The activation quantisation of fp8 projections (on/off), with optional bf16 nudges."""
 
     def __init__(self):
         self.on, self.gen = False, None
 
-    def __call__(self, x):
+    def nudge(self, x):
+        """x in bf16; with a generator, each value one step of the magnitude up or down, or kept, at
+        random (zeros, infinities and NaNs kept)."""
         x = x.to(torch.bfloat16)
-        if self.gen is not None:  # one step of the magnitude up or down (zeros, infinities and NaNs kept)
+        if self.gen is not None:
             bits = x.view(torch.int16)
             mag = bits & 0x7FFF
             step = torch.randint(-1, 2, x.shape, generator=self.gen, device=x.device, dtype=torch.int16)
             step = torch.where((mag > 1) & (mag < 0x7F7F), step, torch.zeros_like(step))
             x = (bits + step).view(torch.bfloat16)
-        xf = x.float()
-        if not self.on:
-            return xf
+        return x
+
+    @staticmethod
+    def quantise(xf):
+        """fp32 xf (..., K) as lwb's quantiser writes it, per row and 128 columns: e4m3 values
+        q = e4m3(x * (448 / amax)) (multiplier 1 where amax is 0) as fp32 (..., K), and the scales
+        1 / multiplier (..., K / 128) fp32."""
         g = xf.reshape(-1, xf.shape[-1] // 128, 128)
         amax = g.abs().amax(dim=-1, keepdim=True)
         mul = torch.where(amax > 0, 448.0 / amax, torch.ones_like(amax))
         q = (g * mul).to(FP8).float()
-        return (q * (1.0 / mul)).reshape(xf.shape)
+        return q.reshape(xf.shape), (1.0 / mul).reshape(*xf.shape[:-1], -1)
+
+    def blocks(self, x):
+        """x nudged (with a generator) and quantised: (e4m3 values as fp32, scales), for fp8_gemm."""
+        return self.quantise(self.nudge(x).float())
+
+    def __call__(self, x):
+        """x nudged (with a generator), then (when on) quantised and dequantised, fp32."""
+        xf = self.nudge(x).float()
+        if not self.on:
+            return xf
+        q, s = self.quantise(xf)
+        return (q.reshape(-1, xf.shape[-1] // 128, 128) * s.reshape(-1, xf.shape[-1] // 128, 1)).reshape(xf.shape)
 
 
 def fp8_linear(mod, w32, quant):
@@ -169,12 +228,156 @@ def load_layer(cfg, layer, t, dev):
     return L, c, moe, (quant if fp8 else None)
 
 
+INDEXER_WEIGHTS = ("wq_b.weight", "wk.weight", "k_norm.weight", "k_norm.bias", "weights_proj.weight")
+
+
+def weight8(t, name, dev):
+    """An fp8 weight of a dump as fp8_gemm takes it: (e4m3 values as fp32, weight_scale_inv fp32), or
+    None when the dump stores it otherwise."""
+    if t[name].dtype != FP8:
+        return None
+    return t[name].to(dev).float(), t[name + "_scale_inv"].to(dev).float()
+
+
+def lwb_rmsnorm(v, weight, eps):
+    """lwb's RMSNorm (kernels/rmsnorm.cu.in): x / sqrt(mean(x^2) + eps) * w in fp32, rounded to bf16
+    once (transformers' rounds x / sqrt(...) to bf16 before the weight)."""
+    f = v.float()
+    inv = torch.rsqrt(f.pow(2).mean(dim=-1, keepdim=True) + eps)
+    return (f * inv * weight.float()).to(torch.bfloat16)
+
+
+def check_indexer(conf, layer, t, L, quant, pos, P, dev, mla_inv_freq):
+    """A V3.2 layer's indexer against dsa_ref's reference (see the header). Returns (ok, line)."""
+    B, Q = pos.shape
+    K = conf["index_topk"]
+    prefix = f"model.layers.{layer}."
+    x = t["lwb.input.hidden_states"].to(dev).view(B * Q, -1)
+    w = {k: dequant(t, f"{prefix}self_attn.indexer.{k}", dev)[0].to(dev) for k in INDEXER_WEIGHTS}
+    fp8 = quant is not None
+    if fp8:
+        # lwb's fp8 GEMMs for q_a_proj, wq_b and wk (dsa_ref.fp8_gemm on the quantised inputs).
+        w8 = {k: weight8(t, f"{prefix}self_attn.indexer.{k}", dev) for k in ("wq_b.weight", "wk.weight")}
+        w8["q_a"] = weight8(t, f"{prefix}self_attn.q_a_proj.weight", dev)
+        missing = [k for k, v in w8.items() if v is None]
+        if missing:
+            return False, f"layer {layer} indexer: an fp8 dump without fp8 weights for {', '.join(missing)}"
+        qa_norm = L.self_attn.q_a_layernorm
+        qa_eps = getattr(qa_norm, "variance_epsilon", None) or conf.get("rms_norm_eps", 1e-6)
+
+    def reference(seed):
+        """(q latent, dsa_ref.indexer_reference on lwb's input). fp8: as lwb computes it, x quantised
+        once for q_a_proj and wk, the q latent quantised for wq_b; with a seed, those two quantisers'
+        inputs nudged by one bf16 step (Quant.nudge, x first)."""
+        with torch.no_grad():
+            if not fp8:  # MLA's q latent as the reference layer computes it
+                qr = L.self_attn.q_a_layernorm(L.self_attn.q_a_proj(x)).to(torch.bfloat16)
+                return qr, dsa_ref.indexer_reference(conf, w, x, qr, pos.reshape(-1))
+            quant.on = True
+            quant.gen = None if seed is None else torch.Generator(device=dev).manual_seed(seed)
+            try:
+                xq = quant.blocks(x)
+                qr = lwb_rmsnorm(dsa_ref.fp8_gemm(*xq, *w8["q_a"]), qa_norm.weight, qa_eps)
+
+                def proj(name, inp):  # wk's input is x: its quantised copy above
+                    return dsa_ref.fp8_gemm(*(xq if name == "wk.weight" else quant.blocks(inp)), *w8[name])
+
+                return qr, dsa_ref.indexer_reference(conf, w, x, qr, pos.reshape(-1), proj)
+            finally:
+                quant.on, quant.gen = False, None
+
+    qr, ref = reference(None)
+    equal, far, ratio = dsa_ref.compare_keys(ref, t["lwb.indexer.k"].to(dev).view(B * Q, -1),
+                                             t["lwb.indexer.k_scale"].to(dev).view(-1))
+    if P:
+        past8 = dsa_ref.e4m3_from_bits(t["lwb.past_kv.index_k"].to(dev))  # (B, P, D_I)
+        past_s = t["lwb.past_kv.index_k_scale"].to(dev).float().view(B, P)
+    else:
+        past8 = past_s = None
+    topk = t["lwb.indexer.topk"].to(dev).view(B, Q, -1)
+    malformed = dsa_ref.check_selection(topk, dsa_ref.key_positions(P, pos), pos, K)
+    # fp8: the spread of the reference under bf16 nudges of its quantisers' inputs: each nudged
+    # reference's keys (more than one e4m3 step apart) and selection measured against the reference's.
+    sels, key_spread = [topk], []
+    for seed in (NUDGE_SEEDS if fp8 else ()):
+        _, nudged = reference(seed)
+        key_spread.append(dsa_ref.compare_keys(ref, dsa_ref.e4m3_bits(nudged["k8"]), nudged["k_scale"])[1])
+        with torch.no_grad():
+            _, kept_n = dsa_ref.reference_topk(conf, nudged, pos, P, past8, past_s, [])
+        sels.append(dsa_ref.kept_positions(kept_n, pos, P, K))
+        del nudged, kept_n
+    with torch.no_grad():
+        all_stats, kept = dsa_ref.reference_topk(conf, ref, pos, P, past8, past_s, sels)
+    stats, spread = all_stats[0], all_stats[1:]
+    agree = stats.mean("agree_nt_sel")
+    if fp8:
+        # Pass rules within the spread: lwb's keys more than one e4m3 step from the reference's in at
+        # most 1.5 x the largest fraction of a nudged reference's + 0.2%; lwb's agreement outside near
+        # ties over the rows that needed a selection at least the lowest of the nudged references'
+        # - 0.01.
+        key_limit = max(key_spread) * 1.5 + 0.002
+        agree_floor = min(s.mean("agree_nt_sel") for s in spread) - 0.01
+    else:  # bf16: fixed rules
+        key_limit, agree_floor = 0.01, 0.99
+    ok = (far <= key_limit and ratio <= 2 and malformed == 0 and stats.exact_missed == 0 and agree >= agree_floor)
+    line = (f"layer {layer} indexer{' (fp8)' if fp8 else ''}: keys e4m3 equal {100 * equal:.2f}% "
+            f"({100 * far:.2f}% more than one step apart")
+    if fp8:
+        line += (f"; nudged references {100 * min(key_spread):.2f}..{100 * max(key_spread):.2f}%, pass <= 1.5 x max + "
+                 f"0.2% = {100 * key_limit:.2f}%")
+    line += (f"; scales within {ratio:g}x), topk agreement {stats.mean('agree'):.4f} "
+             f"({stats.mean('agree_nt'):.4f} outside near ties, {stats.selected} rows selected")
+    if stats.selected:
+        line += f"; on those {stats.mean('agree_sel'):.4f}, {agree:.4f} outside near ties"
+        if fp8:
+            sp = [s.mean("agree_nt_sel") for s in spread]
+            line += f" (nudged references {min(sp):.4f}..{max(sp):.4f}, pass >= min - 0.01 = {agree_floor:.4f})"
+    line += ")"
+    if malformed:
+        line += (f", {malformed} rows of lwb.indexer.topk malformed (a key not visible, one listed twice, or "
+                 f"not min(pos + 1, {K}) keys)")
+    if stats.exact_missed:
+        line += f", {stats.exact_missed} rows with at most {K} visible keys not selecting exactly those"
+    ours = torch.tensor(dsa_ref.rope_inv_freq(conf), dtype=torch.float64)
+    theirs = mla_inv_freq.double().cpu()
+    if ours.shape == theirs.shape and ((ours - theirs).abs() / ours).max().item() > 1e-5:
+        line += (f" (note: the reference's RoPE frequencies differ from transformers' MLA ones by up to "
+                 f"{((ours - theirs).abs() / ours).max().item():.1e})")
+    # transformers' own indexer, where this transformers has one (information only).
+    try:
+        mod = dsa_ref.transformers_indexer(conf, lambda n: dequant(t, n, dev)[0], prefix, dev)
+    except ImportError:
+        line += ", transformers has no DeepseekV32; skipped"
+    except Exception as e:  # a release whose module differs from what this script knows
+        line += f", transformers' indexer not built ({type(e).__name__}: {e})"
+    else:
+        try:
+            signs = dsa_ref.hadamard_signs(conf["index_head_dim"], dev)
+            # lwb's cached keys back in transformers' form: dequantised, the Hadamard transform undone
+            # (it is its own inverse).
+            past_bf = dsa_ref.hadamard(past8 * past_s[..., None], signs) if P else None
+            H = x.shape[-1]
+            a, a_sel, n_sel = dsa_ref.transformers_topk(mod, conf, x.view(B, Q, H), qr.view(B, Q, -1), pos, P,
+                                                        past_bf, kept)
+            line += f", transformers indexer agreement {a:.4f}"
+            if n_sel:
+                line += f" ({a_sel:.4f} on the {n_sel} rows selected)"
+        except Exception as e:
+            line += f", transformers' indexer failed ({type(e).__name__}: {e})"
+        del mod
+    return ok, line
+
+
 def main():
     d = sys.argv[1]
     tol = float(sys.argv[sys.argv.index("--tol") + 1]) if "--tol" in sys.argv else 1e-2
     tol8 = float(sys.argv[sys.argv.index("--tol-fp8") + 1]) if "--tol-fp8" in sys.argv else 1e-1
     meta = json.load(open(f"{d}/meta.json"))
-    cfg = DeepseekV3Config(**meta["config"])
+    conf = meta["config"]
+    # DeepSeek-V3.2: V3's layer plus the indexer, whose fields DeepseekV3Config does not take.
+    v32 = conf.get("model_type") == "deepseek_v32"
+    cfg = DeepseekV3Config(**({k: v for k, v in conf.items() if k != "model_type" and not k.startswith("index_")}
+                              if v32 else conf))
     prob = meta["problem"]
     B, Q, P = prob["batch_size"], prob["seq_len_q"], prob["seq_len_kv_cache"]
     dev = torch.device("cuda")
@@ -232,6 +435,14 @@ def main():
             mask = torch.zeros(Q, keys, device=dev, dtype=torch.bfloat16)
             mask[kj > P + qi] = torch.finfo(torch.bfloat16).min
             mask = mask[None, None].expand(B, 1, Q, keys)
+        if v32:
+            # Sparse attention as lwb ran it: each query token sees only the keys lwb's indexer
+            # selected (request-local positions; kept causal too), additive like the mask above.
+            kpos = dsa_ref.key_positions(P, pos)
+            keep = dsa_ref.selected_keys(t["lwb.indexer.topk"].to(dev).view(B, Q, -1), kpos)
+            keep &= kpos[:, None, :] <= pos[:, :, None]
+            mask = torch.full((B, 1, Q, P + Q), torch.finfo(torch.bfloat16).min, device=dev, dtype=torch.bfloat16)
+            mask.masked_fill_(keep[:, None], 0)
         # The MoE output is compared under lwb's routing (the router is checked on its own below:
         # bf16 differences upstream flip near-tied experts, which says nothing about the experts).
         routed = {}
@@ -293,7 +504,7 @@ def main():
             out8, attn8, _ = forward()
             e8, e8_attn = rel_l2(ours, out8), rel_l2(ours_attn, attn8)
             spread, spread_attn = [], []
-            for seed in (1, 2, 3):
+            for seed in NUDGE_SEEDS:
                 quant.gen = torch.Generator(device=dev).manual_seed(seed)
                 o, a, _ = forward()
                 spread.append(rel_l2(o, out8))
@@ -340,6 +551,10 @@ def main():
                 ok = ok and same + ties == len(differ)
             line += f" [cache: {cache_kind}]"
         print(("PASS  " if ok else "FAIL  ") + line, flush=True)
+        if v32:
+            ok_i, line_i = check_indexer(conf, layer, t, L, quant, pos, P, dev, rot.inv_freq)
+            print(("PASS  " if ok_i else "FAIL  ") + line_i, flush=True)
+            ok = ok and ok_i
         failures += not ok
         del L, t
         torch.cuda.empty_cache()
