@@ -12,6 +12,7 @@
 
 // A reduced DeepSeek-V3: 4 heads, 8 experts (top-2 of one group), 2 shared experts, layer 0
 // dense, layer 1 MoE. `hidden` 256 for FP8 (multiples of 128), 320 for bf16 (odd: 5 x 64).
+static bool tiny_v32; // a DeepSeek-V3.2 (the indexer's tensors too; index_topk 64)
 static json_t *tiny_config(int hidden, bool fp8) {
     json_t *j = json_pack("{s:[s], s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i,"
                           " s:i, s:b, s:f, s:f, s:s, s:i, s:s, s:b}",
@@ -24,6 +25,12 @@ static json_t *tiny_config(int hidden, bool fp8) {
                           "sigmoid", "num_hidden_layers", 2, "torch_dtype", "bfloat16", "rope_interleave", true);
     json_object_set_new(j, "max_position_embeddings", json_integer(4096));
     json_object_set_new(j, "rope_theta", json_real(10000));
+    if (tiny_v32) {
+        json_object_set_new(j, "model_type", json_string("deepseek_v32"));
+        json_object_set_new(j, "index_n_heads", json_integer(64));
+        json_object_set_new(j, "index_head_dim", json_integer(128));
+        json_object_set_new(j, "index_topk", json_integer(64));
+    }
     if (fp8)
         json_object_set_new(j, "quantization_config",
                             json_pack("{s:s, s:s, s:[i,i], s:s}", "quant_method", "fp8", "fmt", "e4m3",
@@ -181,12 +188,14 @@ static unsigned char *find_data(struct tiny *t, const char *name) {
 }
 
 // Load a whole layer, read every tensor back through the dump's mapping: equal.
-static void roundtrip(int hidden, bool fp8, int shards) {
+static void roundtrip(int hidden, bool fp8, int shards, bool v32) {
     struct tiny t;
+    tiny_v32 = v32;
     tiny_make(&t, hidden, fp8, shards);
     struct run_plan p;
     struct lwb_args a;
-    ckpt_plan(&p, &a, t.dir, 0, 1, NULL, 0);
+    char *page64[] = {"--tokens-per-block", "64"};
+    ckpt_plan(&p, &a, t.dir, 0, 1, v32 ? page64 : NULL, v32 ? 2 : 0);
     assert_int_equal(p.wformat, t.fmt);
     struct arena ar;
     load_into_arena(&p, &ar);
@@ -210,16 +219,19 @@ static void roundtrip(int hidden, bool fp8, int shards) {
     free(ar.mem);
     ckpt_close(p.ckpt);
     tiny_free(&t);
+    tiny_v32 = false;
 }
 
 static void test_roundtrip_bf16(void **state) {
     (void)state;
-    roundtrip(320, false, 3); // odd hidden, three shards
+    roundtrip(320, false, 3, false); // odd hidden, three shards
+    roundtrip(320, false, 2, true);  // DeepSeek-V3.2: the indexer's tensors
 }
 static void test_roundtrip_fp8(void **state) {
     (void)state;
-    roundtrip(256, true, 1); // one model.safetensors
-    roundtrip(256, true, 4);
+    roundtrip(256, true, 1, false); // one model.safetensors
+    roundtrip(256, true, 4, false);
+    roundtrip(256, true, 2, true); // DeepSeek-V3.2 in FP8 (wq_b, wk with block scales)
 }
 
 // Rank 1 of 2 with attention TP: heads 2 and 3's q_b rows and o_proj columns, the shared experts'

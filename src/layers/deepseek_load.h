@@ -121,6 +121,12 @@ static void ds_load_pieces(const struct ds_layer *L, const struct ds_dims *d, co
         else if (!strcmp(nm, "self_attn.o_proj.weight")) // this rank's heads' columns
             ds_cols(ps, name, ROW((long long)d->heads_total * d->v), (size_t)(scale ? (long long)d->head0 * d->v / 128 * 4 : (long long)d->head0 * d->v * es),
                     ROW((long long)d->heads * d->v), R(H), scale ? x->o_proj_s : x->o_proj);
+        else if (!strcmp(nm, "self_attn.indexer.wq_b.weight")) // V3.2's indexer: whole on every rank
+            ds_rows(ps, name, ROW(d->q_lora), 0, R(DSA_HEADS * DSA_DIM), scale ? x->i_wq_s : x->i_wq);
+        else if (!strcmp(nm, "self_attn.indexer.wk.weight")) ds_rows(ps, name, ROW(H), 0, R(DSA_DIM), scale ? x->i_wk_s : x->i_wk);
+        else if (!strcmp(nm, "self_attn.indexer.k_norm.weight")) ds_rows(ps, name, DSA_DIM * 4, 0, 1, x->i_ln_w);
+        else if (!strcmp(nm, "self_attn.indexer.k_norm.bias")) ds_rows(ps, name, DSA_DIM * 4, 0, 1, x->i_ln_b);
+        else if (!strcmp(nm, "self_attn.indexer.weights_proj.weight")) ds_rows(ps, name, (size_t)H * 2, 0, DSA_HEADS, x->i_wp);
         else if (!strcmp(nm, "mlp.gate.weight")) ds_rows(ps, name, (size_t)H * 2, 0, d->experts, x->gate);
         else if (!strcmp(nm, "mlp.gate.e_score_correction_bias")) ds_rows(ps, name, (size_t)d->experts * 4, 0, 1, x->bias);
         else if (!strcmp(nm, "mlp.shared_experts.gate_proj.weight") || !strcmp(nm, "mlp.shared_experts.up_proj.weight"))
