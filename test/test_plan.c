@@ -380,6 +380,25 @@ static void test_v32_plan(void **state) {
         }
     assert_int_equal(found, 7);
     free(w);
+    // The scores in chunks of bounded memory: the chunks tile every token in order, each within the
+    // budget's rows, whole requests or pieces of one request. A 32k prefill: two chunks.
+    static const int shapes[][3] = {{1, 32769, 16320}, {128, 1, 16320}, {5, 40, 64}, {3, 129, 64}, {7, 3, 64}};
+    for (size_t k = 0; k < LWB_ARRAY_LEN(shapes); k++) {
+        const int nb = shapes[k][0], ql = shapes[k][1], rows_max = shapes[k][2];
+        long long next = 0;
+        struct dsa_chunk ch;
+        int i = 0;
+        for (; dsa_chunk_at(nb, ql, rows_max, i, &ch); i++) {
+            assert_int_equal((long long)ch.req0 * ql + ch.q0, next);
+            assert_true((long long)ch.batch * ch.nql <= rows_max);
+            assert_true(ch.batch == 1 || (ch.q0 == 0 && ch.nql == ql));
+            next += (long long)ch.batch * ch.nql;
+            if (ch.nql < ql) assert_true(ch.q0 + ch.nql <= ql);
+        }
+        assert_int_equal(next, (long long)nb * ql);
+        if (k == 0) assert_int_equal(i, 3);
+    }
+    assert_int_equal(dsa_chunk_rows(32832, DS_SCORES_BUDGET), 16320);
     // Refusals: cache blocks that do not hold whole 64-token tiles; weak scaling with attention TP.
     struct child_result *r = plan_exit(2, 3, "configs/config_gen.yaml", "--model", "deepseek-ai/DeepSeek-V3.2-Exp");
     assert_non_null(strstr(r->err, "--tokens-per-block 64"));

@@ -379,6 +379,10 @@ static void ds_layer_init(struct ds_layer *L, const struct ds_dims *d, const str
 // ---------------------------------------------------------------------------------------------
 // Activations and workspaces, shared by the layers (they run one after another)
 
+// Bytes of fp32 indexer scores held at a time (V3.2): a 32k-token prefill's 4.3 GB of scores go in
+// three chunks (16320, 16320 and 129 queries); generation batches fit in one.
+#define DS_SCORES_BUDGET ((size_t)2 << 30)
+
 struct ds_buffers {
     long long max_tokens; // rows of every (tokens, .) buffer: this rank's tokens
     long long moe_tokens; // tokens whose routed slots this rank may serve (all ranks' with DP comm)
@@ -426,7 +430,8 @@ struct ds_buffers {
     // folded head weights, the scores (rows of ilog_ld keys), the selections
     CUdeviceptr iq, ik, iw;             // (T, 64 x 128) bf16, (T, 128) bf16, (T, 64) fp32
     CUdeviceptr iq8, iwt;               // (T, 64, 128) e4m3, (T, 64) fp32
-    CUdeviceptr ilogits;                // (T, ilog_ld) fp32, when some problem has more keys than index_topk
+    CUdeviceptr ilogits;                // (rows, ilog_ld) fp32, when some problem has more keys than index_topk:
+                                        // a chunk of tokens at a time (DS_SCORES_BUDGET)
     long long ilog_ld;
     CUdeviceptr itopk;                  // (T, index_topk) int32
     // fp8 runs: quantised copies (e4m3 rows) and their scales (one per row and 128 columns) of
@@ -473,7 +478,10 @@ static void ds_buffers_alloc(struct lwb_mem *m, struct ds_buffers *b, const stru
         b->iw = mem_alloc(m, MEM_ACT, (size_t)T * DSA_HEADS * 4, "indexer head weights");
         b->iq8 = mem_alloc(m, MEM_ACT, (size_t)T * DSA_HEADS * DSA_DIM, "indexer queries (fp8)");
         b->iwt = mem_alloc(m, MEM_ACT, (size_t)T * DSA_HEADS * 4, "indexer folded weights");
-        if (b->ilog_ld) b->ilogits = mem_alloc(m, MEM_ACT, (size_t)T * b->ilog_ld * 4, "indexer scores");
+        if (b->ilog_ld) {
+            const long long rows = LWB_MIN(T, dsa_chunk_rows(b->ilog_ld, DS_SCORES_BUDGET));
+            b->ilogits = mem_alloc(m, MEM_ACT, (size_t)rows * b->ilog_ld * 4, "indexer scores");
+        }
         b->itopk = mem_alloc(m, MEM_ACT, (size_t)T * d->idx_topk * 4, "indexer selections");
     }
     b->attn = mem_alloc(m, MEM_ACT, DS_BF16(T, (size_t)d->heads * d->v), "attention output");
@@ -881,7 +889,6 @@ static void ds_mod_attn_allreduce(void *arg, CUstream s) {
 // projections, keys and queries prepared (the new keys into the indexer cache), the scores of every
 // visible key (skipped when no request has more than index_topk), each token's selection.
 static void ds_indexer(struct ds_run *r, CUstream s) {
-    const struct ds_dims *d = &r->f->d;
     const struct ds_buffers *b = &r->f->buf;
     const struct ds_layer *L = r->L;
     const struct lwb_problem *p = &r->p;
@@ -892,12 +899,19 @@ static void ds_indexer(struct ds_run *r, CUstream s) {
                               1e-6f, b->cos_t, b->sin_t, b->kv_lens, b->block_table, L->icache, b->iq8, b->iwt,
                               p->qlen, b->max_blocks, p->tokens};
     dsa_prep_enqueue(&r->dsa, s, &a);
-    if (r->idx_scores)
-        dsa_logits_enqueue(&r->dsa, s, L->icache, b->iwt, b->block_table, b->max_blocks, b->kv_lens, p->qlen, 0,
-                           p->batch, b->ilogits, b->ilog_ld);
-    dsa_topk_enqueue(&r->r_topk, s, r->idx_scores ? b->ilogits : 0, LWB_MAX(b->ilog_ld, 1), 0, p->tokens, b->kv_lens,
-                     p->qlen, b->itopk, p->kv_len);
-    (void)d;
+    if (!r->idx_scores) { // every key of every token
+        dsa_topk_enqueue(&r->r_topk, s, 0, 1, 0, p->tokens, b->kv_lens, p->qlen, b->itopk, p->kv_len);
+        return;
+    }
+    // Scores and selection chunk by chunk (the scores buffer holds DS_SCORES_BUDGET bytes at most).
+    const long long rows = dsa_chunk_rows(b->ilog_ld, DS_SCORES_BUDGET);
+    struct dsa_chunk c;
+    for (int i = 0; dsa_chunk_at(p->batch, p->qlen, rows, i, &c); i++) {
+        dsa_logits_enqueue(&r->dsa, s, L->icache, b->iwt, b->block_table, b->max_blocks, b->kv_lens, p->qlen, c.req0,
+                           c.batch, c.q0, c.nql, b->ilogits, b->ilog_ld);
+        dsa_topk_enqueue(&r->r_topk, s, b->ilogits, b->ilog_ld, c.req0 * p->qlen + c.q0, c.batch * c.nql, b->kv_lens,
+                         p->qlen, b->itopk, p->kv_len);
+    }
 }
 
 static void ds_mod_mla(void *arg, CUstream s) {

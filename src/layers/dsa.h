@@ -4,8 +4,8 @@
 //
 // Defines: struct dsa_config, struct lwb_dsa (one indexer's kernels and tensor maps),
 // dsa_choose (queries per block and key splits), dsa_request, dsa_bind, dsa_prep_enqueue,
-// dsa_logits_enqueue, dsa_cache_bytes, dsa_logits_flops / dsa_logits_bytes (floors),
-// dsa_index_samples.
+// dsa_logits_enqueue, dsa_chunk_rows / dsa_chunk_at (the scores in chunks of bounded memory),
+// dsa_cache_bytes, dsa_logits_flops / dsa_logits_bytes (floors), dsa_index_samples.
 //
 // Does not: project (gemm.h: wq_b, wk, weights_proj), select the top-k (dsa_topk.h) or attend
 // (mla_decode.h's sparse form).
@@ -94,19 +94,45 @@ static void dsa_prep_enqueue(const struct lwb_dsa *x, CUstream s, struct dsa_pre
     cu_launch(kreq_func(&x->req, "lwb_dsa_index_prep"), (struct lwb_launch){{(unsigned)a->tokens}, {256}}, s, args);
 }
 
-// Scores of requests req0 .. req0 + batch - 1 (qlen tokens each) into logits rows (ld floats
-// apart; row 0 is token req0 x qlen).
+// Scores of queries q0 .. q0 + nql - 1 of requests req0 .. req0 + batch - 1 (qlen tokens each; a
+// chunk of whole requests (q0 0, nql qlen) or of one request's queries) into logits rows (ld floats
+// apart), the chunk's tokens in order.
 static void dsa_logits_enqueue(const struct lwb_dsa *x, CUstream s, CUdeviceptr cache, CUdeviceptr wt,
                                CUdeviceptr block_table, int max_blocks, CUdeviceptr kv_lens, int qlen, int req0,
-                               int batch, CUdeviceptr logits, long long ld) {
-    if (batch == 0) return;
+                               int batch, int q0, int nql, CUdeviceptr logits, long long ld) {
+    if (batch == 0 || nql == 0) return;
+    if (q0 < 0 || nql < 0 || q0 + nql > qlen || (batch > 1 && nql != qlen))
+        LWB_BUG("dsa scores: queries %d..%d of %d for %d requests", q0, q0 + nql, qlen, batch);
     const struct dsa_config *c = &x->cfg;
     void *args[] = {(void *)&x->q_map, (void *)&x->k_map, &cache, &wt, &block_table, &max_blocks, &kv_lens, &qlen,
-                    &req0, &logits, &ld};
+                    &req0, &q0, &nql, &logits, &ld};
     cu_launch(kreq_func(&x->req, "lwb_dsa_logits"),
-              (struct lwb_launch){{(unsigned)c->splits, (unsigned)LWB_CEIL_DIV(qlen, c->nq), (unsigned)batch},
+              (struct lwb_launch){{(unsigned)c->splits, (unsigned)LWB_CEIL_DIV(nql, c->nq), (unsigned)batch},
                                   {128u * (unsigned)c->wg}, x->smem},
               s, args);
+}
+
+// Scores are computed and selected in chunks of at most this many rows of ld floats within `budget`
+// bytes (at least 64): whole requests while a request fits, else pieces of one request's queries.
+static long long dsa_chunk_rows(long long ld, size_t budget) {
+    return LWB_MAX(64, (long long)(budget / ((size_t)ld * 4)) / 64 * 64);
+}
+struct dsa_chunk {
+    int req0, batch, q0, nql; // requests req0 .. req0 + batch - 1, their queries q0 .. q0 + nql - 1
+};
+// Chunk i (from 0) of a problem of `batch` requests of qlen tokens; false past the last.
+static bool dsa_chunk_at(int batch, int qlen, long long rows, int i, struct dsa_chunk *c) {
+    if (rows >= qlen) {
+        const int per = (int)LWB_MIN((long long)batch, rows / qlen);
+        if ((long long)i * per >= batch) return false;
+        *c = (struct dsa_chunk){i * per, LWB_MIN(per, batch - i * per), 0, qlen};
+        return true;
+    }
+    const int pieces = (int)LWB_CEIL_DIV((long long)qlen, rows), b = i / pieces;
+    if (b >= batch) return false;
+    const long long q = (long long)(i % pieces) * rows;
+    *c = (struct dsa_chunk){b, 1, (int)q, (int)LWB_MIN(rows, (long long)qlen - q)};
+    return true;
 }
 
 // Visible (query, key) pairs of a problem: query i of a request with kv_len cached tokens after

@@ -104,16 +104,25 @@ struct dsa_logits_arg {
     struct lwb_dsa *x;
     CUdeviceptr cache, wt, table, lens, out;
     int max_blocks, qlen, batch;
-    long long ld;
+    long long ld, chunk_rows; // chunk_rows: 0, or scores in chunks of at most this many rows
 };
 static void dsa_logits_launch(void *p, CUstream s) {
     struct dsa_logits_arg *a = p;
-    dsa_logits_enqueue(a->x, s, a->cache, a->wt, a->table, a->max_blocks, a->lens, a->qlen, 0, a->batch, a->out, a->ld);
+    if (!a->chunk_rows) {
+        dsa_logits_enqueue(a->x, s, a->cache, a->wt, a->table, a->max_blocks, a->lens, a->qlen, 0, a->batch, 0, a->qlen,
+                           a->out, a->ld);
+        return;
+    }
+    // In chunks, each written at its tokens' rows of the whole buffer (the layout of one launch).
+    struct dsa_chunk c;
+    for (int i = 0; dsa_chunk_at(a->batch, a->qlen, a->chunk_rows, i, &c); i++)
+        dsa_logits_enqueue(a->x, s, a->cache, a->wt, a->table, a->max_blocks, a->lens, a->qlen, c.req0, c.batch, c.q0,
+                           c.nql, a->out + (CUdeviceptr)((long long)(c.req0 * a->qlen + c.q0) * a->ld * 4), a->ld);
 }
 
 // Scores of random fp8 queries and keys (random power-of-two scales, random folded weights).
 static void check_dsa_logits_case(struct check *c, int batch, int qlen, const int *kv_len, int page, int splits,
-                                  int nq, bool verify) {
+                                  int nq, long long chunk_rows, bool verify) {
     struct paged pg;
     paged_make(c, &pg, batch, page, kv_len);
     const int T = batch * qlen;
@@ -141,10 +150,10 @@ static void check_dsa_logits_case(struct check *c, int batch, int qlen, const in
                 dt = upload(pg.table, sizeof(int) * (size_t)pg.blocks), dl = upload(kv_len, sizeof(int) * (size_t)batch),
                 dout = dev_alloc((size_t)T * ld * 4, "scores");
     dsa_bind(&x, dq8, T, dc, pg.blocks);
-    struct dsa_logits_arg a = {&x, dc, dwt, dt, dl, dout, pg.max_blocks, qlen, batch, ld};
+    struct dsa_logits_arg a = {&x, dc, dwt, dt, dl, dout, pg.max_blocks, qlen, batch, ld, chunk_rows};
     char what[160];
-    snprintf(what, sizeof what, "dsa_logits b=%d q=%d kv<=%d page=%d nq=%d splits=%d", batch, qlen, maxlen, page, cfg.nq,
-             cfg.splits);
+    snprintf(what, sizeof what, "dsa_logits b=%d q=%d kv<=%d page=%d nq=%d splits=%d%s", batch, qlen, maxlen, page,
+             cfg.nq, cfg.splits, chunk_rows ? " chunked" : "");
     double np = 0;
     for (int b = 0; b < batch; b++) np += dsa_pairs(1, qlen, kv_len[b]);
     if (verify) {
@@ -255,14 +264,19 @@ static void check_dsa(struct check *c) {
     check_dsa_prep_case(c, 3, 4, lens3, 128);
     static const int lens1[] = {300};
     check_dsa_prep_case(c, 1, 77, lens1, 64); // a chunk of a prefill
-    check_dsa_logits_case(c, 3, 1, lens3, 64, 0, 0, true);
-    check_dsa_logits_case(c, 3, 1, lens3, 64, 3, 0, true); // key splits
-    check_dsa_logits_case(c, 3, 2, lens3, 64, 0, 0, true);
-    check_dsa_logits_case(c, 3, 3, lens3, 128, 2, 4, true); // 3 queries in a block of 4
-    check_dsa_logits_case(c, 1, 77, lens1, 64, 0, 4, true);  // prefill with past 223
-    check_dsa_logits_case(c, 1, 77, lens1, 64, 0, 2, true);
+    check_dsa_logits_case(c, 3, 1, lens3, 64, 0, 0, 0, true);
+    check_dsa_logits_case(c, 3, 1, lens3, 64, 3, 0, 0, true); // key splits
+    check_dsa_logits_case(c, 3, 2, lens3, 64, 0, 0, 0, true);
+    check_dsa_logits_case(c, 3, 3, lens3, 128, 2, 4, 0, true); // 3 queries in a block of 4
+    check_dsa_logits_case(c, 1, 77, lens1, 64, 0, 4, 0, true);  // prefill with past 223
+    check_dsa_logits_case(c, 1, 77, lens1, 64, 0, 2, 0, true);
     static const int lens2[] = {129, 1000};
-    check_dsa_logits_case(c, 2, 129, lens2, 64, 0, 0, true);
+    check_dsa_logits_case(c, 2, 129, lens2, 64, 0, 0, 0, true);
+    // In chunks: pieces of one request's queries (64 rows), and whole requests (two per chunk).
+    check_dsa_logits_case(c, 1, 300, lens1, 64, 0, 2, 64, true);
+    check_dsa_logits_case(c, 2, 129, lens2, 64, 0, 0, 64, true);
+    static const int lens5[] = {200, 150, 90, 300, 64};
+    check_dsa_logits_case(c, 5, 40, lens5, 64, 0, 0, 64, true);
     // Sparse attention: short rows (fewer valid keys than topk), splits, MTP, heads per TP rank.
     check_mla_sparse_case(c, 3, 1, 128, 64, lens3, 64, 0, true);
     check_mla_sparse_case(c, 3, 2, 128, 64, lens3, 128, 2, true);
@@ -272,16 +286,18 @@ static void check_dsa(struct check *c) {
     // DeepSeek-V3.2 at 32k: GEN b=128 past 32769 (one new token each), CTX b=1 q=32769.
     int *big = xmalloc(sizeof(int) * 128);
     for (int b = 0; b < 128; b++) big[b] = 32770;
-    check_dsa_logits_case(c, 128, 1, big, 64, 0, 0, false);
-    check_dsa_logits_case(c, 64, 2, big, 64, 0, 0, false); // MTP
+    check_dsa_logits_case(c, 128, 1, big, 64, 0, 0, 0, false);
+    check_dsa_logits_case(c, 64, 2, big, 64, 0, 0, 0, false); // MTP
     check_mla_sparse_case(c, 128, 1, 128, 64, big, 2048, 0, false);
     check_mla_decode_case(c, 128, 1, 128, 64, big, 0, false); // the dense attention at the same context
     for (int b = 0; b < 128; b++) big[b] = 4096 + 1;
     check_mla_sparse_case(c, 128, 1, 128, 64, big, 2048, 0, false);
     check_mla_decode_case(c, 128, 1, 128, 64, big, 0, false);
     big[0] = 32769;
-    check_dsa_logits_case(c, 1, 32769, big, 64, 0, 4, false);
-    check_dsa_logits_case(c, 1, 32769, big, 64, 0, 2, false);
+    check_dsa_logits_case(c, 1, 32769, big, 64, 0, 4, 0, false);
+    check_dsa_logits_case(c, 1, 32769, big, 64, 0, 2, 0, false);
+    check_dsa_logits_case(c, 1, 32769, big, 64, 0, 2, dsa_chunk_rows(LWB_CEIL_DIV(32769, 64) * 64, DS_SCORES_BUDGET),
+                          false); // as lwb runs it
     check_mla_sparse_case(c, 1, 32769, 128, 64, big, 2048, 0, false);
     free(big);
 }
