@@ -41,6 +41,9 @@ struct run_plan {
 // --load-format AUTO: what it can load today (a checkpoint folder, in its own format, whole).
 static void run_check_auto(const struct run_plan *p, const struct lwb_args *a) {
     const struct lwb_model *m = &p->model;
+    if (model_is_hybrid(m))
+        lwb_user_error("run: --load-format AUTO is not built for %s (model_type %s) yet; give --load-format DUMMY "
+                       "(random weights)", m->name, m->model_type);
     if (m->is_preset)
         lwb_user_error("run: --load-format AUTO reads a checkpoint folder: give --model DIR (config.json with "
                        "model.safetensors.index.json and its shards, or model.safetensors); %s is a built-in preset "
@@ -262,6 +265,13 @@ static void run_plan_build(struct run_plan *p, struct lwb_args *a, const char *c
     struct lwb_run_spec spec = {&p->model, &p->shard, p->layer_index, p->nlayers, p->problems, p->routing,
                                 p->nproblems, p->page, p->max_batch, p->max_seq_len, p->ctx, p->wformat, NULL,
                                 p->replay.niter ? &p->replay : NULL};
+    const char *ssm = arg_str(a, "mamba_ssm_cache_dtype");
+    if (strcmp(ssm, "auto")) {
+        if (!p->model.pattern || !strchr(p->model.pattern, LWB_LAYER_MAMBA))
+            lwb_user_error("run: --mamba-ssm-cache-dtype %s: %s has no Mamba2 layers, so there is no recurrent state to "
+                           "store; leave it out", ssm, p->model.name);
+        spec.ssm_dtype = ssm;
+    }
     if (load) {
         // Every tensor checked before anything is allocated (and by --dry-run).
         p->ckpt = xcalloc(1, sizeof *p->ckpt);

@@ -42,6 +42,10 @@ static const struct lwb_opt run_opts[] = {
      "auto|allgather|alltoall"},
     {"kv_cache_dtype", LWB_OPT_ENUM, NULL, "auto", "KV-cache data type (auto: the model's, bf16)",
      "auto|bf16"},
+    {"mamba_ssm_cache_dtype", LWB_OPT_ENUM, NULL, "auto",
+     "recurrent state cache of Mamba2 layers: auto (the model's mamba_ssm_cache_dtype, else its dtype), float16, "
+     "bfloat16 or float32 (state math is fp32 either way)",
+     "auto|float16|bfloat16|float32"},
     {"weight_dtype", LWB_OPT_ENUM, NULL, "auto",
      "weight format that runs: auto (the checkpoint's: FP8 with 128x128 block scales for DeepSeek-V3/R1, "
      "else bf16), bf16, or fp8 (e4m3 weights with 128x128 block scales, activations quantised per token and "

@@ -171,6 +171,7 @@ struct lwb_run_spec {
     enum lwb_wformat wformat;     // the weight format that runs (--weight-dtype, resolved)
     struct lwb_ckpt *ckpt;        // --load-format AUTO: the checkpoint (checked), else NULL
     const struct lwb_replay *replay; // --replay-file-path: the recorded routing (checked), else NULL
+    const char *ssm_dtype;        // --mamba-ssm-cache-dtype (float16|bfloat16|float32), NULL: the model's
 };
 
 struct lwb_family {

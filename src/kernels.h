@@ -26,6 +26,8 @@ static const struct lwb_kfamily lwb_kfamilies[] = {
     {"moe_route", moe_route_samples},
     {"dsa_index", dsa_index_samples},
     {"dsa_topk", dsa_topk_samples},
+    {"mamba", mamba_samples},
+    {"gqa", gqa_samples},
 };
 
 static const struct lwb_kfamily *kfamily_find(const char *name) {

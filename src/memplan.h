@@ -10,8 +10,9 @@
 // Tested by test/test_plan.c.
 #pragma once
 
-enum { MEM_WEIGHTS, MEM_KV, MEM_IKV, MEM_ACT, MEM_WS, MEM_CATS };
-static const char *const mem_cat_names[MEM_CATS] = {"weights", "KV cache", "indexer cache", "activations", "workspaces"};
+enum { MEM_WEIGHTS, MEM_KV, MEM_IKV, MEM_STATE, MEM_ACT, MEM_WS, MEM_CATS };
+static const char *const mem_cat_names[MEM_CATS] = {"weights", "KV cache", "indexer cache", "state cache", "activations",
+                                                    "workspaces"};
 
 struct lwb_mem {
     bool dry;               // count only (placeholder addresses)

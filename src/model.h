@@ -116,7 +116,38 @@ struct lwb_model {
     int index_dim;                // index_head_dim (128)
     int index_topk;               // index_topk: keys each query attends to (2048)
     int kv_heads_full;            // num_key_value_heads of the checkpoint
+    // Hybrid families (nemotron_h, qwen3_next; model_is_hybrid): every field above that names the
+    // same thing is filled (hidden, heads, kv_heads, experts, top_k, routing, norms, RoPE base).
+    char *pattern;                // num_layers letters, one per layer (model_layer_kind); NULL: DeepSeek
+    int head_dim;                 // attention head_dim (128 Nemotron-H, 256 Qwen3-Next)
+    int rope_dim;                 // rotary dims at the start of each head; 0: no positional encoding
+    bool attn_gate;               // Qwen3-Next: q_proj gives [query | gate] per head, output * sigmoid(gate)
+    bool qk_norm;                 // Qwen3-Next: per-head RMSNorm (1 + w) on q and k
+    bool gemma_norm;              // RMSNorm weights are offsets from 1 (Qwen3-Next's (1 + w) x)
+    int mamba_heads;              // Mamba2: mamba_num_heads (64)
+    int mamba_head_dim;           // mamba_head_dim (64)
+    int ssm_groups;               // n_groups (8): heads per group share B and C
+    int ssm_state;                // ssm_state_size (128)
+    int conv_kernel;              // conv_kernel / linear_conv_kernel_dim (4)
+    bool conv_bias;               // use_conv_bias
+    int ssm_chunk;                // chunk_size of the chunked scan (128; Qwen3-Next's delta rule: 64)
+    int lin_k_heads, lin_v_heads; // Gated DeltaNet: linear_num_key_heads (16), linear_num_value_heads (32)
+    int lin_k_dim, lin_v_dim;     // linear_key_head_dim, linear_value_head_dim (128, 128)
+    int shared_intermediate;      // the shared expert's width (3712 Nemotron-H, 512 Qwen3-Next)
+    bool shared_gate;             // Qwen3-Next: the shared expert's output times sigmoid(x . w)
+    char mlp_act[16];             // experts' activation: "relu2" (non-gated) or "silu" (SwiGLU)
+    char ssm_cache_dtype[16];     // the recurrent state's dtype by default ("float32", "bfloat16")
     json_t *config;               // the parsed config.json (owned)
+};
+
+// What one layer of a hybrid model is (model->pattern's letters).
+enum {
+    LWB_LAYER_MAMBA = 'M',     // Nemotron-H: Mamba2 mixer
+    LWB_LAYER_ATTN = '*',      // Nemotron-H: attention
+    LWB_LAYER_MOE = 'E',       // Nemotron-H: MoE
+    LWB_LAYER_MLP = '-',       // Nemotron-H: dense MLP
+    LWB_LAYER_LINEAR = 'L',    // Qwen3-Next: Gated DeltaNet, then MoE
+    LWB_LAYER_FULL = 'A',      // Qwen3-Next: gated attention, then MoE
 };
 
 // One tensor of a layer, as a checkpoint names and shapes it.
@@ -139,7 +170,13 @@ struct lwb_preset {
     bool supported;      // model_load accepts it
 };
 
-static bool model_type_supported(const char *t) { return !strcmp(t, "deepseek_v3") || !strcmp(t, "deepseek_v32"); }
+static bool model_type_hybrid(const char *t) { return !strcmp(t, "nemotron_h") || !strcmp(t, "qwen3_next"); }
+// model_type values lwb builds layers of (--list-models marks their presets); qwen3_next is read
+// (its fields, layer pattern and errors) but has no layer family yet, which family_for_model says.
+static bool model_type_supported(const char *t) {
+    return !strcmp(t, "deepseek_v3") || !strcmp(t, "deepseek_v32") || !strcmp(t, "nemotron_h");
+}
+static bool model_is_hybrid(const struct lwb_model *m) { return m->pattern != NULL; }
 
 // The built-in presets, sorted by name (built once; lives for the process).
 static const struct lwb_preset *model_presets(int *n) {
@@ -247,11 +284,13 @@ static const char *json_type_text(const json_t *v) {
 static json_t *mr_get(const struct model_reader *r, const char *key, bool required, const char *example) {
     json_t *v = json_object_get(r->root, key);
     if (v && json_is_null(v) && !required) return NULL;
+    const char *t = r->m->model_type;
+    const char *family = !strcmp(t, "nemotron_h") ? "Nemotron-H" : !strcmp(t, "qwen3_next") ? "Qwen3-Next" : "DeepSeek-V3";
     if (!v && required)
-        model_error(r, key, "is missing (a DeepSeek-V3 config.json has it%s%s)", example ? ": " : "",
+        model_error(r, key, "is missing (a %s config.json has it%s%s)", family, example ? ": " : "",
                     example ? example : "");
     if (v && json_is_null(v))
-        model_error(r, key, "is null; lwb needs a value here (%s)", example ? example : "see DeepSeek-V3");
+        model_error(r, key, "is null; lwb needs a value here (%s%s)", example ? "" : "see ", example ? example : family);
     return v;
 }
 
@@ -408,6 +447,159 @@ static void model_check_relations(struct lwb_model *m, const char *after) {
                     m->kv_heads, m->heads, a);
 }
 
+// Nemotron-H's hybrid_override_pattern: one letter per layer (M, *, E, -).
+static void model_read_nemotron_pattern(struct lwb_model *m, struct model_reader *r) {
+    char pat[4096];
+    mr_str(r, "hybrid_override_pattern", true, "", pat, sizeof pat, "\"MEMEM*E...\", one letter per layer");
+    if ((int)strlen(pat) != m->num_layers)
+        model_error(r, "hybrid_override_pattern", "has %zu letters but 'num_hidden_layers' is %d; give one letter "
+                    "per layer", strlen(pat), m->num_layers);
+    for (int i = 0; pat[i]; i++)
+        if (!strchr("ME*-", pat[i]))
+            model_error(r, "hybrid_override_pattern", "has '%c' at layer %d; the letters are M (Mamba2), * "
+                        "(attention), E (MoE) and - (MLP)", pat[i], i);
+    m->pattern = xstrdup(pat);
+}
+
+// Qwen3-Next's layer_types (or, when absent, full attention every full_attention_interval-th layer).
+static void model_read_qwen3_next_pattern(struct lwb_model *m, struct model_reader *r) {
+    m->pattern = xcalloc((size_t)m->num_layers + 1, 1);
+    json_t *types = json_object_get(m->config, "layer_types");
+    if (types && !json_is_null(types)) {
+        if (!json_is_array(types) || (int)json_array_size(types) != m->num_layers)
+            model_error(r, "layer_types", "must be a list of %d entries (one per layer)", m->num_layers);
+        for (int i = 0; i < m->num_layers; i++) {
+            const char *t = json_string_value(json_array_get(types, (size_t)i));
+            if (t && !strcmp(t, "linear_attention")) m->pattern[i] = LWB_LAYER_LINEAR;
+            else if (t && !strcmp(t, "full_attention")) m->pattern[i] = LWB_LAYER_FULL;
+            else
+                model_error(r, "layer_types", "entry %d is %s%s%s; give \"linear_attention\" or \"full_attention\"",
+                            i, t ? "\"" : "", t ? t : "not a string", t ? "\"" : "");
+        }
+        return;
+    }
+    int every = mr_int(r, "full_attention_interval", true, 0, 1, 100000, "4");
+    for (int i = 0; i < m->num_layers; i++) m->pattern[i] = (i + 1) % every ? LWB_LAYER_LINEAR : LWB_LAYER_FULL;
+}
+
+// The fields both hybrid families share with the others, then each family's mixer.
+static void model_parse_hybrid(struct lwb_model *m, struct model_reader *r, json_t *hfq) {
+    const bool nemo = !strcmp(m->model_type, "nemotron_h");
+    m->hidden = mr_int(r, "hidden_size", true, 0, 1, 65536, nemo ? "2688" : "2048");
+    m->num_layers = mr_int(r, "num_hidden_layers", true, 0, 1, 100000, nemo ? "52" : "48");
+    m->heads = mr_int(r, "num_attention_heads", true, 0, 1, 1024, nemo ? "32" : "16");
+    m->kv_heads = mr_int(r, "num_key_value_heads", true, 0, 1, 1024, "2");
+    if (m->heads % m->kv_heads)
+        model_error(r, "num_key_value_heads", "(%d) does not divide 'num_attention_heads' (%d): each key/value "
+                    "head serves a whole group of query heads", m->kv_heads, m->heads);
+    m->head_dim = mr_int(r, "head_dim", false, m->hidden / m->heads, 1, 4096, NULL);
+    if (m->head_dim != 128 && m->head_dim != 256)
+        model_error(r, "head_dim", "is %d; lwb's attention kernels take head dims 128 and 256", m->head_dim);
+    if (mr_bool(r, "attention_bias", false, false, NULL))
+        model_error(r, "attention_bias", "is true; lwb builds attention projections without bias (give false)");
+    m->rope_theta = mr_num(r, "rope_theta", false, 10000, true, NULL);
+    m->max_pos = mr_int(r, "max_position_embeddings", false, 262144, 1, 1073741824, NULL);
+    m->vocab = mr_int(r, "vocab_size", false, 0, 1, 1073741824, NULL);
+    mr_str(r, "torch_dtype", false, "bfloat16", m->torch_dtype, sizeof m->torch_dtype, NULL);
+    m->top_k = mr_int(r, "num_experts_per_tok", true, 0, 1, 64, nemo ? "6" : "10");
+    m->norm_topk_prob = mr_bool(r, "norm_topk_prob", false, true, NULL);
+    m->moe_intermediate = mr_int(r, "moe_intermediate_size", true, 0, 1, 1048576, nemo ? "1856" : "512");
+    m->intermediate = mr_int(r, "intermediate_size", false, m->moe_intermediate, 1, 1048576, NULL);
+    m->moe_layer_freq = 1;
+    if (nemo) {
+        m->rms_norm_eps = mr_num(r, "layer_norm_epsilon", false, mr_num(r, "norm_eps", false, 1e-5, true, NULL), true,
+                                 NULL);
+        model_read_nemotron_pattern(m, r);
+        // Nemotron-H's attention has no positional encoding (transformers' NemotronHAttention and
+        // TensorRT-LLM's build it without RoPE), whatever partial_rotary_factor says.
+        m->rope_dim = 0;
+        m->mamba_heads = mr_int(r, "mamba_num_heads", true, 0, 1, 4096, "64");
+        m->mamba_head_dim = mr_int(r, "mamba_head_dim", true, 0, 1, 4096, "64");
+        m->ssm_groups = mr_int(r, "n_groups", true, 0, 1, 4096, "8");
+        m->ssm_state = mr_int(r, "ssm_state_size", true, 0, 1, 4096, "128");
+        m->conv_kernel = mr_int(r, "conv_kernel", true, 0, 1, 64, "4");
+        m->conv_bias = mr_bool(r, "use_conv_bias", false, true, NULL);
+        m->ssm_chunk = mr_int(r, "chunk_size", true, 0, 1, 4096, "128");
+        if (m->mamba_heads % m->ssm_groups)
+            model_error(r, "n_groups", "(%d) does not divide 'mamba_num_heads' (%d)", m->ssm_groups, m->mamba_heads);
+        char act[32];
+        mr_str(r, "mamba_hidden_act", false, "silu", act, sizeof act, NULL);
+        if (strcmp(act, "silu"))
+            model_error(r, "mamba_hidden_act", "is \"%s\"; lwb's Mamba2 convolution applies silu", act);
+        if (mr_bool(r, "mamba_proj_bias", false, false, NULL) || mr_bool(r, "use_bias", false, false, NULL))
+            model_error(r, "mamba_proj_bias", "(or 'use_bias') is true; lwb builds the Mamba2 projections without bias");
+        mr_str(r, "mamba_ssm_cache_dtype", false, "float32", m->ssm_cache_dtype, sizeof m->ssm_cache_dtype, NULL);
+        m->n_experts = mr_int(r, "n_routed_experts", true, 0, 1, 4096, "128");
+        m->n_shared_experts = mr_int(r, "n_shared_experts", false, 1, 0, 1, NULL);
+        m->shared_intermediate =
+            m->n_shared_experts ? mr_int(r, "moe_shared_expert_intermediate_size", true, 0, 1, 1048576, "3712") : 0;
+        m->n_group = mr_int(r, "n_group", false, 1, 1, 4096, NULL);
+        m->topk_group = mr_int(r, "topk_group", false, 1, 1, 4096, NULL);
+        m->routed_scaling_factor = mr_num(r, "routed_scaling_factor", false, 1.0, true, NULL);
+        snprintf(m->scoring_func, sizeof m->scoring_func, "sigmoid");
+        snprintf(m->topk_method, sizeof m->topk_method, "noaux_tc");
+        mr_str(r, "mlp_hidden_act", false, "relu2", m->mlp_act, sizeof m->mlp_act, NULL);
+        if (strcmp(m->mlp_act, "relu2"))
+            model_error(r, "mlp_hidden_act", "is \"%s\"; lwb builds Nemotron-H's non-gated relu2 experts", m->mlp_act);
+        if (mr_bool(r, "mlp_bias", false, false, NULL))
+            model_error(r, "mlp_bias", "is true; lwb builds the experts without bias");
+        if (json_object_get(m->config, "moe_latent_size") && !json_is_null(json_object_get(m->config, "moe_latent_size")))
+            model_error(r, "moe_latent_size", "is set; lwb builds MoE without a latent projection (give null)");
+    } else {
+        m->rms_norm_eps = mr_num(r, "rms_norm_eps", false, 1e-6, true, NULL);
+        m->gemma_norm = m->qk_norm = m->attn_gate = true;
+        model_read_qwen3_next_pattern(m, r);
+        double frac = mr_num(r, "partial_rotary_factor", false, 1.0, true, NULL);
+        m->rope_dim = (int)(frac * m->head_dim + 0.5);
+        if (m->rope_dim % 2 || m->rope_dim > m->head_dim || m->rope_dim < 2)
+            model_error(r, "partial_rotary_factor", "(%g) gives %d rotary dims of %d; they must be an even count", frac,
+                        m->rope_dim, m->head_dim);
+        json_t *rs = json_object_get(m->config, "rope_scaling");
+        if (rs && !json_is_null(rs))
+            model_error(r, "rope_scaling", "is set; lwb builds Qwen3-Next's attention with plain RoPE (give null)");
+        m->lin_k_heads = mr_int(r, "linear_num_key_heads", true, 0, 1, 4096, "16");
+        m->lin_v_heads = mr_int(r, "linear_num_value_heads", true, 0, 1, 4096, "32");
+        m->lin_k_dim = mr_int(r, "linear_key_head_dim", true, 0, 1, 4096, "128");
+        m->lin_v_dim = mr_int(r, "linear_value_head_dim", true, 0, 1, 4096, "128");
+        m->conv_kernel = mr_int(r, "linear_conv_kernel_dim", true, 0, 1, 64, "4");
+        m->ssm_chunk = 64;
+        if (m->lin_v_heads % m->lin_k_heads)
+            model_error(r, "linear_num_value_heads", "(%d) is not a multiple of 'linear_num_key_heads' (%d)",
+                        m->lin_v_heads, m->lin_k_heads);
+        snprintf(m->ssm_cache_dtype, sizeof m->ssm_cache_dtype, "%s", m->torch_dtype);
+        m->n_experts = mr_int(r, "num_experts", true, 0, 1, 4096, "512");
+        m->shared_intermediate = mr_int(r, "shared_expert_intermediate_size", false, 0, 0, 1048576, NULL);
+        m->n_shared_experts = m->shared_intermediate > 0;
+        m->shared_gate = m->n_shared_experts;
+        m->n_group = m->topk_group = 1;
+        m->routed_scaling_factor = 1.0;
+        snprintf(m->scoring_func, sizeof m->scoring_func, "softmax");
+        snprintf(m->topk_method, sizeof m->topk_method, "greedy");
+        char act[16];
+        mr_str(r, "hidden_act", false, "silu", act, sizeof act, NULL);
+        if (strcmp(act, "silu")) model_error(r, "hidden_act", "is \"%s\"; lwb builds SwiGLU experts (silu)", act);
+        snprintf(m->mlp_act, sizeof m->mlp_act, "silu");
+        if (mr_int(r, "decoder_sparse_step", false, 1, 1, 100000, NULL) != 1)
+            model_error(r, "decoder_sparse_step", "is not 1; lwb builds Qwen3-Next with MoE in every layer");
+        json_t *only = json_object_get(m->config, "mlp_only_layers");
+        if (only && !json_is_null(only) && (!json_is_array(only) || json_array_size(only)))
+            model_error(r, "mlp_only_layers", "is not empty; lwb builds Qwen3-Next with MoE in every layer");
+    }
+    if (strcmp(m->ssm_cache_dtype, "float32") && strcmp(m->ssm_cache_dtype, "float16") &&
+        strcmp(m->ssm_cache_dtype, "bfloat16"))
+        model_error(r, nemo ? "mamba_ssm_cache_dtype" : "torch_dtype", "is \"%s\"; give float32, float16 or bfloat16",
+                    m->ssm_cache_dtype);
+    if (m->top_k > m->n_experts)
+        model_error(r, "num_experts_per_tok", "(%d) is larger than the routed experts (%d)", m->top_k, m->n_experts);
+    if (m->n_experts % m->n_group || m->topk_group > m->n_group)
+        model_error(r, "n_group", "(%d, topk_group %d) does not split the %d experts into groups", m->n_group,
+                    m->topk_group, m->n_experts);
+    model_read_quant(m, hfq);
+    m->n_experts_full = m->n_experts;
+    m->heads_full = m->heads;
+    m->kv_heads_full = m->kv_heads;
+}
+
 static void model_parse(struct lwb_model *m, json_t *hfq) {
     struct model_reader r = {m, m->config, ""};
     if (!json_is_object(m->config))
@@ -417,11 +609,15 @@ static void model_parse(struct lwb_model *m, json_t *hfq) {
     json_t *arch = json_object_get(m->config, "architectures");
     if (json_is_array(arch) && json_is_string(json_array_get(arch, 0)))
         snprintf(m->architecture, sizeof m->architecture, "%s", json_string_value(json_array_get(arch, 0)));
-    if (!model_type_supported(m->model_type))
-        lwb_user_error("%s: model_type '%s'%s%s%s is not supported yet; lwb builds deepseek_v3 and "
-                       "deepseek_v32 layers (DeepSeek-V3, R1, V3.2: lwb run --list-models)",
+    if (!model_type_supported(m->model_type) && !model_type_hybrid(m->model_type))
+        lwb_user_error("%s: model_type '%s'%s%s%s is not supported yet; lwb builds deepseek_v3, "
+                       "deepseek_v32 and nemotron_h layers (DeepSeek-V3, R1, V3.2, Nemotron-H: lwb run --list-models)",
                        m->source, m->model_type, m->architecture[0] ? " (" : "", m->architecture,
                        m->architecture[0] ? ")" : "");
+    if (model_type_hybrid(m->model_type)) {
+        model_parse_hybrid(m, &r, hfq);
+        return;
+    }
     mr_str(&r, "torch_dtype", false, "bfloat16", m->torch_dtype, sizeof m->torch_dtype, NULL);
 
     m->hidden = mr_int(&r, "hidden_size", true, 0, 1, 65536, "7168");
@@ -572,6 +768,7 @@ static void model_load(const char *model_arg, struct lwb_model *m) {
 
 static void model_free(struct lwb_model *m) {
     json_decref(m->config);
+    free(m->pattern);
     *m = (struct lwb_model){0};
 }
 
@@ -591,7 +788,13 @@ static void model_check_layers(const struct lwb_model *m, const long long *idx, 
     }
 }
 
+static char model_layer_kind(const struct lwb_model *m, int layer) {
+    return m->pattern ? m->pattern[layer] : 0;
+}
+
 static bool model_layer_is_moe(const struct lwb_model *m, int layer) {
+    if (m->pattern) return m->pattern[layer] != LWB_LAYER_MAMBA && m->pattern[layer] != LWB_LAYER_ATTN &&
+                           m->pattern[layer] != LWB_LAYER_MLP;
     return m->n_experts > 0 && layer >= m->first_k_dense && layer % m->moe_layer_freq == 0;
 }
 
@@ -738,7 +941,8 @@ static void model_apply_scaled_from(struct lwb_model *m, int scaled_from, int ra
 // The config as run: config.json with the fields --scaled-from changed (a new reference).
 static json_t *model_config_json(const struct lwb_model *m) {
     json_t *j = json_deep_copy(m->config);
-    json_object_set_new(j, "n_routed_experts", json_integer(m->n_experts));
+    json_object_set_new(j, strcmp(m->model_type, "qwen3_next") ? "n_routed_experts" : "num_experts",
+                        json_integer(m->n_experts));
     json_object_set_new(j, "num_attention_heads", json_integer(m->heads));
     json_object_set_new(j, "num_key_value_heads", json_integer(m->kv_heads));
     return j;

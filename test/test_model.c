@@ -96,21 +96,30 @@ static void test_presets(void **state) {
         if (p[i].supported) {
             struct lwb_model m;
             model_load(p[i].name, &m);
+            assert_true(m.is_preset);
+            supported++;
+            if (model_is_hybrid(&m)) {
+                assert_string_equal(m.model_type, "nemotron_h");
+                model_free(&m);
+                continue;
+            }
             assert_true(!strcmp(m.model_type, "deepseek_v3") || !strcmp(m.model_type, "deepseek_v32"));
             // V3.2's indexer: 64 heads of 128, top-2048; V3's have none.
             assert_int_equal(m.index_topk, strcmp(m.model_type, "deepseek_v32") ? 0 : 2048);
             assert_int_equal(m.index_heads, m.index_topk ? 64 : 0);
-            assert_true(m.is_preset);
             assert_int_equal(m.hidden, 7168);
             model_free(&m);
-            supported++;
+        } else if (!strcmp(p[i].model_type, "qwen3_next")) { // read, not run (test_hybrid)
+            struct lwb_model m;
+            model_load(p[i].name, &m);
+            model_free(&m);
         } else {
             expect_error(p[i].name, "not supported yet", p[i].model_type, "model preset ", NULL);
         }
     }
-    assert_int_equal(supported, 4);
-    const char *want[] = {"deepseek-ai/DeepSeek-V3", "deepseek-ai/DeepSeek-R1",
-                          "nvidia/DeepSeek-R1-0528-FP4-v2", "deepseek-ai/DeepSeek-V3.2-Exp"};
+    assert_int_equal(supported, 5);
+    const char *want[] = {"deepseek-ai/DeepSeek-V3", "deepseek-ai/DeepSeek-R1", "nvidia/DeepSeek-R1-0528-FP4-v2",
+                          "deepseek-ai/DeepSeek-V3.2-Exp", "nvidia/NVIDIA-Nemotron-3-Nano-30B-A3B-BF16"};
     for (size_t i = 0; i < LWB_ARRAY_LEN(want); i++) {
         const struct lwb_preset *q = model_preset_find(want[i]);
         assert_non_null(q);
@@ -121,6 +130,126 @@ static void test_presets(void **state) {
     assert_string_equal(q->model_type, "qwen3_moe");
     assert_false(q->supported);
     expect_error("openai/gpt-oss-120b", "model_type 'gpt_oss'", "(GptOssForCausalLM)", "not supported yet",
+                 NULL);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hybrid models: Nemotron-H and Qwen3-Next
+
+static const char *NEMO = "nvidia/NVIDIA-Nemotron-3-Nano-30B-A3B-BF16";
+static const char *QNEXT = "Qwen/Qwen3-Next-80B-A3B-Instruct";
+
+// A preset's config.json with `key` set to `value` (NULL: removed), in a fresh directory.
+static char *preset_dir_with(const char *preset, const char *key, json_t *value) {
+    char path[256] = "configs/models/";
+    strcat(path, preset);
+    *strchr(path + strlen("configs/models/"), '/') = 0;
+    snprintf(path + strlen(path), sizeof path - strlen(path), "__%s.json", strchr(preset, '/') + 1);
+    const struct lwb_embedded *e = embedded_find(path);
+    assert_non_null(e);
+    json_t *j = json_loads(e->data, 0, NULL);
+    if (value) json_object_set_new(j, key, value);
+    else json_object_del(j, key);
+    char *dir = make_tmpdir();
+    write_json(dir, "config.json", j);
+    json_decref(j);
+    return dir;
+}
+
+static void test_hybrid(void **state) {
+    (void)state;
+    struct lwb_model m;
+    model_load(NEMO, &m);
+    assert_true(model_is_hybrid(&m));
+    assert_int_equal(m.num_layers, 52);
+    assert_int_equal((int)strlen(m.pattern), 52);
+    // The README's layers 4, 5, 6: Mamba2, attention, MoE.
+    assert_int_equal(model_layer_kind(&m, 4), LWB_LAYER_MAMBA);
+    assert_int_equal(model_layer_kind(&m, 5), LWB_LAYER_ATTN);
+    assert_int_equal(model_layer_kind(&m, 6), LWB_LAYER_MOE);
+    assert_false(model_layer_is_moe(&m, 4));
+    assert_true(model_layer_is_moe(&m, 6));
+    int count[256] = {0};
+    for (int i = 0; i < m.num_layers; i++) count[(unsigned char)m.pattern[i]]++;
+    assert_int_equal(count['M'], 23);
+    assert_int_equal(count['E'], 23);
+    assert_int_equal(count['*'], 6);
+    assert_int_equal(m.hidden, 2688);
+    assert_int_equal(m.heads, 32);
+    assert_int_equal(m.kv_heads, 2);
+    assert_int_equal(m.head_dim, 128);
+    assert_int_equal(m.rope_dim, 0); // Nemotron-H's attention has no positional encoding
+    assert_int_equal(m.mamba_heads, 64);
+    assert_int_equal(m.mamba_head_dim, 64);
+    assert_int_equal(m.ssm_groups, 8);
+    assert_int_equal(m.ssm_state, 128);
+    assert_int_equal(m.ssm_chunk, 128);
+    assert_true(m.conv_bias);
+    assert_string_equal(m.ssm_cache_dtype, "float32");
+    assert_int_equal(m.n_experts, 128);
+    assert_int_equal(m.top_k, 6);
+    assert_int_equal(m.n_group, 1);
+    assert_int_equal(m.moe_intermediate, 1856);
+    assert_int_equal(m.shared_intermediate, 3712);
+    assert_string_equal(m.mlp_act, "relu2");
+    assert_true(fabs(m.routed_scaling_factor - 2.5) < 1e-12);
+    assert_true(fabs(m.rms_norm_eps - 1e-5) < 1e-15);
+    assert_int_equal(m.ckpt, LWB_CKPT_BF16);
+    model_free(&m);
+
+    model_load(QNEXT, &m);
+    assert_true(model_is_hybrid(&m));
+    assert_int_equal(m.num_layers, 48);
+    // Full attention every 4th layer (3, 7, ...), Gated DeltaNet elsewhere; MoE in all of them.
+    for (int i = 0; i < 48; i++) {
+        assert_int_equal(model_layer_kind(&m, i), (i + 1) % 4 ? LWB_LAYER_LINEAR : LWB_LAYER_FULL);
+        assert_true(model_layer_is_moe(&m, i));
+    }
+    assert_int_equal(model_layer_kind(&m, 6), LWB_LAYER_LINEAR);
+    assert_int_equal(model_layer_kind(&m, 7), LWB_LAYER_FULL);
+    assert_int_equal(m.head_dim, 256);
+    assert_int_equal(m.rope_dim, 64); // partial_rotary_factor 0.25
+    assert_true(m.attn_gate && m.qk_norm && m.gemma_norm);
+    assert_int_equal(m.lin_k_heads, 16);
+    assert_int_equal(m.lin_v_heads, 32);
+    assert_int_equal(m.lin_k_dim, 128);
+    assert_int_equal(m.n_experts, 512);
+    assert_int_equal(m.top_k, 10);
+    assert_string_equal(m.scoring_func, "softmax");
+    assert_int_equal(m.shared_intermediate, 512);
+    assert_true(m.shared_gate);
+    assert_string_equal(m.ssm_cache_dtype, "bfloat16");
+    model_free(&m);
+
+    // layer_types, when given, wins over full_attention_interval.
+    json_t *types = json_array();
+    for (int i = 0; i < 48; i++) json_array_append_new(types, json_string(i == 0 ? "full_attention" : "linear_attention"));
+    char *dir = preset_dir_with(QNEXT, "layer_types", types);
+    model_load(dir, &m);
+    assert_int_equal(model_layer_kind(&m, 0), LWB_LAYER_FULL);
+    assert_int_equal(model_layer_kind(&m, 3), LWB_LAYER_LINEAR);
+    model_free(&m);
+
+    // One-line errors naming the field.
+    expect_error(preset_dir_with(NEMO, "hybrid_override_pattern", json_string("MEM")), "'hybrid_override_pattern'",
+                 "3 letters", "52", NULL);
+    expect_error(preset_dir_with(NEMO, "hybrid_override_pattern",
+                                 json_string("MEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEMEM*EMEMEMEMX")),
+                 "'X' at layer 51", "M (Mamba2)", NULL);
+    expect_error(preset_dir_with(NEMO, "hybrid_override_pattern", NULL), "'hybrid_override_pattern' is missing",
+                 "Nemotron-H", NULL);
+    expect_error(preset_dir_with(NEMO, "n_groups", json_integer(7)), "'n_groups' (7) does not divide", NULL);
+    expect_error(preset_dir_with(NEMO, "mlp_hidden_act", json_string("silu")), "'mlp_hidden_act'", "relu2", NULL);
+    expect_error(preset_dir_with(NEMO, "mamba_ssm_cache_dtype", json_string("float64")), "'mamba_ssm_cache_dtype'",
+                 "float16", NULL);
+    expect_error(preset_dir_with(NEMO, "num_key_value_heads", json_integer(3)), "'num_key_value_heads' (3)", NULL);
+    expect_error(preset_dir_with(NEMO, "head_dim", json_integer(96)), "'head_dim' is 96", "128 and 256", NULL);
+    expect_error(preset_dir_with(QNEXT, "linear_num_value_heads", json_integer(20)), "'linear_num_value_heads' (20)",
+                 NULL);
+    expect_error(preset_dir_with(QNEXT, "layer_types", json_integer(3)), "'layer_types' must be a list of 48", NULL);
+    expect_error(preset_dir_with(QNEXT, "num_experts", NULL), "'num_experts' is missing", "Qwen3-Next", NULL);
+    expect_error(preset_dir_with(QNEXT, "decoder_sparse_step", json_integer(2)), "'decoder_sparse_step'", NULL);
+    expect_error(preset_dir_with(QNEXT, "rope_scaling", json_pack("{s:s}", "type", "yarn")), "'rope_scaling' is set",
                  NULL);
 }
 
@@ -625,6 +754,7 @@ static void test_weights(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_presets),
+        cmocka_unit_test(test_hybrid),
         cmocka_unit_test(test_r1_numbers),
         cmocka_unit_test(test_softmax_scale_and_rope),
         cmocka_unit_test(test_directory),

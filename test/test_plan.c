@@ -312,6 +312,94 @@ static void test_costs(void **state) {
 // DeepSeek-V3.2: the plan of a 32k GEN problem (sparse attention, the indexer's kernels, both
 // caches, floors with the indexer's fp8 scores and the selected pairs only), its weights, and what
 // it refuses.
+// The reference README's Nemotron-H commands (layers 4, 5, 6: Mamba2, attention, MoE; recurrent
+// states in float16), GEN and CTX: layers, memory (state caches to the byte), kernels (compiled),
+// module ranges and floors.
+static void test_nemotron_plan(void **state) {
+    (void)state;
+    const char *nemo = "nvidia/NVIDIA-Nemotron-3-Nano-30B-A3B-BF16";
+    struct lwb_jit j;
+    jit_init(&j, "sm_90a", false);
+    j.no_cache = true;
+    for (int ctx = 0; ctx < 2; ctx++) {
+        struct run_plan p;
+        struct lwb_args a;
+        char *argv[] = {ctx ? "configs/config_ctx.yaml" : "configs/config_gen.yaml", "--model", (char *)nemo,
+                        "--layer-indices", "4,5,6", "--mamba-ssm-cache-dtype", "float16"};
+        plan_from(&p, &a, 7, argv);
+        assert_string_equal(p.fam->name, "Nemotron-H");
+        struct nh_family *f = p.f;
+        assert_int_equal(f->layers[0].kind, LWB_LAYER_MAMBA);
+        assert_int_equal(f->layers[1].kind, LWB_LAYER_ATTN);
+        assert_int_equal(f->layers[2].kind, LWB_LAYER_MOE);
+        assert_int_equal(f->d.mc.state_dtype, MAMBA_STATE_F16);
+        assert_int_equal(f->d.proj, 10304);
+        assert_int_equal(f->d.conv_dim, 6144);
+        assert_int_equal(f->d.qkv, 4608);
+        struct lwb_device dev = dry_device(gpuspec_find("H200"));
+        struct lwb_mem m;
+        run_plan_memory(&p, &dev, &m);
+        const size_t slots = ctx ? 1 : 128;
+        // One slot: a 64 x 64 x 128 recurrent state in fp16 (1 MiB) and 3 x 6144 conv inputs in bf16.
+        assert_int_equal(mamba_state_bytes(f->d.mc), 1048576);
+        assert_int_equal(mamba_conv_state_bytes(f->d.mc), 3 * 6144 * 2);
+        assert_int_equal(m.bytes[MEM_STATE], LWB_CEIL_DIV(slots * 1048576, LWB_MEM_ALIGN) * LWB_MEM_ALIGN +
+                                                 LWB_CEIL_DIV(slots * 3 * 6144 * 2, LWB_MEM_ALIGN) * LWB_MEM_ALIGN);
+        const size_t blocks = slots * LWB_CEIL_DIV(9220, 32); // 2 x 2 heads x 32 tokens x 128 per block
+        assert_int_equal(m.bytes[MEM_KV], LWB_CEIL_DIV(blocks * 2 * 2 * 32 * 128 * 2, LWB_MEM_ALIGN) * LWB_MEM_ALIGN);
+        struct lwb_kreqs reqs = {0};
+        p.fam->requests(p.f, &reqs);
+        bool mamba = false, gqa = false, relu2 = false, route = false;
+        for (int i = 0; i < reqs.n; i++) {
+            mamba |= !strcmp(reqs.r[i]->family, "mamba");
+            gqa |= !strcmp(reqs.r[i]->family, "gqa");
+            relu2 |= !strcmp(reqs.r[i]->family, "gemm") && strstr(reqs.r[i]->label, "_e4") != NULL;
+            route |= !strcmp(reqs.r[i]->family, "moe_route");
+        }
+        assert_true(mamba && gqa && relu2 && route);
+        jit_build(&j, reqs.r, reqs.n);
+        for (int i = 0; i < reqs.n; i++) assert_true(reqs.r[i]->cubin_size > 0);
+        free(reqs.r);
+        // Module ranges, as TensorRT-LLM's layer-wise marks name them.
+        struct lwb_modules mods = {0};
+        const char *want[3][4] = {{"Mamba2Mixer"}, {"Attention"}, {"NemotronHMOE", "DeepseekV3Gate", "MoE"}};
+        for (int l = 0; l < 3; l++) {
+            p.fam->modules(p.f, 0, l, false, &mods);
+            int k = 0;
+            for (int i = 0; i < mods.n; i++)
+                if (mods.m[i].name) assert_string_equal(mods.m[i].name, want[l][k++]);
+            assert_int_equal(k, l == 2 ? 3 : 1);
+            assert_null(mods.m[0].name); // the residual add and norm: outside every range
+            if (l == 0 && !ctx) // GEN: every recurrent state read and written once (128 x 1 MiB each way)
+                assert_true(mods.m[1].cost.bytes > 2.0 * 128 * 1048576);
+            if (l == 1 && ctx) // CTX attention: the causal pairs' FLOPs (4 x 128 per pair and head)
+                assert_true(mods.m[1].cost.flops > 4.0 * 128 * 32 * 8193.0 * 8194 / 2);
+        }
+        free(mods.m);
+    }
+    struct child_result *r;
+    r = plan_exit(2, 5, "configs/config_gen.yaml", "--model", (char *)nemo, "--weight-dtype", "fp8");
+    assert_non_null(strstr(r->err, "bf16"));
+    r = plan_exit(2, 5, "configs/config_gen.yaml", "--model", (char *)nemo, "--load-format", "AUTO");
+    assert_non_null(strstr(r->err, "DUMMY"));
+    // What the Mamba2 kernels cannot run is refused when the run is planned, naming the field.
+    char *dir = make_tmpdir();
+    json_t *cfg = json_loads(embedded_find("configs/models/nvidia__NVIDIA-Nemotron-3-Nano-30B-A3B-BF16.json")->data, 0,
+                             NULL);
+    json_object_set_new(cfg, "ssm_state_size", json_integer(100));
+    char *cpath = lwb_path_join(dir, "config.json");
+    assert_int_equal(json_dump_file(cfg, cpath, 0), 0);
+    json_decref(cfg);
+    r = plan_exit(2, 3, "configs/config_gen.yaml", "--model", dir);
+    assert_non_null(strstr(r->err, "ssm_state_size must be 32, 64, 128 or 256"));
+    free(cpath);
+    r = plan_exit(2, 3, "configs/config_gen.yaml", "--mamba-ssm-cache-dtype", "float16");
+    assert_non_null(strstr(r->err, "no Mamba2 layers"));
+    r = plan_exit(2, 5, "configs/config_gen.yaml", "--model", "Qwen/Qwen3-Next-80B-A3B-Instruct", "--layer-indices",
+                  "6,7");
+    assert_non_null(strstr(r->err, "Qwen3-Next"));
+}
+
 static void test_v32_plan(void **state) {
     (void)state;
     struct run_plan p;
@@ -519,6 +607,7 @@ int main(void) {
         cmocka_unit_test(test_nvtx_texts),    cmocka_unit_test(test_costs),
         cmocka_unit_test(test_dump_mapping),  cmocka_unit_test(test_gpuspec),
         cmocka_unit_test(test_gemm_tiles),    cmocka_unit_test(test_v32_plan),
+        cmocka_unit_test(test_nemotron_plan),
     };
     return cmocka_run_group_tests_name("plan", tests, NULL, NULL);
 }

@@ -24,7 +24,7 @@ struct lwb_operand {
     long long z_stride;   // elements between batches
 };
 
-enum { GEMM_EPI_BF16 = 0, GEMM_EPI_F32 = 1, GEMM_EPI_SWIGLU = 2, GEMM_EPI_SWIGLU64 = 3 };
+enum { GEMM_EPI_BF16 = 0, GEMM_EPI_F32 = 1, GEMM_EPI_SWIGLU = 2, GEMM_EPI_SWIGLU64 = 3, GEMM_EPI_RELU2 = 4 };
 
 struct gemm_config {
     int bm, bn;     // block tile
@@ -416,6 +416,8 @@ static int gemm_samples(struct lwb_kreq *out, int max) {
         {"experts2", 1024 + 64 * 256, 7168, 2048, 1, GEMM_EPI_BF16, true, 4},
         {"w_uk", 128, 512, 128, 128, GEMM_EPI_BF16, false, 0},
         {"odd", 77, 200, 448, 3, GEMM_EPI_BF16, false, 0},
+        {"experts_up", 768 + 64 * 128, 1856, 2688, 1, GEMM_EPI_RELU2, true, 6},  // Nemotron-H's relu2 experts
+        {"shared_up", 128, 3712, 2688, 1, GEMM_EPI_RELU2, false, 0},
     };
     return gemm_plan_samples(s, (int)LWB_ARRAY_LEN(s), out, max, gemm_plan);
 }

@@ -429,6 +429,7 @@ static void check_gemm(struct check *c) {
     check_gemm_case(c, "heads", 50, 136, 128, 3, 192 * 3, GEMM_EPI_BF16, 0, NULL); // strided slices
     check_gemm_case(c, "f32split", 130, 256, 7168, 1, 7168, GEMM_EPI_F32, 0, NULL);
     check_gemm_case(c, "swiglu", 300, 512, 1024, 1, 1024, GEMM_EPI_SWIGLU, 0, NULL);
+    check_gemm_case(c, "relu2", 300, 1856, 2688, 1, 2688, GEMM_EPI_RELU2, 0, NULL);
     static const int rows_a[] = {0, 3, 70, 130, 1};
     check_gemm_case(c, "grouped", 0, 256, 512, 1, 512, GEMM_EPI_SWIGLU, 5, rows_a);
     check_gemm_case(c, "grouped", 0, 192, 256, 1, 256, GEMM_EPI_BF16, 5, rows_a);
@@ -1540,6 +1541,8 @@ static void check_fp8(struct check *c) {
 }
 
 #include "check_dsa.h" // the V3.2 indexer and the sparse attention (after the helpers above)
+#include "check_mamba.h" // the Mamba2 mixer kernels
+#include "check_gqa.h" // grouped-query attention
 
 static const struct {
     const char *name;
@@ -1554,6 +1557,8 @@ static const struct {
     {"moe_route", check_moe_route, true}, {"mla_rope", check_mla_rope, true},
     {"dsa_topk", check_dsa_topk, true},
     {"dsa", check_dsa, true},
+    {"mamba", check_mamba, true},
+    {"gqa", check_gqa, true},
     {"jit", check_jit, true},             {"fp8", check_fp8, true},
 };
 

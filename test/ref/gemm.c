@@ -1,7 +1,7 @@
 // gemm.c: the C reference of kernels/gemm.cu.in.
 //
 // C[r, c] = sum_k A[r, k] * B[c, k] over bf16 inputs, accumulated in double; epilogues as the
-// kernel's: bf16 C (rounded once), fp32 C, or SwiGLU of interleaved (gate, up) column pairs.
+// kernel's: bf16 C (rounded once), fp32 C, SwiGLU of interleaved (gate, up) column pairs, or relu(C)^2.
 //
 // Tolerance: atol 2e-2, rtol 2e-2 on outputs normalised to O(1) (inputs uniform in [-1, 1],
 // B scaled by 1/sqrt(K)). The kernel's fp32 accumulation over K <= 16384 terms of O(1/sqrt(K))
@@ -24,6 +24,7 @@ static void ref_gemm(const uint16_t *a, long lda, const uint16_t *b, long ldb, i
                 s += (double)ref_bf16_to_f32(a[r * lda + i]) * ref_bf16_to_f32(b[c * ldb + i]);
             if (epilogue == 0) out[(long)r * n + c] = ref_round_bf16((float)s);
             else if (epilogue == 1) out[(long)r * n + c] = (float)s;
+            else if (epilogue == 4) out[(long)r * n + c] = ref_round_bf16(s > 0 ? (float)(s * s) : 0.f);
             else if (c % 2 == 1) {
                 double g = 0;
                 for (int i = 0; i < k; i++)
