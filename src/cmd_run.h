@@ -267,9 +267,9 @@ static void run_plan_build(struct run_plan *p, struct lwb_args *a, const char *c
                                 p->replay.niter ? &p->replay : NULL};
     const char *ssm = arg_str(a, "mamba_ssm_cache_dtype");
     if (strcmp(ssm, "auto")) {
-        if (!p->model.pattern || !strchr(p->model.pattern, LWB_LAYER_MAMBA))
-            lwb_user_error("run: --mamba-ssm-cache-dtype %s: %s has no Mamba2 layers, so there is no recurrent state to "
-                           "store; leave it out", ssm, p->model.name);
+        if (!p->model.pattern || (!strchr(p->model.pattern, LWB_LAYER_MAMBA) && !strchr(p->model.pattern, LWB_LAYER_LINEAR)))
+            lwb_user_error("run: --mamba-ssm-cache-dtype %s: %s has no Mamba2 or linear-attention layers, so there is "
+                           "no recurrent state to store; leave it out", ssm, p->model.name);
         spec.ssm_dtype = ssm;
     }
     if (load) {

@@ -43,7 +43,8 @@ static const struct lwb_opt run_opts[] = {
     {"kv_cache_dtype", LWB_OPT_ENUM, NULL, "auto", "KV-cache data type (auto: the model's, bf16)",
      "auto|bf16"},
     {"mamba_ssm_cache_dtype", LWB_OPT_ENUM, NULL, "auto",
-     "recurrent state cache of Mamba2 layers: auto (the model's mamba_ssm_cache_dtype, else its dtype), float16, "
+     "recurrent state cache of Mamba2 and Gated DeltaNet layers: auto (the model's mamba_ssm_cache_dtype, else its "
+     "dtype), float16, "
      "bfloat16 or float32 (state math is fp32 either way)",
      "auto|float16|bfloat16|float32"},
     {"weight_dtype", LWB_OPT_ENUM, NULL, "auto",

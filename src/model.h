@@ -912,6 +912,12 @@ static void model_check_scaled_from(const struct lwb_model *m, int scaled_from, 
         lwb_user_error("--scaled-from %d with attention TP: %s has a sparse-attention indexer, and the reference "
                        "does not support Indexer TP for weak scaling; use --enable-attention-dp",
                        scaled_from, m->name);
+    if (!attention_dp && m->pattern && !strcmp(m->model_type, "qwen3_next") &&
+        (m->lin_k_heads % scaled_from || m->shared_intermediate % (64 * scaled_from)))
+        lwb_user_error("--scaled-from %d with attention TP: the %d linear-attention key heads or the shared expert's "
+                       "%d columns of %s do not split evenly over %d GPUs; give a divisor of %d, or "
+                       "--enable-attention-dp",
+                       scaled_from, m->lin_k_heads, m->shared_intermediate, m->name, scaled_from, m->lin_k_heads);
     if (!attention_dp && (m->heads % scaled_from || m->kv_heads % scaled_from))
         lwb_user_error(
             "--scaled-from %d with attention TP: the %d attention heads (%d key/value heads) of %s "
@@ -929,13 +935,20 @@ static void model_apply_scaled_from(struct lwb_model *m, int scaled_from, int ra
     if (!attention_dp) {
         m->heads = m->heads / scaled_from * ranks;
         m->kv_heads = m->kv_heads / scaled_from * ranks;
+        // Qwen3-Next under attention TP (TensorRT-LLM's mapping): the Gated DeltaNet's heads and
+        // the shared expert's width split with the attention heads.
+        if (!strcmp(m->model_type, "qwen3_next")) {
+            m->lin_k_heads = m->lin_k_heads / scaled_from * ranks;
+            m->lin_v_heads = m->lin_v_heads / scaled_from * ranks;
+            m->shared_intermediate = m->shared_intermediate / scaled_from * ranks;
+        }
     }
     m->scaled_from = scaled_from;
     m->scaled_ranks = ranks;
     char after[128];
     snprintf(after, sizeof after, " after --scaled-from %d on %d rank%s", scaled_from, ranks,
              ranks == 1 ? "" : "s");
-    model_check_relations(m, after);
+    if (!m->pattern) model_check_relations(m, after);
 }
 
 // The config as run: config.json with the fields --scaled-from changed (a new reference).

@@ -80,6 +80,28 @@ expect 2 "v3.2 page" -- "$lwb" run configs/config_gen.yaml --model deepseek-ai/D
 has err "--tokens-per-block 64"; one_line_err
 done_case "V3.2 with 32-token cache blocks is refused, naming the fix"
 
+# The reference README's Nemotron-H commands: Mamba2, attention and MoE layers, float16 states.
+nemo=nvidia/NVIDIA-Nemotron-3-Nano-30B-A3B-BF16
+for cfg in ctx gen; do
+    expect 0 "dry run nemotron $cfg" -- "$lwb" run configs/config_$cfg.yaml --model $nemo --layer-indices 4,5,6 \
+        --mamba-ssm-cache-dtype float16 --dry-run --gpu H200
+    has out "layers: 4 (Mamba2) 5 (attention) 6 (MoE)"
+    has out "recurrent state cache in float16"
+    has out "state cache"
+    has out "mamba_h64_p64_g8_n128_q128_f16"
+    has out "gqa_h32x2_d128"
+    has out "Mamba2Mixer"
+    has out "NemotronHMOE"
+    done_case "lwb run configs/config_$cfg.yaml --model $nemo --layer-indices 4,5,6 --mamba-ssm-cache-dtype float16 --dry-run"
+done
+expect 2 "qwen3-next" -- "$lwb" run configs/config_gen.yaml --model Qwen/Qwen3-Next-80B-A3B-Instruct --layer-indices 6,7 \
+    --dry-run
+has err "Qwen3-Next"
+done_case "Qwen3-Next is read but refused with one line (its layers are not built yet)"
+expect 2 "ssm dtype on deepseek" -- "$lwb" run configs/config_gen.yaml --mamba-ssm-cache-dtype float16 --dry-run
+has err "--mamba-ssm-cache-dtype"
+done_case "--mamba-ssm-cache-dtype is refused for a model without recurrent state"
+
 expect 0 "tiles override" -- env LWB_GEMM_TILES="gate=64,64,6,16" "$lwb" run configs/config_gen.yaml --dry-run
 has out "gemm_gate_bm64_bn64_s6_k448_x16_e1"
 done_case "LWB_GEMM_TILES replaces a product's tiles"

@@ -394,7 +394,7 @@ static void test_nemotron_plan(void **state) {
     assert_non_null(strstr(r->err, "ssm_state_size must be 32, 64, 128 or 256"));
     free(cpath);
     r = plan_exit(2, 3, "configs/config_gen.yaml", "--mamba-ssm-cache-dtype", "float16");
-    assert_non_null(strstr(r->err, "no Mamba2 layers"));
+    assert_non_null(strstr(r->err, "no Mamba2 or linear-attention layers"));
     r = plan_exit(2, 5, "configs/config_gen.yaml", "--model", "Qwen/Qwen3-Next-80B-A3B-Instruct", "--layer-indices",
                   "6,7");
     assert_non_null(strstr(r->err, "Qwen3-Next"));

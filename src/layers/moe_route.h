@@ -15,6 +15,7 @@ struct moe_route_config {
     int experts, top_k, groups, topk_group, norm, hidden;
     int ranks;         // expert-parallel ranks: this rank holds experts / ranks of them
     int quant;         // 1: the permutation writes fp8 rows for fp8 expert GEMMs
+    int scoring;       // 0: sigmoid with correction bias (DeepSeek-V3, Nemotron-H); 1: softmax (Qwen)
 };
 
 static void moe_route_request(struct lwb_kreq *r, struct moe_route_config c) {
@@ -30,7 +31,9 @@ static void moe_route_request(struct lwb_kreq *r, struct moe_route_config c) {
     kreq_set(r, "RANKS", c.ranks);
     kreq_set(r, "LOCAL_EXPERTS", c.experts / c.ranks);
     kreq_set(r, "QUANT", c.quant);
+    kreq_set(r, "SCORING", c.scoring);
     if (c.quant) snprintf(r->label + strlen(r->label), sizeof r->label - strlen(r->label), "_q8");
+    if (c.scoring) snprintf(r->label + strlen(r->label), sizeof r->label - strlen(r->label), "_softmax");
     kreq_entry(r, "lwb_moe_topk");
     kreq_entry(r, "lwb_moe_count");
     kreq_entry(r, "lwb_moe_plan");
@@ -112,13 +115,19 @@ static void moe_permute_fp8_enqueue(const struct lwb_kreq *r, struct moe_route_c
 }
 
 // out[t] = sum over t's local slots of w[t,k] y[perm_row[t,k]], plus shared[t - shared_first] for
-// t in shared_first .. shared_first + shared_rows - 1 (when shared is given).
+// t in shared_first .. shared_first + shared_rows - 1 (when shared is given), times
+// sigmoid(sg_x[t - shared_first] . sg_w) when sg_w is given (Qwen3-Next's gated shared expert).
+static void moe_combine_gated_enqueue(const struct lwb_kreq *r, CUstream s, CUdeviceptr y, struct moe_perm *p,
+                                      CUdeviceptr weights, CUdeviceptr shared, int shared_first, int shared_rows,
+                                      CUdeviceptr sg_x, CUdeviceptr sg_w, CUdeviceptr out, int tokens) {
+    if (tokens == 0) return;
+    void *args[] = {&y, &p->perm_row, &weights, &shared, &shared_first, &shared_rows, &sg_x, &sg_w, &out};
+    cu_launch(kreq_func(r, "lwb_moe_combine"), (struct lwb_launch){{(unsigned)tokens}, {128}}, s, args);
+}
 static void moe_combine_enqueue(const struct lwb_kreq *r, CUstream s, CUdeviceptr y, struct moe_perm *p,
                                 CUdeviceptr weights, CUdeviceptr shared, int shared_first, int shared_rows,
                                 CUdeviceptr out, int tokens) {
-    if (tokens == 0) return;
-    void *args[] = {&y, &p->perm_row, &weights, &shared, &shared_first, &shared_rows, &out};
-    cu_launch(kreq_func(r, "lwb_moe_combine"), (struct lwb_launch){{(unsigned)tokens}, {128}}, s, args);
+    moe_combine_gated_enqueue(r, s, y, p, weights, shared, shared_first, shared_rows, 0, 0, out, tokens);
 }
 
 // Buffers of the all-to-all exchange (send side).
@@ -162,7 +171,8 @@ static int moe_route_samples(struct lwb_kreq *out, int max) {
     static const struct moe_route_config s[] = {{256, 8, 8, 4, 1, 7168, 1, 0}, {64, 6, 1, 1, 1, 2048, 1, 0},
                                                 {128, 8, 4, 2, 0, 4096, 1, 0}, {256, 8, 8, 4, 1, 7168, 8, 0},
                                                 {16, 8, 8, 4, 1, 7168, 1, 0}, {32, 8, 8, 4, 1, 7168, 16, 0},
-                                                {256, 8, 8, 4, 1, 7168, 8, 1}, {64, 6, 8, 1, 1, 1024, 1, 1}};
+                                                {256, 8, 8, 4, 1, 7168, 8, 1}, {64, 6, 8, 1, 1, 1024, 1, 1},
+                                                {512, 10, 1, 1, 1, 2048, 1, 0, 1}, {128, 6, 1, 1, 1, 2688, 1, 0, 0}};
     int n = 0;
     for (size_t i = 0; i < LWB_ARRAY_LEN(s) && n < max; i++) moe_route_request(&out[n++], s[i]);
     return n;

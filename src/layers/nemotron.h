@@ -475,19 +475,20 @@ static uint16_t nh_f16_bits(float f) { // round to nearest even; |f| well inside
 
 // Random recurrent states in the cache's dtype (the init kernels fill bf16 and fp32 only), made on
 // the host one slot at a time.
-static void nh_fill_states(const struct nh_dims *d, CUdeviceptr p, int slots, unsigned long long seed, CUstream s) {
-    const size_t n = mamba_state_bytes(d->mc) / (d->mc.state_dtype == MAMBA_STATE_F32 ? 4 : 2);
-    void *h = xmalloc(mamba_state_bytes(d->mc));
+static void nh_fill_states(size_t slot_bytes, int dtype, CUdeviceptr p, int slots, unsigned long long seed,
+                           CUstream s) {
+    const size_t n = slot_bytes / (dtype == MAMBA_STATE_F32 ? 4 : 2);
+    void *h = xmalloc(slot_bytes);
     uint64_t x = seed * 0x9e3779b97f4a7c15ULL + 1;
     for (int slot = 0; slot < slots; slot++) {
         for (size_t i = 0; i < n; i++) {
             x ^= x << 13, x ^= x >> 7, x ^= x << 17;
             const float v = ((float)(x >> 40) / 16777216.0f - 0.5f) * 0.5f; // uniform in [-0.25, 0.25)
-            if (d->mc.state_dtype == MAMBA_STATE_F32) ((float *)h)[i] = v;
-            else if (d->mc.state_dtype == MAMBA_STATE_F16) ((uint16_t *)h)[i] = nh_f16_bits(v);
+            if (dtype == MAMBA_STATE_F32) ((float *)h)[i] = v;
+            else if (dtype == MAMBA_STATE_F16) ((uint16_t *)h)[i] = nh_f16_bits(v);
             else ((uint16_t *)h)[i] = nh_bf16_bits(v);
         }
-        upload_wait(s, p + (CUdeviceptr)slot * mamba_state_bytes(d->mc), h, mamba_state_bytes(d->mc));
+        upload_wait(s, p + (CUdeviceptr)slot * slot_bytes, h, slot_bytes);
     }
     free(h);
 }
@@ -524,7 +525,7 @@ static void nh_layer_init(struct nh_layer *L, const struct nh_dims *d, const str
         upload_wait(s, L->D, L->D_h, sizeof(float) * (size_t)nh);
         free(A);
         init_fill_bf16(init, s, L->conv_state, (long long)slots * (d->mc.conv_k - 1) * d->conv_dim, ++k, -1.f, 1.f);
-        nh_fill_states(d, L->ssm_state, slots, ++k, s);
+        nh_fill_states(mamba_state_bytes(d->mc), d->mc.state_dtype, L->ssm_state, slots, ++k, s);
     } else if (L->kind == LWB_LAYER_ATTN) {
         NH_FILL(L->wqkv, d->qkv, H, H);
         NH_FILL(L->wo, H, d->heads * d->head_dim, d->heads * d->head_dim);

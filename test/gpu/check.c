@@ -910,13 +910,23 @@ static void check_moe_route_case(struct check *c, int tokens, struct moe_route_c
                          dev_alloc(16 * (size_t)mta, "tiles_a"), dev_alloc(16 * (size_t)mtb, "tiles_b"),
                          dev_alloc(8, "ntiles"), dev_alloc(4 * (size_t)n, "perm_row")};
     moe_permute_enqueue(&req, rc, c->s, &p, dids, tokens, e0, rows_a, rows_b, dx, dxp);
-    moe_combine_enqueue(&req, c->s, dxp, &p, dw, dsh, shared_first, shared_rows, dout, tokens);
+    // Softmax routing comes with Qwen3-Next's gated shared expert: shared * sigmoid(x . w_sg).
+    float *sgw = NULL;
+    CUdeviceptr dsgw = 0;
+    if (rc.scoring) {
+        uint16_t *hw = rand_bf16(c, (size_t)H, -2.f / sqrtf((float)H), 2.f / sqrtf((float)H));
+        sgw = bf16_to_f32(hw, (size_t)H);
+        dsgw = upload(hw, (size_t)H * 2);
+        free(hw);
+    }
+    moe_combine_gated_enqueue(&req, c->s, dxp, &p, dw, dsh, shared_first, shared_rows, dsgw ? dx : 0, dsgw, dout, tokens);
     stream_wait(c->s, 60, "moe_route");
 
     int *ids = xmalloc(sizeof(int) * (size_t)n), *want_ids = xmalloc(sizeof(int) * (size_t)n);
     float *w = xmalloc(sizeof(float) * (size_t)n), *want_w = xmalloc(sizeof(float) * (size_t)n);
     download(ids, dids, sizeof(int) * (size_t)n), download(w, dw, sizeof(float) * (size_t)n);
-    ref_moe_topk(logits, bias, tokens, E, K, rc.groups, rc.topk_group, rc.norm, 2.5f, want_ids, want_w);
+    if (rc.scoring) ref_moe_topk_softmax(logits, tokens, E, K, rc.norm, 2.5f, want_ids, want_w);
+    else ref_moe_topk(logits, bias, tokens, E, K, rc.groups, rc.topk_group, rc.norm, 2.5f, want_ids, want_w);
     size_t bad_ids = 0, bad_w = 0;
     for (int i = 0; i < n; i++) {
         int want = ovr ? ovr[i] : want_ids[i];
@@ -924,8 +934,8 @@ static void check_moe_route_case(struct check *c, int tokens, struct moe_route_c
         if (fabsf(w[i] - want_w[i]) > 1e-4f * fabsf(want_w[i]) + 1e-6f) bad_w++;
     }
     char what[160];
-    snprintf(what, sizeof what, "moe_topk t=%d e=%d k=%d g=%d/%d splits=%d%s", tokens, E, K, rc.topk_group,
-             rc.groups, splits, with_override ? " override" : "");
+    snprintf(what, sizeof what, "moe_topk t=%d e=%d k=%d g=%d/%d splits=%d%s%s", tokens, E, K, rc.topk_group,
+             rc.groups, splits, with_override ? " override" : "", rc.scoring ? " softmax" : "");
     for (int i = 0; i < n && !ovr; i++) bad_ids += ids[i] < 0 || ids[i] >= E;
     struct ref_diff d = {.bad = bad_ids + bad_w};
     verdict(c, what, d, 0);
@@ -974,8 +984,15 @@ static void check_moe_route_case(struct check *c, int tokens, struct moe_route_c
             float acc = 0;
             for (int k = 0; k < K; k++)
                 if (rows[t * K + k] >= 0) acc += w[t * K + k] * ref_bf16_to_f32(x[(size_t)t * H + h]);
-            if (t >= shared_first && t < shared_first + shared_rows)
-                acc += ref_bf16_to_f32(sh[(size_t)(t - shared_first) * H + h]);
+            if (t >= shared_first && t < shared_first + shared_rows) {
+                float g = 1.f;
+                if (sgw) {
+                    double dot = 0;
+                    for (int j = 0; j < H; j++) dot += (double)ref_bf16_to_f32(x[(size_t)(t - shared_first) * H + j]) * sgw[j];
+                    g = (float)(1.0 / (1.0 + exp(-dot)));
+                }
+                acc += g * ref_bf16_to_f32(sh[(size_t)(t - shared_first) * H + h]);
+            }
             want[(size_t)t * H + h] = acc;
         }
     snprintf(what, sizeof what, "moe_combine t=%d h=%d shared rows %d..%d", tokens, H, shared_first,
@@ -985,7 +1002,8 @@ static void check_moe_route_case(struct check *c, int tokens, struct moe_route_c
     if (rc.quant) check_moe_permute_fp8(c, &req, rc, &p, dids, tokens, e0, rows_a, rows_b, dx, dxp, n);
     free(parts), free(logits), free(bias), free(ovr), free(ids), free(want_ids), free(w), free(want_w), free(counts), free(offs);
     free(rows), free(ta), free(tb), free(want_count), free(used), free(x), free(xp), free(sh), free(out), free(got);
-    free(want);
+    free(want), free(sgw);
+    if (dsgw) dev_free(dsgw, (size_t)H * 2);
 }
 
 static void check_moe_route(struct check *c) {
@@ -1006,6 +1024,11 @@ static void check_moe_route(struct check *c) {
     check_moe_route_case(c, 77, (struct moe_route_config){16, 8, 8, 4, 1, 7168, 1}, 64, 64, false, 4, 0, 0, 77);
     check_moe_route_case(c, 77, (struct moe_route_config){32, 8, 8, 4, 1, 7168, 1}, 64, 64, false, 1, 0, 0, 77);
     check_moe_route_case(c, 50, (struct moe_route_config){32, 8, 8, 4, 1, 7168, 4}, 64, 64, false, 1, 1, 0, 50);
+    // Qwen3-Next: softmax over 512 (256 under --scaled-from 2) experts, top-10, renormalised; the
+    // gated shared expert; a non-normalised variant (Qwen's norm_topk_prob false).
+    check_moe_route_case(c, 133, (struct moe_route_config){512, 10, 1, 1, 1, 2048, 1, 0, 1}, 64, 64, false, 1, 0, 0, 133);
+    check_moe_route_case(c, 77, (struct moe_route_config){256, 10, 1, 1, 1, 2048, 1, 0, 1}, 64, 128, false, 2, 0, 0, 77);
+    check_moe_route_case(c, 40, (struct moe_route_config){128, 8, 1, 1, 0, 2048, 1, 0, 1}, 64, 64, true, 1, 0, 0, 40);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -6,6 +6,9 @@
 // topk_group groups; top_k experts by choice among them; weights = s of the chosen, divided by
 // their sum when norm, times the scaling factor. Ties: the lower index first (the kernel's rule).
 //
+// Qwen's softmax routing (ref_moe_topk_softmax): probabilities = softmax over every expert's logit;
+// the top_k by probability; renormalised to sum 1 when norm, times the scaling factor.
+//
 // Tolerance: expert ids must match exactly; weights within 1e-4 relative (the kernel uses
 // __expf, ~2 ulp).
 #pragma once
@@ -51,4 +54,28 @@ static void ref_moe_topk(const float *logits, const float *bias, int tokens, int
         for (int k = 0; k < top_k; k++) w[t * top_k + k] *= norm ? scaling / (sum + 1e-20f) : scaling;
     }
     free(score), free(choice);
+}
+
+static void ref_moe_topk_softmax(const float *logits, int tokens, int experts, int top_k, int norm, float scaling,
+                                 int *ids, float *w) {
+    float *p = malloc(sizeof(float) * (size_t)experts);
+    for (int t = 0; t < tokens; t++) {
+        const float *l = logits + (size_t)t * experts;
+        float m = -INFINITY;
+        for (int e = 0; e < experts; e++) m = fmaxf(m, l[e]);
+        double total = 0;
+        for (int e = 0; e < experts; e++) p[e] = expf(l[e] - m), total += p[e];
+        double sum = 0;
+        for (int k = 0; k < top_k; k++) {
+            int best = -1;
+            for (int e = 0; e < experts; e++)
+                if (best < 0 || p[e] > p[best]) best = e;
+            ids[t * top_k + k] = best;
+            w[t * top_k + k] = p[best];
+            sum += p[best];
+            p[best] = -1.f;
+        }
+        for (int k = 0; k < top_k; k++) w[t * top_k + k] = (float)(w[t * top_k + k] * scaling / (norm ? sum : total));
+    }
+    free(p);
 }
