@@ -31,6 +31,7 @@
 #include "src/layers/dsa.h" // defines: DeepSeek-V3.2's indexer: key/query preparation, fp8 scores
 #include "src/layers/dsa_topk.h" // defines: DeepSeek-V3.2's indexer top-k (radix select per token)
 #include "src/layers/mamba.h" // defines: Mamba2 mixer kernels (conv1d, SSD chunked scan, state update, gated norm)
+#include "src/layers/gdn.h" // defines: Gated DeltaNet kernels (conv1d, chunked delta rule, recurrent step, gated norm)
 #include "src/layers/gqa.h" // defines: grouped-query attention over a paged KV cache (prefill, decode)
 #include "src/dist.h"        // defines: rank variables, rendezvous, watchdog, --np launcher, lwb_comm
 #include "src/family.h"      // defines: lwb_problem, lwb_shard, lwb_module, lwb_family (the table)
@@ -45,6 +46,7 @@
 #include "src/config.h"      // defines: run_opts, config_load (YAML + flags)
 #include "src/layers/deepseek_dump.h" // defines: ds_dump (--dump of the DeepSeek family)
 #include "src/layers/nemotron.h" // defines: the Nemotron-H family (Mamba2, attention, MoE layers)
+#include "src/layers/qwen3next.h" // defines: the Qwen3-Next family (Gated DeltaNet, gated attention, MoE)
 #include "src/families.h"    // defines: lwb_families, family_for_model
 #include "src/runner.h"      // defines: problem loop, warm-up checks, graphs, timing, module timings
 #include "src/cmd_run.h"     // defines: cmd_run, run_plan_build

@@ -336,12 +336,14 @@ static struct floor_of floor_us(struct lwb_cost c, double peak_tflops, double bw
 // One row per module; the link columns appear with more than one rank (links > 0).
 static void print_roofline(const struct lwb_module_time *t, int n, double peak, double bw, double link,
                            bool measured, bool links) {
+    int w = 16; // the module column fits the longest name (Qwen3NextSparseMoeBlock)
+    for (int i = 0; i < n; i++) w = LWB_MAX(w, (int)strlen(t[i].module));
     if (measured) {
-        printf("  %-6s %-16s %10s %10s", "layer", "module", "time us", "floor us");
+        printf("  %-6s %-*s %10s %10s", "layer", w, "module", "time us", "floor us");
         if (links) printf(" %9s", "link us");
         printf(" %7s %9s %9s\n", "bound", "TFLOP/s", "of floor");
     } else {
-        printf("  %-6s %-16s %10s", "layer", "module", "floor us");
+        printf("  %-6s %-*s %10s", "layer", w, "module", "floor us");
         if (links) printf(" %9s", "link us");
         printf(" %7s %10s %10s", "bound", "GFLOP", "GB");
         if (links) printf(" %10s", "link MB");
@@ -349,7 +351,7 @@ static void print_roofline(const struct lwb_module_time *t, int n, double peak, 
     }
     for (int i = 0; i < n; i++) {
         struct floor_of f = floor_us(t[i].cost, peak, bw, link);
-        printf("  %-6d %-16s", t[i].layer, t[i].module);
+        printf("  %-6d %-*s", t[i].layer, w, t[i].module);
         if (measured) printf(" %10.1f", t[i].us);
         printf(" %10.1f", f.us);
         if (links) printf(" %9.1f", f.link_us);

@@ -16,16 +16,16 @@ static const struct lwb_family lwb_families[] = {
      .alloc = nh_alloc, .init = nh_init, .setup = nh_setup, .modules = nh_modules, .describe = nh_describe,
      .check_checkpoint = nh_check_checkpoint, .dump = nh_dump, .verify = nh_verify, .route_layer = nh_route_layer,
      .route_stage = nh_route_stage, .route_replay = nh_route_replay, .route_read = nh_route_read},
+    {.name = "Qwen3-Next", .runs = qn_runs, .create = qn_create, .plan = qn_plan, .requests = qn_requests,
+     .alloc = qn_alloc, .init = qn_init, .setup = qn_setup, .modules = qn_modules, .describe = qn_describe,
+     .check_checkpoint = qn_check_checkpoint, .dump = qn_dump, .verify = nh_verify, .route_layer = qn_route_layer,
+     .route_stage = nh_route_stage, .route_replay = nh_route_replay, .route_read = qn_route_read},
 };
 
 static const struct lwb_family *family_for_model(const struct lwb_model *m) {
     for (size_t i = 0; i < LWB_ARRAY_LEN(lwb_families); i++)
         if (lwb_families[i].runs(m)) return &lwb_families[i];
-    if (!strcmp(m->model_type, "qwen3_next"))
-        lwb_user_error("model %s: Qwen3-Next's layers (Gated DeltaNet, gated attention, its MoE) are not built in lwb "
-                       "yet; its config is read and checked, its layers are not run (families: DeepSeek-V3, Nemotron-H)",
-                       m->name);
     lwb_user_error("model %s: model_type '%s' has no layer family in lwb yet (families: DeepSeek-V3 for deepseek_v3 "
-                   "and deepseek_v32, Nemotron-H for nemotron_h)",
+                   "and deepseek_v32, Nemotron-H for nemotron_h, Qwen3-Next for qwen3_next)",
                    m->name, m->model_type);
 }

@@ -27,6 +27,7 @@ static const struct lwb_kfamily lwb_kfamilies[] = {
     {"dsa_index", dsa_index_samples},
     {"dsa_topk", dsa_topk_samples},
     {"mamba", mamba_samples},
+    {"gdn", gdn_samples},
     {"gqa", gqa_samples},
 };
 

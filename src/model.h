@@ -171,10 +171,9 @@ struct lwb_preset {
 };
 
 static bool model_type_hybrid(const char *t) { return !strcmp(t, "nemotron_h") || !strcmp(t, "qwen3_next"); }
-// model_type values lwb builds layers of (--list-models marks their presets); qwen3_next is read
-// (its fields, layer pattern and errors) but has no layer family yet, which family_for_model says.
+// model_type values lwb builds layers of (--list-models marks their presets).
 static bool model_type_supported(const char *t) {
-    return !strcmp(t, "deepseek_v3") || !strcmp(t, "deepseek_v32") || !strcmp(t, "nemotron_h");
+    return !strcmp(t, "deepseek_v3") || !strcmp(t, "deepseek_v32") || model_type_hybrid(t);
 }
 static bool model_is_hybrid(const struct lwb_model *m) { return m->pattern != NULL; }
 
@@ -609,9 +608,10 @@ static void model_parse(struct lwb_model *m, json_t *hfq) {
     json_t *arch = json_object_get(m->config, "architectures");
     if (json_is_array(arch) && json_is_string(json_array_get(arch, 0)))
         snprintf(m->architecture, sizeof m->architecture, "%s", json_string_value(json_array_get(arch, 0)));
-    if (!model_type_supported(m->model_type) && !model_type_hybrid(m->model_type))
+    if (!model_type_supported(m->model_type))
         lwb_user_error("%s: model_type '%s'%s%s%s is not supported yet; lwb builds deepseek_v3, "
-                       "deepseek_v32 and nemotron_h layers (DeepSeek-V3, R1, V3.2, Nemotron-H: lwb run --list-models)",
+                       "deepseek_v32, nemotron_h and qwen3_next layers (DeepSeek-V3, R1, V3.2, Nemotron-H, Qwen3-Next: "
+                       "lwb run --list-models)",
                        m->source, m->model_type, m->architecture[0] ? " (" : "", m->architecture,
                        m->architecture[0] ? ")" : "");
     if (model_type_hybrid(m->model_type)) {

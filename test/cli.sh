@@ -94,10 +94,21 @@ for cfg in ctx gen; do
     has out "NemotronHMOE"
     done_case "lwb run configs/config_$cfg.yaml --model $nemo --layer-indices 4,5,6 --mamba-ssm-cache-dtype float16 --dry-run"
 done
-expect 2 "qwen3-next" -- "$lwb" run configs/config_gen.yaml --model Qwen/Qwen3-Next-80B-A3B-Instruct --layer-indices 6,7 \
-    --dry-run
-has err "Qwen3-Next"
-done_case "Qwen3-Next is read but refused with one line (its layers are not built yet)"
+# The reference README's Qwen3-Next commands, as one rank of NP=2 on one GPU (--scaled-from 2).
+qn=(--model Qwen/Qwen3-Next-80B-A3B-Instruct --layer-indices 6,7 --no-enable-attention-dp --scaled-from 2
+    --mamba-ssm-cache-dtype float16)
+expect 0 "dry run qwen3-next gen" -- "$lwb" run configs/config_gen.yaml "${qn[@]}" --batch-size 512 --dry-run --gpu H200
+has out "layers: 6 (Gated DeltaNet + MoE) 7 (gated attention + MoE)"
+has out "gdn_hk8_hv16_dk128_dv128_k4_f16"; has out "gqa_h8x1_d256"; has out "_softmax"
+has out "Qwen3NextGatedDeltaNet"; has out "Qwen3NextSparseMoeBlock"; has out "state cache"
+done_case "lwb run configs/config_gen.yaml (Qwen3-Next 6,7, --scaled-from 2) --batch-size 512 --dry-run"
+expect 0 "dry run qwen3-next ctx" -- "$lwb" run configs/config_ctx.yaml "${qn[@]}" --batch-size 4 \
+    --max-num-tokens 32772 --dry-run --gpu H200
+has out "max 32772 tokens per forward"
+done_case "lwb run configs/config_ctx.yaml (Qwen3-Next 6,7, --scaled-from 2) --batch-size 4 --max-num-tokens 32772 --dry-run"
+expect 2 "qwen3-next ctx tokens" -- "$lwb" run configs/config_ctx.yaml "${qn[@]}" --batch-size 4 --dry-run
+has err "--max-num-tokens 20480"; one_line_err
+done_case "Qwen3-Next CTX b=4 without --max-num-tokens is refused as the reference refuses it"
 expect 2 "ssm dtype on deepseek" -- "$lwb" run configs/config_gen.yaml --mamba-ssm-cache-dtype float16 --dry-run
 has err "--mamba-ssm-cache-dtype"
 done_case "--mamba-ssm-cache-dtype is refused for a model without recurrent state"

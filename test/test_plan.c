@@ -395,9 +395,80 @@ static void test_nemotron_plan(void **state) {
     free(cpath);
     r = plan_exit(2, 3, "configs/config_gen.yaml", "--mamba-ssm-cache-dtype", "float16");
     assert_non_null(strstr(r->err, "no Mamba2 or linear-attention layers"));
-    r = plan_exit(2, 5, "configs/config_gen.yaml", "--model", "Qwen/Qwen3-Next-80B-A3B-Instruct", "--layer-indices",
-                  "6,7");
-    assert_non_null(strstr(r->err, "Qwen3-Next"));
+}
+
+// The reference README's Qwen3-Next commands on one GPU as one rank of NP=2 (--scaled-from 2,
+// attention TP): layers 6 (Gated DeltaNet + MoE) and 7 (gated attention + MoE), float16 states;
+// GEN b=512 and CTX b=4 (which needs --max-num-tokens 32772, as the reference's own check).
+static void test_qwen3next_plan(void **state) {
+    (void)state;
+    const char *qn = "Qwen/Qwen3-Next-80B-A3B-Instruct";
+    struct lwb_jit j;
+    jit_init(&j, "sm_90a", false);
+    j.no_cache = true;
+    for (int ctx = 0; ctx < 2; ctx++) {
+        struct run_plan p;
+        struct lwb_args a;
+        char *argv[] = {ctx ? "configs/config_ctx.yaml" : "configs/config_gen.yaml", "--model", (char *)qn,
+                        "--layer-indices", "6,7", "--no-enable-attention-dp", "--scaled-from", "2",
+                        "--mamba-ssm-cache-dtype", "float16", "--batch-size", ctx ? "4" : "512", "--max-num-tokens",
+                        "32772"};
+        plan_from(&p, &a, 14, argv);
+        assert_string_equal(p.fam->name, "Qwen3-Next");
+        struct qn_family *f = p.f;
+        assert_int_equal(f->layers[0].kind, LWB_LAYER_LINEAR);
+        assert_int_equal(f->layers[1].kind, LWB_LAYER_FULL);
+        // One rank of two: half of every head count, of the experts and of the shared expert.
+        assert_int_equal(f->d.heads, 8);
+        assert_int_equal(f->d.kv_heads, 1);
+        assert_int_equal(f->d.lc.k_heads, 8);
+        assert_int_equal(f->d.lc.v_heads, 16);
+        assert_int_equal(f->d.experts, 256);
+        assert_int_equal(f->d.shared_inter, 256);
+        assert_int_equal(f->d.rope_dim, 64);
+        assert_int_equal(f->d.lc.state_dtype, MAMBA_STATE_F16);
+        assert_int_equal(f->d.proj, 2 * 8 * 128 + 2 * 16 * 128 + 2 * 16);
+        assert_int_equal(f->d.qkv, (2 * 8 + 2) * 256);
+        struct lwb_device dev = dry_device(gpuspec_find("H200"));
+        struct lwb_mem m;
+        run_plan_memory(&p, &dev, &m);
+        const size_t slots = ctx ? 4 : 512;
+        // One slot: a 16 x 128 x 128 recurrent state in fp16 (512 KiB) and 3 x 4096 conv inputs.
+        assert_int_equal(gdn_state_bytes(f->d.lc), 524288);
+        assert_int_equal(gdn_conv_state_bytes(f->d.lc), 3 * 4096 * 2);
+        assert_int_equal(m.bytes[MEM_STATE], LWB_CEIL_DIV(slots * 524288, LWB_MEM_ALIGN) * LWB_MEM_ALIGN +
+                                                 LWB_CEIL_DIV(slots * 3 * 4096 * 2, LWB_MEM_ALIGN) * LWB_MEM_ALIGN);
+        struct lwb_kreqs reqs = {0};
+        p.fam->requests(p.f, &reqs);
+        bool gdn = false, gqa = false, softmax = false;
+        for (int i = 0; i < reqs.n; i++) {
+            gdn |= !strcmp(reqs.r[i]->family, "gdn");
+            gqa |= !strcmp(reqs.r[i]->family, "gqa") && strstr(reqs.r[i]->label, "norm_gate") != NULL;
+            softmax |= !strcmp(reqs.r[i]->family, "moe_route") && strstr(reqs.r[i]->label, "softmax") != NULL;
+        }
+        assert_true(gdn && gqa && softmax);
+        jit_build(&j, reqs.r, reqs.n);
+        for (int i = 0; i < reqs.n; i++) assert_true(reqs.r[i]->cubin_size > 0);
+        free(reqs.r);
+        struct lwb_modules mods = {0};
+        const char *mixer[2] = {"Qwen3NextGatedDeltaNet", "Attention"};
+        for (int l = 0; l < 2; l++) {
+            p.fam->modules(p.f, 0, l, false, &mods);
+            const char *want[] = {mixer[l], "Qwen3NextSparseMoeBlock", "GatedMLP", "MoE"};
+            int k = 0;
+            for (int i = 0; i < mods.n; i++)
+                if (mods.m[i].name) assert_string_equal(mods.m[i].name, want[k++]);
+            assert_int_equal(k, 4);
+            if (l == 0 && !ctx) // GEN: every recurrent state read and written once (512 x 512 KiB each way)
+                assert_true(mods.m[1].cost.bytes > 2.0 * 512 * 524288);
+        }
+        free(mods.m);
+    }
+    // The reference's own limit: 4 x 8193 tokens are more than config_ctx.yaml's max_num_tokens.
+    struct child_result *r = plan_exit(2, 12, "configs/config_ctx.yaml", "--model", (char *)qn, "--layer-indices", "6,7",
+                                       "--no-enable-attention-dp", "--scaled-from", "2", "--mamba-ssm-cache-dtype",
+                                       "float16", "--batch-size", "4");
+    assert_non_null(strstr(r->err, "--max-num-tokens 20480"));
 }
 
 static void test_v32_plan(void **state) {
@@ -607,7 +678,7 @@ int main(void) {
         cmocka_unit_test(test_nvtx_texts),    cmocka_unit_test(test_costs),
         cmocka_unit_test(test_dump_mapping),  cmocka_unit_test(test_gpuspec),
         cmocka_unit_test(test_gemm_tiles),    cmocka_unit_test(test_v32_plan),
-        cmocka_unit_test(test_nemotron_plan),
+        cmocka_unit_test(test_nemotron_plan), cmocka_unit_test(test_qwen3next_plan),
     };
     return cmocka_run_group_tests_name("plan", tests, NULL, NULL);
 }

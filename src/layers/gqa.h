@@ -4,8 +4,14 @@
 // RoPE, cache writes).
 //
 // Defines: struct gqa_config, gqa_request (one request holds every entry point), gqa_prep_enqueue,
-// gqa_prefill_enqueue, gqa_decode_choose / gqa_decode_ws_bytes / gqa_decode_enqueue,
-// gqa_attn_flops / gqa_attn_bytes / gqa_prep_bytes, gqa_cache_block_bytes, gqa_samples.
+// gqa_prefill_enqueue (and gqa_prefill_kernel_name, which of the two prefill kernels it runs),
+// gqa_decode_choose / gqa_decode_ws_bytes / gqa_decode_enqueue, gqa_attn_flops / gqa_attn_bytes /
+// gqa_prep_bytes, gqa_cache_block_bytes, gqa_samples.
+//
+// Two prefill kernels: lwb_gqa_prefill (mma.sync, flash-attention 2 style, 256 threads) and
+// lwb_gqa_prefill_wg (wgmma, warp-specialised, flash-attention 3 style, 384 threads). Both are in
+// every request's module; gqa_config.prefill picks one (0, the default: the wgmma kernel, which
+// takes every configuration gqa_validate accepts on Hopper, the only target lwb compiles for).
 //
 // Tensors (bf16 unless said): projection rows [q part: q_heads x (head_dim, or head_dim query +
 // head_dim gate) | k: kv_heads x head_dim | v: kv_heads x head_dim], row stride ld; q, gate and
@@ -24,12 +30,19 @@
 #define GQA_BM 128         // prefill query rows per block (the template's BM)
 #define GQA_SMEM_SM 233472 // shared memory per SM on Hopper (228 KiB), for occupancy estimates
 
+enum gqa_prefill_kernel {
+    GQA_PREFILL_AUTO,  // lwb's choice: the mma.sync kernel (measured faster on an H200, see below)
+    GQA_PREFILL_MMA,   // lwb_gqa_prefill (mma.sync)
+    GQA_PREFILL_WGMMA, // lwb_gqa_prefill_wg
+};
+
 struct gqa_config {
     int q_heads, kv_heads, head_dim; // this rank's heads; head_dim 128 or 256 (others refused)
     int page;                        // tokens per cache block
     int rope_dim;                    // 0: no RoPE; else rotary dims at the start of each head (NeoX halves)
     bool qk_norm;                    // Gemma-style RMSNorm on q and k per head (before RoPE)
     bool gate;                       // q rows per head are [query | gate]; attention output *= sigmoid(gate)
+    int prefill;                     // enum gqa_prefill_kernel (0: lwb's choice); no effect on the compiled code
 };
 
 static void gqa_validate(struct gqa_config c) {
@@ -50,6 +63,13 @@ static void gqa_validate(struct gqa_config c) {
 static int gqa_prefill_stages(struct gqa_config c) { return c.head_dim <= 128 ? 3 : 2; }
 static int gqa_decode_stages(struct gqa_config c) { (void)c; return 3; }
 
+// The wgmma prefill's tiles: 128 keys at head_dim 128 (S and O are 64 x 128 per warpgroup: 64
+// fp32 registers each, P 32), 64 at 256 (O takes 128 registers; S 32, P 16). Stages: queries plus
+// the rings take 224 KiB with three at 128 (the copies, from cp.async, get two tiles of slack),
+// 192 KiB with two at 256 (three would not fit); one block per SM either way.
+static int gqa_wg_keys(struct gqa_config c) { return c.head_dim <= 128 ? 128 : 64; }
+static int gqa_wg_stages(struct gqa_config c) { return c.head_dim <= 128 ? 3 : 2; }
+
 static void gqa_request(struct lwb_kreq *r, struct gqa_config c) {
     gqa_validate(c);
     *r = (struct lwb_kreq){.family = "gqa"};
@@ -64,8 +84,11 @@ static void gqa_request(struct lwb_kreq *r, struct gqa_config c) {
     kreq_set(r, "GATE", c.gate);
     kreq_set(r, "PREFILL_STAGES", gqa_prefill_stages(c));
     kreq_set(r, "DECODE_STAGES", gqa_decode_stages(c));
+    kreq_set(r, "WG_KT", gqa_wg_keys(c));
+    kreq_set(r, "WG_STAGES", gqa_wg_stages(c));
     kreq_entry(r, "lwb_gqa_prep");
     kreq_entry(r, "lwb_gqa_prefill");
+    kreq_entry(r, "lwb_gqa_prefill_wg");
     kreq_entry(r, "lwb_gqa_decode_m16");
     kreq_entry(r, "lwb_gqa_decode_m32");
     kreq_entry(r, "lwb_gqa_decode_m64");
@@ -130,12 +153,30 @@ static void gqa_set_smem(CUfunction f, unsigned smem) {
     CU_CHECK(lwb_cu.cuFuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)smem));
 }
 
+// Queries, both rings, their barriers, and room to align the tiles to 1024 bytes.
+static unsigned gqa_prefill_wg_smem(struct gqa_config c) {
+    const int st = gqa_wg_stages(c);
+    return (unsigned)(GQA_BM * c.head_dim * 2 + st * 2 * gqa_wg_keys(c) * c.head_dim * 2 + (1 + 4 * st) * 8 + 1024);
+}
+
+// Measured on an H200 (test/gpu/check_gqa.h): the wgmma kernel, fed by cp.async, runs at 0.89-0.93x
+// the mma.sync kernel's speed on the Nemotron-H and Qwen3-Next prefill shapes, so lwb picks the
+// mma.sync one; the wgmma one stays for --tuning and as the start of a TMA-fed version.
+static bool gqa_prefill_uses_wg(struct gqa_config c) { return c.prefill == GQA_PREFILL_WGMMA; }
+
+// The entry point gqa_prefill_enqueue launches for c.
+static const char *gqa_prefill_kernel_name(struct gqa_config c) {
+    return gqa_prefill_uses_wg(c) ? "lwb_gqa_prefill_wg" : "lwb_gqa_prefill";
+}
+
+// Both kernels take the same arguments and grid: (q_heads, batch, query tiles of 128).
 static void gqa_prefill_enqueue(const struct lwb_kreq *r, struct gqa_config c, CUstream s,
                                 const struct gqa_attn_args *a) {
     if (a->batch == 0 || a->qlen == 0) return;
     if (c.gate && !a->gate) LWB_BUG("gqa prefill: gated attention without the gate");
-    const unsigned smem = gqa_prefill_smem(c);
-    CUfunction f = kreq_func(r, "lwb_gqa_prefill");
+    const bool wg = gqa_prefill_uses_wg(c);
+    const unsigned smem = wg ? gqa_prefill_wg_smem(c) : gqa_prefill_smem(c);
+    CUfunction f = kreq_func(r, gqa_prefill_kernel_name(c));
     gqa_set_smem(f, smem);
     struct gqa_attn_args x = *a;
     int max_blocks = a->max_blocks, qlen = a->qlen;
@@ -143,7 +184,7 @@ static void gqa_prefill_enqueue(const struct lwb_kreq *r, struct gqa_config c, C
     void *args[] = {&x.q, &x.gate, &x.cache, &x.block_table, &max_blocks, &x.kv_lens, &qlen, &scale, &x.out};
     cu_launch(f,
               (struct lwb_launch){{(unsigned)c.q_heads, (unsigned)a->batch, (unsigned)LWB_CEIL_DIV(a->qlen, GQA_BM)},
-                                  {256}, smem},
+                                  {wg ? 384u : 256u}, smem},
               s, args);
 }
 

@@ -33,14 +33,21 @@ static int mamba_d_inner(struct mamba_config c) { return c.heads * c.head_dim; }
 static int mamba_conv_dim(struct mamba_config c) { return c.heads * c.head_dim + 2 * c.groups * c.state; }
 static int mamba_state_esize(struct mamba_config c) { return c.state_dtype == MAMBA_STATE_F32 ? 4 : 2; }
 
-// Shared memory of the two chunk kernels; kernels/mamba.cu.in's CS_SMEM and SCAN_SMEM.
-static unsigned mamba_cs_smem(struct mamba_config c) {
-    return (unsigned)(c.chunk * (c.head_dim + 8) * 2 + c.chunk * (c.state + 8) * 2 + 2 * c.chunk * 4 + 64);
+// Launch shapes and shared memory of the CTX kernels; kernels/mamba.cu.in's DT_HEADS,
+// PASS_SMEM, SCAN_THREADS and SCAN_SMEM (and STEP_THREADS for GEN).
+#define MAMBA_DT_HEADS 8
+static unsigned mamba_pass_smem(struct mamba_config c) { // 3 stages of x, 32 columns of B, dt, L
+    return 3u * (unsigned)(c.chunk * (c.head_dim + 8) * 2 + c.chunk * 40 * 2 + 2 * c.chunk * 4);
 }
-static unsigned mamba_scan_smem(struct mamba_config c) {
-    return (unsigned)(2 * c.chunk * (c.state + 8) * 2 + c.head_dim * (c.state + 8) * 2 +
-                      c.chunk * (c.head_dim + 8) * 2 + 2 * c.chunk * 4 + 64);
+static unsigned mamba_scan_threads(struct mamba_config c) {
+    return (unsigned)(c.chunk / 32 * (c.head_dim % 32 == 0 ? 2 : 1) * 32);
 }
+static unsigned mamba_scan_smem(struct mamba_config c) { // C tile, C B^T tiles, then B or one head's tiles
+    unsigned q16 = (unsigned)c.chunk / 16, tile = (unsigned)(c.chunk * (c.state + 8) * 2);
+    unsigned head = (unsigned)(c.chunk * (c.head_dim + 8) * 2 + c.head_dim * (c.state + 8) * 2 + 2 * c.chunk * 4);
+    return tile + q16 * (q16 + 1) / 2 * 1024 + LWB_MAX(tile, head);
+}
+static unsigned mamba_step_threads(struct mamba_config c) { return (unsigned)LWB_MAX(64, c.head_dim * c.state / 32); }
 
 // NULL when the kernels handle `c`; else what they cannot do (for a user error naming the model).
 static const char *mamba_config_error(struct mamba_config c) {
@@ -53,7 +60,8 @@ static const char *mamba_config_error(struct mamba_config c) {
     if (c.norm_group <= 0 || c.norm_group % 8 || di % c.norm_group || c.norm_group > 2048)
         return "the gated norm's group size must be a multiple of 8 dividing heads * head_dim, at most 2048";
     if (c.state_dtype < MAMBA_STATE_F32 || c.state_dtype > MAMBA_STATE_BF16) return "unknown ssm state dtype";
-    if (mamba_scan_smem(c) > 227 * 1024) return "chunk x (state + head_dim) tiles exceed shared memory";
+    if (mamba_scan_smem(c) > 227 * 1024 || mamba_pass_smem(c) > 227 * 1024)
+        return "chunk x (state + head_dim) tiles exceed shared memory";
     return NULL;
 }
 
@@ -75,7 +83,7 @@ static void mamba_request(struct lwb_kreq *r, struct mamba_config c) {
     kreq_set(r, "NORM_GROUP", c.norm_group);
     kreq_set(r, "STATE_DTYPE", c.state_dtype);
     kreq_entry(r, "lwb_mamba_conv");
-    kreq_entry(r, "lwb_mamba_chunk_state");
+    kreq_entry(r, "lwb_mamba_chunk_dt");
     kreq_entry(r, "lwb_mamba_state_pass");
     kreq_entry(r, "lwb_mamba_chunk_scan");
     kreq_entry(r, "lwb_mamba_step");
@@ -87,18 +95,18 @@ static size_t mamba_state_bytes(struct mamba_config c) {
 }
 static size_t mamba_conv_state_bytes(struct mamba_config c) { return (size_t)(c.conv_k - 1) * mamba_conv_dim(c) * 2; }
 
-// CTX workspace: chunk states dS fp32, chunk-start states bf16 (batch, chunks, H, P, N) each, and
-// the chunks' log-decays (batch, chunks, H) fp32, each part 256-byte aligned.
+// CTX workspace: chunk-start states bf16 (batch, chunks, H, P, N), the chunks' dt and cumulative
+// log-decays L (batch, chunks, H, Q) fp32 each, each part 256-byte aligned.
 struct mamba_ws {
-    size_t dstate, sstart, lam, bytes; // offsets, total
+    size_t sstart, dt, lam, bytes; // offsets, total
 };
 static struct mamba_ws mamba_ws_layout(struct mamba_config c, int batch, int qlen) {
     size_t chunks = (size_t)batch * LWB_CEIL_DIV(qlen, c.chunk);
-    size_t states = chunks * c.heads * c.head_dim * c.state;
+    size_t states = chunks * c.heads * c.head_dim * c.state, steps = chunks * c.heads * c.chunk;
     struct mamba_ws w = {0};
-    w.sstart = LWB_CEIL_DIV(states * 4, 256) * 256;
-    w.lam = w.sstart + LWB_CEIL_DIV(states * 2, 256) * 256;
-    w.bytes = w.lam + LWB_CEIL_DIV(chunks * c.heads * 4, 256) * 256;
+    w.dt = LWB_CEIL_DIV(states * 2, 256) * 256;
+    w.lam = w.dt + LWB_CEIL_DIV(steps * 4, 256) * 256;
+    w.bytes = w.lam + LWB_CEIL_DIV(steps * 4, 256) * 256;
     return w;
 }
 static size_t mamba_workspace_bytes(struct mamba_config c, int batch, int qlen) {
@@ -126,12 +134,12 @@ static void mamba_check_args(struct mamba_config c, const struct mamba_args *a) 
     if (c.conv_bias != (a->conv_b != 0)) LWB_BUG("mamba: conv bias pointer does not match the config");
 }
 
-// Conv segment: enough (channel block, segment, request) blocks to fill the GPU several times
-// over, at least 32 tokens (each segment re-reads K-1 inputs) and at least K-1 (only the first
+// Conv segment: enough (channel block, segment, request) blocks for several waves (a short tail),
+// at least 32 tokens (each segment re-reads K-1 inputs) and at least K-1 (only the first
 // segment may reach into the conv state, which it alone rewrites).
 static int mamba_conv_seg(struct mamba_config c, int batch, int qlen) {
     int cblocks = LWB_CEIL_DIV(mamba_conv_dim(c) / 8, 128);
-    long long want = LWB_CEIL_DIV(1024, (long long)cblocks * batch); // segments per request
+    long long want = LWB_CEIL_DIV(2048, (long long)cblocks * batch); // segments per request
     int seg = (int)LWB_CEIL_DIV(qlen, LWB_MAX(want, 1));
     return LWB_MAX(seg, LWB_MAX(32, c.conv_k - 1));
 }
@@ -150,7 +158,8 @@ static void mamba_conv_enqueue(const struct lwb_kreq *r, struct mamba_config c, 
               s, args);
 }
 
-// CTX: chunk states, state passing (final state to the cache), chunk outputs.
+// CTX: the chunks' dt and L, the state pass (chunk-start states, the final state to the cache),
+// the chunk outputs.
 static void mamba_ssd_enqueue(const struct lwb_kreq *r, struct mamba_config c, CUstream s, const struct mamba_args *a) {
     if (a->batch == 0 || a->qlen == 0) return;
     mamba_check_args(c, a);
@@ -158,35 +167,55 @@ static void mamba_ssd_enqueue(const struct lwb_kreq *r, struct mamba_config c, C
     struct mamba_ws w = mamba_ws_layout(c, a->batch, a->qlen);
     int nchunks = LWB_CEIL_DIV(a->qlen, c.chunk), qlen = a->qlen, has_past = a->has_past;
     CUdeviceptr in = a->zxbcdt, xbc = a->xbc, A = a->A, bias = a->dt_bias, D = a->D, st = a->ssm_state, y = a->y;
-    CUdeviceptr ds = a->ws + w.dstate, ss = a->ws + w.sstart, lam = a->ws + w.lam;
+    CUdeviceptr ss = a->ws + w.sstart, dt = a->ws + w.dt, lam = a->ws + w.lam;
     long long ld = a->ld;
-    CUfunction f_cs = kreq_func(r, "lwb_mamba_chunk_state"), f_scan = kreq_func(r, "lwb_mamba_chunk_scan");
-    unsigned cs_smem = mamba_cs_smem(c), scan_smem = mamba_scan_smem(c);
-    CU_CHECK(lwb_cu.cuFuncSetAttribute(f_cs, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)cs_smem));
+    CUfunction f_pass = kreq_func(r, "lwb_mamba_state_pass"), f_scan = kreq_func(r, "lwb_mamba_chunk_scan");
+    unsigned pass_smem = mamba_pass_smem(c), scan_smem = mamba_scan_smem(c);
+    CU_CHECK(lwb_cu.cuFuncSetAttribute(f_pass, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)pass_smem));
     CU_CHECK(lwb_cu.cuFuncSetAttribute(f_scan, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)scan_smem));
-    struct lwb_launch per_chunk = {{(unsigned)c.heads, (unsigned)nchunks, (unsigned)a->batch}, {128}, cs_smem};
-    void *a1[] = {&in, &ld, &xbc, &A, &bias, &ds, &lam, &qlen, &nchunks};
-    cu_launch(f_cs, per_chunk, s, a1);
-    void *a2[] = {&ds, &lam, &ss, &st, &nchunks, &has_past};
-    int pn8 = c.head_dim * c.state / 8;
-    cu_launch(kreq_func(r, "lwb_mamba_state_pass"),
-              (struct lwb_launch){{(unsigned)LWB_CEIL_DIV(pn8, 128), (unsigned)c.heads, (unsigned)a->batch}, {128}}, s, a2);
-    void *a3[] = {&in, &ld, &xbc, &A, &bias, &D, &ss, &y, &qlen, &nchunks};
-    per_chunk.block[0] = (unsigned)c.chunk; // a warp per pair of 16-row tiles
-    per_chunk.smem = scan_smem;
-    cu_launch(f_scan, per_chunk, s, a3);
+    void *a1[] = {&in, &ld, &A, &bias, &dt, &lam, &qlen, &nchunks};
+    cu_launch(kreq_func(r, "lwb_mamba_chunk_dt"),
+              (struct lwb_launch){{(unsigned)nchunks, (unsigned)LWB_CEIL_DIV(c.heads, MAMBA_DT_HEADS), (unsigned)a->batch},
+                                  {(unsigned)c.chunk}},
+              s, a1);
+    void *a2[] = {&xbc, &dt, &lam, &ss, &st, &qlen, &nchunks, &has_past};
+    cu_launch(f_pass, (struct lwb_launch){{(unsigned)c.state / 32, (unsigned)c.heads, (unsigned)a->batch}, {128}, pass_smem},
+              s, a2);
+    void *a3[] = {&xbc, &D, &ss, &dt, &lam, &y, &qlen, &nchunks};
+    cu_launch(f_scan,
+              (struct lwb_launch){{(unsigned)c.groups, (unsigned)nchunks, (unsigned)a->batch}, {mamba_scan_threads(c)}, scan_smem},
+              s, a3);
 }
 
-// GEN: the recurrence token by token (qlen of them per request, in order).
+// Blocks of `f` (at `threads` per block) the whole device holds at once, for persistent grids;
+// remembered for the last function asked about.
+static int mamba_resident_blocks(CUfunction f, int threads) {
+    static CUfunction last_f;
+    static int last_threads, last_n;
+    if (f == last_f && threads == last_threads) return last_n;
+    CUdevice dev;
+    int sms = 0, per_sm = 0;
+    CU_CHECK(lwb_cu.cuDeviceGet(&dev, LWB_MAX(lwb_proc.device, 0)));
+    CU_CHECK(lwb_cu.cuDeviceGetAttribute(&sms, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, dev));
+    CU_CHECK(lwb_cu.cuOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, f, threads, 0));
+    last_f = f, last_threads = threads, last_n = LWB_MAX(1, sms * per_sm);
+    return last_n;
+}
+
+// GEN: the recurrence token by token (qlen of them per request, in order), persistent blocks
+// over the (request, head) pairs.
 static void mamba_step_enqueue(const struct lwb_kreq *r, struct mamba_config c, CUstream s, const struct mamba_args *a) {
     if (a->batch == 0 || a->qlen == 0) return;
     mamba_check_args(c, a);
-    int qlen = a->qlen;
+    int qlen = a->qlen, batch = a->batch;
     CUdeviceptr in = a->zxbcdt, xbc = a->xbc, A = a->A, bias = a->dt_bias, D = a->D, st = a->ssm_state, y = a->y;
     long long ld = a->ld;
-    void *args[] = {&in, &ld, &xbc, &A, &bias, &D, &st, &y, &qlen};
-    cu_launch(kreq_func(r, "lwb_mamba_step"), (struct lwb_launch){{(unsigned)c.heads, (unsigned)a->batch}, {256}}, s,
-              args);
+    CUfunction f = kreq_func(r, "lwb_mamba_step");
+    unsigned threads = mamba_step_threads(c);
+    long long pairs = (long long)batch * c.heads;
+    unsigned grid = (unsigned)LWB_MIN(pairs, (long long)mamba_resident_blocks(f, (int)threads));
+    void *args[] = {&in, &ld, &xbc, &A, &bias, &D, &st, &y, &qlen, &batch};
+    cu_launch(f, (struct lwb_launch){{grid}, {threads}}, s, args);
 }
 
 static void mamba_norm_enqueue(const struct lwb_kreq *r, struct mamba_config c, CUstream s, const struct mamba_args *a) {
@@ -244,6 +273,7 @@ static int mamba_samples(struct lwb_kreq *out, int max) {
         {64, 64, 8, 128, 4, 128, 512, MAMBA_STATE_BF16, true},
         {12, 32, 3, 64, 3, 64, 128, MAMBA_STATE_F32, false},  // odd: every size different
         {8, 128, 2, 256, 2, 32, 256, MAMBA_STATE_F16, true},  // the largest tiles at a short chunk
+        {6, 48, 3, 32, 5, 96, 144, MAMBA_STATE_BF16, true},   // head_dim not a multiple of 32, the smallest state
     };
     int n = 0;
     for (size_t i = 0; i < LWB_ARRAY_LEN(s) && n < max; i++) mamba_request(&out[n++], s[i]);

@@ -1566,6 +1566,7 @@ static void check_fp8(struct check *c) {
 #include "check_dsa.h" // the V3.2 indexer and the sparse attention (after the helpers above)
 #include "check_mamba.h" // the Mamba2 mixer kernels
 #include "check_gqa.h" // grouped-query attention
+#include "check_gdn.h" // Gated DeltaNet
 
 static const struct {
     const char *name;
@@ -1582,6 +1583,7 @@ static const struct {
     {"dsa", check_dsa, true},
     {"mamba", check_mamba, true},
     {"gqa", check_gqa, true},
+    {"gdn", check_gdn, true},
     {"jit", check_jit, true},             {"fp8", check_fp8, true},
 };
 

@@ -6,7 +6,9 @@
 //         Nemotron-H's 32/2 heads of 128 and Qwen3-Next's gated 8/1 and 16/2 heads of 256 with
 //         q/k norm and RoPE, pages of 32 and 64, odd query and cache lengths; then benchmarks at
 //         the README's CTX and GEN shapes next to their floors (test/gpu/anchors_gqa.py times
-//         torch's SDPA on the same shapes).
+//         torch's SDPA on the same shapes). Both prefill kernels (mma: lwb_gqa_prefill, wgmma:
+//         lwb_gqa_prefill_wg) are checked on every prefill case and timed on every CTX shape,
+//         each line naming its kernel, and a `prefill` line compares the two.
 #pragma once
 #include "../ref/gqa.c"
 
@@ -43,6 +45,10 @@ static void gqa_decode_launch(void *p, CUstream s) {
     struct gqa_arg *x = p;
     gqa_decode_enqueue(x->r, x->cfg, x->plan, s, &x->a);
 }
+
+// The prefill kernels, in the order they are checked and timed.
+static const int GQA_PREFILL_KERNELS[] = {GQA_PREFILL_MMA, GQA_PREFILL_WGMMA};
+static const char *gqa_prefill_tag(int k) { return k == GQA_PREFILL_MMA ? "mma" : "wgmma"; }
 
 static struct gqa_decode_plan gqa_forced_plan(int maxlen, int splits) {
     struct gqa_decode_plan p;
@@ -154,8 +160,11 @@ static void check_gqa_case(struct check *c, struct gqa_config cfg, int page, int
                                  .kv_lens = dl, .batch = batch, .qlen = qlen, .past = past[0], .sm_scale = scale,
                                  .out = dout};
     uint16_t *go = xmalloc(nq * 2);
-    for (int mode = GQA_PREFILL; mode <= GQA_DECODE; mode++) {
+    // Runs: each prefill kernel, then the decode.
+    for (int run = 0; run < (int)LWB_ARRAY_LEN(GQA_PREFILL_KERNELS) + 1; run++) {
+        const int mode = run < (int)LWB_ARRAY_LEN(GQA_PREFILL_KERNELS) ? GQA_PREFILL : GQA_DECODE;
         if (!(modes & mode)) continue;
+        if (mode == GQA_PREFILL) x.cfg.prefill = GQA_PREFILL_KERNELS[run];
         CUdeviceptr ws = 0;
         size_t wsb = 0;
         if (mode == GQA_DECODE) {
@@ -172,7 +181,7 @@ static void check_gqa_case(struct check *c, struct gqa_config cfg, int page, int
         stream_wait(c->s, 60, mode == GQA_PREFILL ? "gqa prefill" : "gqa decode");
         download(go, dout, nq * 2);
         got = bf16_to_f32(go, nq);
-        if (mode == GQA_PREFILL) snprintf(what, sizeof what, "gqa_prefill %s", tag);
+        if (mode == GQA_PREFILL) snprintf(what, sizeof what, "gqa_prefill[%s] %s", gqa_prefill_tag(x.cfg.prefill), tag);
         else snprintf(what, sizeof what, "gqa_decode %s splits=%d", tag, x.plan.splits);
         verdict(c, what, ref_compare("o", got, ref_out, nq, GQA_ATTN_ATOL, GQA_ATTN_RTOL, 1), GQA_ATTN_L2);
         free(got);
@@ -217,12 +226,25 @@ static void bench_gqa(struct check *c, struct gqa_config cfg, int page, int batc
         if (wsb) x.a.ws = dev_alloc(wsb, "gqa decode ws");
         snprintf(what, sizeof what, "gqa_decode %s b=%d q=%d past=%d p%d s%d", gqa_name(cfg), batch, qlen, past, page,
                  x.plan.splits);
+        stream_wait(c->s, 60, "gqa bench fill");
+        bench_line(c, what, time_us(c, gqa_decode_launch, &x, 10), gqa_attn_bytes(cfg, batch, qlen, past),
+                   gqa_attn_flops(cfg, batch, qlen, past));
     } else {
-        snprintf(what, sizeof what, "gqa_prefill %s b=%d q=%d past=%d p%d", gqa_name(cfg), batch, qlen, past, page);
+        stream_wait(c->s, 60, "gqa bench fill");
+        double us[LWB_ARRAY_LEN(GQA_PREFILL_KERNELS)];
+        for (size_t k = 0; k < LWB_ARRAY_LEN(GQA_PREFILL_KERNELS); k++) {
+            x.cfg.prefill = GQA_PREFILL_KERNELS[k];
+            snprintf(what, sizeof what, "gqa_prefill[%s] %s b=%d q=%d past=%d p%d", gqa_prefill_tag(x.cfg.prefill),
+                     gqa_name(cfg), batch, qlen, past, page);
+            us[k] = time_us(c, gqa_prefill_launch, &x, 10);
+            bench_line(c, what, us[k], gqa_attn_bytes(cfg, batch, qlen, past), gqa_attn_flops(cfg, batch, qlen, past));
+        }
+        x.cfg.prefill = GQA_PREFILL_AUTO;
+        printf("prefill %s b=%d q=%d past=%d: mma %.1f us, wgmma %.1f us (wgmma %.2fx as fast); default: %s\n",
+               gqa_name(cfg), batch, qlen, past, us[0], us[1], us[0] / us[1],
+               gqa_prefill_uses_wg(x.cfg) ? "wgmma" : "mma");
+        fflush(stdout);
     }
-    stream_wait(c->s, 60, "gqa bench fill");
-    const double us = time_us(c, mode == GQA_DECODE ? gqa_decode_launch : gqa_prefill_launch, &x, 10);
-    bench_line(c, what, us, gqa_attn_bytes(cfg, batch, qlen, past), gqa_attn_flops(cfg, batch, qlen, past));
     if (prep) {
         const int qwid = cfg.q_heads * hd * (cfg.gate ? 2 : 1), width = qwid + 2 * cfg.kv_heads * hd;
         CUdeviceptr dqkv = dev_alloc((size_t)T * width * 2, "qkv"), dw = dev_alloc((size_t)hd * 2, "norm w"), dcs = 0,

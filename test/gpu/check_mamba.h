@@ -3,7 +3,8 @@
 //   conv (output and conv state), the CTX chunked scan and the GEN step (y and the final ssm
 //   state, against the recurrence token by token), the gated norm; at Nemotron-3-Nano's sizes
 //   with short odd lengths (partial chunks, qlen below the conv width, MTP steps), each state
-//   dtype, with and without past tokens, and at two odd configurations. Then benchmarks at
+//   dtype, with and without past tokens, more chunks than the state pass's 3-stage ring, and at
+//   three odd configurations. Then benchmarks at
 //   Nemotron's shapes next to their floors: CTX batch 1 x 8193 tokens (conv, ssd, norm), GEN
 //   batch 128 x 1 token with an fp16 state (conv, step, norm).
 #pragma once
@@ -213,6 +214,7 @@ static void check_mamba(struct check *c) {
     check_mamba_case(c, nbf16, 3, 300, true, false);
     check_mamba_case(c, nf32, 1, 256, false, false);
     check_mamba_case(c, nf16, 2, 1, true, false);
+    check_mamba_case(c, nbf16, 1, 700, true, false); // 6 chunks: the state pass's ring wraps
     // GEN: one token, MTP steps of 2..4.
     check_mamba_case(c, nf16, 5, 1, true, true);
     check_mamba_case(c, nf32, 3, 3, true, true);
@@ -228,6 +230,12 @@ static void check_mamba(struct check *c) {
     check_mamba_case(c, odd, 4, 1, true, true);
     check_mamba_case(c, wide, 2, 70, true, false);
     check_mamba_case(c, wide, 3, 2, true, true);
+    // head_dim not a multiple of 32 (the scan's warps then take whole rows of P), the smallest
+    // state (one pass block per head, 4 threads per state row in the step), chunk 96, K 5, two
+    // heads per group.
+    struct mamba_config narrow = {6, 48, 3, 32, 5, 96, 144, MAMBA_STATE_BF16, true};
+    check_mamba_case(c, narrow, 2, 500, true, false);
+    check_mamba_case(c, narrow, 3, 2, true, true);
     // Speed at Nemotron's shapes.
     bench_mamba(c, nf16, 1, 8193, false);
     bench_mamba(c, nf16, 128, 1, true);
