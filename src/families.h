@@ -1,6 +1,6 @@
 // families.h: the model families lwb builds, as tables the runner drives.
 //
-// Defines: lwb_families (one entry per family: DeepSeek-V3/R1 today), family_for_model (the
+// Defines: lwb_families (one entry per family: DeepSeek-V3/R1/V3.2, Nemotron-H, Qwen3-Next), family_for_model (the
 // family that runs a model's model_type, or a one-line error naming the ones that exist).
 //
 // Does not: hold any family's code (src/layers/<family>.h does).

@@ -18,8 +18,10 @@
 // NOTES:
 // - model_type deepseek_v3 (DeepSeek-V3, R1 and their quantized checkpoints) and deepseek_v32
 //   (DeepSeek-V3.2: V3's layer with DeepSeek Sparse Attention, read from index_n_heads,
-//   index_head_dim and index_topk) are built. The other presets exist so their names resolve;
-//   model_load refuses them with one line.
+//   index_head_dim and index_topk) are built, and the hybrids nemotron_h (hybrid_override_pattern:
+//   Mamba2, attention, MoE, MLP letters) and qwen3_next (layer_types or full_attention_interval:
+//   Gated DeltaNet or gated attention, each with MoE), read into `pattern` and the hybrid fields.
+//   The other presets exist so their names resolve; model_load refuses them with one line.
 // - The checkpoint's format is read from quantization_config (or hf_quant_config.json) into
 //   `ckpt`; model_weight_format picks what runs from it and --weight-dtype (bf16, or DeepSeek's
 //   FP8 with 128x128 block scales). model_load itself is silent.
