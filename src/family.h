@@ -136,6 +136,21 @@ static void iteration_text(const struct lwb_problem *p, int world_size, char *ou
     snprintf(out, n, "b=%d s=%d past=%d%s NP%d", p->batch, p->qlen, p->past, bal, world_size);
 }
 
+// A paged cache's block table (n entries) in a shuffled order from `seed`, as a cache in use has
+// its pages, uploaded to `table`.
+static void block_table_upload(CUdeviceptr table, int n, unsigned long long seed, CUstream s) {
+    int *t = xmalloc(sizeof(int) * (size_t)n);
+    for (int i = 0; i < n; i++) t[i] = i;
+    uint64_t rng = seed * 2654435761ULL + 1;
+    for (int i = n - 1; i > 0; i--) {
+        rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+        int j = (int)((rng >> 33) % (uint64_t)(i + 1)), x = t[i];
+        t[i] = t[j], t[j] = x;
+    }
+    upload_wait(s, table, t, sizeof(int) * (size_t)n);
+    free(t);
+}
+
 static json_t *problem_spec_json(const struct lwb_problem *p) {
     json_t *o = json_object();
     json_object_set_new(o, "batch_size", json_integer(p->batch));

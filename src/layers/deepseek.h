@@ -1606,17 +1606,7 @@ static void ds_init(void *fam, const struct lwb_kreq *init, CUstream s, unsigned
     upload_wait(s, b->cos_t, cs, sizeof(float) * (size_t)pos * half);
     upload_wait(s, b->sin_t, sn, sizeof(float) * (size_t)pos * half);
     free(inv), free(cs), free(sn);
-    const int nb = b->max_batch * b->max_blocks;
-    int *table = xmalloc(sizeof(int) * (size_t)nb);
-    for (int i = 0; i < nb; i++) table[i] = i;
-    uint64_t rng = seed * 2654435761ULL + 1;
-    for (int i = nb - 1; i > 0; i--) {
-        rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
-        int j = (int)((rng >> 33) % (uint64_t)(i + 1)), t = table[i];
-        table[i] = table[j], table[j] = t;
-    }
-    upload_wait(s, b->block_table, table, sizeof(int) * (size_t)nb);
-    free(table);
+    block_table_upload(b->block_table, b->max_batch * b->max_blocks, seed, s);
     // Rows between requests' keys in the context phase are never attended; keep them finite.
     if (b->kv_all) CU_CHECK(lwb_cu.cuMemsetD8Async(b->kv_all, 0, (size_t)b->max_keys * d->kv_row * 2, s));
     if (b->a2a.changed) CU_CHECK(lwb_cu.cuMemsetD32Async(b->a2a.changed, 0, 1, s));

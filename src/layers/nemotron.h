@@ -549,17 +549,7 @@ static void nh_init(void *fam, const struct lwb_kreq *init, CUstream s, unsigned
     struct nh_buffers *b = &f->buf;
     f->init = init, f->seed = seed;
     for (int l = 0; l < f->nlayers; l++) nh_layer_init(&f->layers[l], &f->d, init, s, seed, b->max_batch);
-    const int nb = b->max_batch * b->max_blocks;
-    int *table = xmalloc(sizeof(int) * (size_t)nb);
-    for (int i = 0; i < nb; i++) table[i] = i;
-    uint64_t rng = seed * 2654435761ULL + 1;
-    for (int i = nb - 1; i > 0; i--) { // a shuffled page order, as a cache in use has
-        rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
-        int j = (int)((rng >> 33) % (uint64_t)(i + 1)), t = table[i];
-        table[i] = table[j], table[j] = t;
-    }
-    upload_wait(s, b->block_table, table, sizeof(int) * (size_t)nb);
-    free(table);
+    block_table_upload(b->block_table, b->max_batch * b->max_blocks, seed, s);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -831,6 +821,33 @@ static void nh_dump_dev(struct lwb_st_writer *w, const char *name, const char *d
     keep[(*nkeep)++] = h;
 }
 
+// The past keys and values of `batch` requests (tokens 0 .. past - 1), read through the block
+// table of a paged GQA cache: lwb.past_kv.k and lwb.past_kv.v, (batch, kv_heads, past, head_dim) bf16.
+static void nh_dump_past_kv(struct lwb_st_writer *w, struct gqa_config g, CUdeviceptr cache, int blocks,
+                            CUdeviceptr block_table, int max_blocks, int batch, int past, void **keep, int *nk) {
+    const size_t blk = gqa_cache_block_bytes(g), plane = (size_t)g.page * g.head_dim;
+    uint16_t *c = xmalloc(blk * (size_t)blocks);
+    CU_CHECK(lwb_cu.cuMemcpyDtoH(c, cache, blk * (size_t)blocks));
+    int *bt = xmalloc(sizeof(int) * (size_t)batch * max_blocks);
+    CU_CHECK(lwb_cu.cuMemcpyDtoH(bt, block_table, sizeof(int) * (size_t)batch * max_blocks));
+    const size_t per = (size_t)batch * g.kv_heads * past * g.head_dim;
+    uint16_t *k = xmalloc(per * 2), *v = xmalloc(per * 2);
+    for (int r = 0; r < batch; r++)
+        for (int h = 0; h < g.kv_heads; h++)
+            for (int j = 0; j < past; j++) {
+                const uint16_t *block = c + (size_t)bt[r * max_blocks + j / g.page] * (blk / 2);
+                const size_t src = (size_t)h * plane + (size_t)(j % g.page) * g.head_dim;
+                const size_t dst = (((size_t)r * g.kv_heads + h) * past + j) * g.head_dim;
+                memcpy(k + dst, block + src, (size_t)g.head_dim * 2);
+                memcpy(v + dst, block + (size_t)g.kv_heads * plane + src, (size_t)g.head_dim * 2);
+            }
+    int64_t ks[4] = {batch, g.kv_heads, past, g.head_dim};
+    st_add(w, "lwb.past_kv.k", "BF16", ks, 4, k, per * 2);
+    st_add(w, "lwb.past_kv.v", "BF16", ks, 4, v, per * 2);
+    keep[(*nk)++] = k, keep[(*nk)++] = v;
+    free(c), free(bt);
+}
+
 static void nh_dump(void *fam, int pi, CUstream s, const char *dir) {
     struct nh_family *f = fam;
     const struct nh_dims *d = &f->d;
@@ -876,29 +893,8 @@ static void nh_dump(void *fam, int pi, CUstream s, const char *dir) {
             int64_t qk[2] = {d->qkv, H}, o[2] = {H, A};
             nh_dump_dev(w, "lwb.w.qkv", "BF16", qk, 2, L->wqkv, keep, &nk);
             nh_dump_dev(w, "lwb.w.o", "BF16", o, 2, L->wo, keep, &nk);
-            if (q->past) { // the past keys and values, read through the block table
-                const size_t blk = gqa_cache_block_bytes(d->gc), plane = (size_t)d->page * d->head_dim;
-                uint16_t *cache = xmalloc(blk * (size_t)L->blocks);
-                CU_CHECK(lwb_cu.cuMemcpyDtoH(cache, L->cache, blk * (size_t)L->blocks));
-                int *bt = xmalloc(sizeof(int) * (size_t)b->max_batch * b->max_blocks);
-                CU_CHECK(lwb_cu.cuMemcpyDtoH(bt, b->block_table, sizeof(int) * (size_t)b->max_batch * b->max_blocks));
-                const size_t per = (size_t)slots * d->kv_heads * q->past * d->head_dim;
-                uint16_t *k = xmalloc(per * 2), *v = xmalloc(per * 2);
-                for (int r = 0; r < slots; r++)
-                    for (int h = 0; h < d->kv_heads; h++)
-                        for (int j = 0; j < q->past; j++) {
-                            const uint16_t *block = cache + (size_t)bt[r * b->max_blocks + j / d->page] * (blk / 2);
-                            const size_t src = (size_t)h * plane + (size_t)(j % d->page) * d->head_dim;
-                            const size_t dst = (((size_t)r * d->kv_heads + h) * q->past + j) * d->head_dim;
-                            memcpy(k + dst, block + src, (size_t)d->head_dim * 2);
-                            memcpy(v + dst, block + (size_t)d->kv_heads * plane + src, (size_t)d->head_dim * 2);
-                        }
-                int64_t ks[4] = {slots, d->kv_heads, q->past, d->head_dim};
-                st_add(w, "lwb.past_kv.k", "BF16", ks, 4, k, per * 2);
-                st_add(w, "lwb.past_kv.v", "BF16", ks, 4, v, per * 2);
-                keep[nk++] = k, keep[nk++] = v;
-                free(cache), free(bt);
-            }
+            if (q->past)
+                nh_dump_past_kv(w, d->gc, L->cache, L->blocks, b->block_table, b->max_blocks, slots, q->past, keep, &nk);
         } else {
             const long long E = d->experts, I = d->moe_inter, S = d->shared_inter;
             int64_t g[2] = {E, H}, e1[1] = {E}, up[3] = {E, I, H}, dn[3] = {E, H, I}, su[2] = {S, H}, sd[2] = {H, S};

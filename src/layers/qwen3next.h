@@ -480,17 +480,7 @@ static void qn_init(void *fam, const struct lwb_kreq *init, CUstream s, unsigned
         upload_wait(s, b->sin_t, sn, sizeof(float) * (size_t)pos * half);
         free(inv), free(cs), free(sn);
     }
-    const int nb = b->max_batch * b->max_blocks;
-    int *table = xmalloc(sizeof(int) * (size_t)nb);
-    for (int i = 0; i < nb; i++) table[i] = i;
-    uint64_t rng = seed * 2654435761ULL + 1;
-    for (int i = nb - 1; i > 0; i--) {
-        rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
-        int j = (int)((rng >> 33) % (uint64_t)(i + 1)), t = table[i];
-        table[i] = table[j], table[j] = t;
-    }
-    upload_wait(s, b->block_table, table, sizeof(int) * (size_t)nb);
-    free(table);
+    block_table_upload(b->block_table, b->max_batch * b->max_blocks, seed, s);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -775,30 +765,9 @@ static void qn_dump(void *fam, int pi, CUstream s, const char *dir) {
             nh_dump_dev(w, "lwb.w.o", "BF16", o, 2, L->wo, keep, &nk);
             nh_dump_dev(w, "lwb.w.q_norm", "BF16", hd, 1, L->q_norm, keep, &nk);
             nh_dump_dev(w, "lwb.w.k_norm", "BF16", hd, 1, L->k_norm, keep, &nk);
-            if (q->past) {
-                const struct gqa_config g = qn_gqa_config(d);
-                const size_t blk = gqa_cache_block_bytes(g), plane = (size_t)d->page * d->head_dim;
-                uint16_t *cache = xmalloc(blk * (size_t)L->blocks);
-                CU_CHECK(lwb_cu.cuMemcpyDtoH(cache, L->cache, blk * (size_t)L->blocks));
-                int *bt = xmalloc(sizeof(int) * (size_t)b->max_batch * b->max_blocks);
-                CU_CHECK(lwb_cu.cuMemcpyDtoH(bt, b->block_table, sizeof(int) * (size_t)b->max_batch * b->max_blocks));
-                const size_t per = (size_t)slots * d->kv_heads * q->past * d->head_dim;
-                uint16_t *kk = xmalloc(per * 2), *vv = xmalloc(per * 2);
-                for (int r = 0; r < slots; r++)
-                    for (int h = 0; h < d->kv_heads; h++)
-                        for (int j = 0; j < q->past; j++) {
-                            const uint16_t *block = cache + (size_t)bt[r * b->max_blocks + j / d->page] * (blk / 2);
-                            const size_t src = (size_t)h * plane + (size_t)(j % d->page) * d->head_dim;
-                            const size_t dst = (((size_t)r * d->kv_heads + h) * q->past + j) * d->head_dim;
-                            memcpy(kk + dst, block + src, (size_t)d->head_dim * 2);
-                            memcpy(vv + dst, block + (size_t)d->kv_heads * plane + src, (size_t)d->head_dim * 2);
-                        }
-                int64_t ks[4] = {slots, d->kv_heads, q->past, d->head_dim};
-                st_add(w, "lwb.past_kv.k", "BF16", ks, 4, kk, per * 2);
-                st_add(w, "lwb.past_kv.v", "BF16", ks, 4, vv, per * 2);
-                keep[nk++] = kk, keep[nk++] = vv;
-                free(cache), free(bt);
-            }
+            if (q->past)
+                nh_dump_past_kv(w, qn_gqa_config(d), L->cache, L->blocks, b->block_table, b->max_blocks, slots,
+                                q->past, keep, &nk);
         }
         int64_t g2[2] = {E, H}, e13[3] = {E, 2 * I, H}, e2[3] = {E, H, I}, s13[2] = {2 * S, H}, s2[2] = {H, S};
         nh_dump_dev(w, "lwb.w.gate", "BF16", g2, 2, L->gate, keep, &nk);
